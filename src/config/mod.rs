@@ -1,0 +1,874 @@
+//! The configuration file: a versioned TOML document (`version = 1`), parsed with unknown keys
+//! rejected into file structs (`*File`), then validated into [`Config`] with every secret read
+//! from its environment variable or file. Every error names the file, line, column and key.
+//!
+//! What lives here: the `[ironclad]` connection section and the `[policy]` section, the loader
+//! and its error type. What does not: the `[source]` section's own shape (in
+//! [`crate::source::SourceConfig`]) and the clients that use the values.
+
+pub mod secret;
+
+pub use secret::{Secret, SecretError, SecretRef};
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The only configuration format version this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A configuration problem, located in its file.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{file}:{line}:{column}: {key}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted key the problem is about (`ironclad.auth.client_secret`), or `-` for syntax.
+    pub key: String,
+    /// What is wrong and, where it helps, what to do.
+    pub message: String,
+}
+
+/// Turns a byte offset in `text` into a 1-based (line, column).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+/// Locates errors in one configuration text.
+#[derive(Debug, Clone)]
+pub struct Locator<'a> {
+    /// File name as the user gave it.
+    pub file: &'a str,
+    /// The file's text.
+    pub text: &'a str,
+}
+
+impl Locator<'_> {
+    /// An error at a byte span.
+    pub fn at(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_col(self.text, span.start);
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Converts a TOML/serde error (syntax, unknown key, wrong type) into a located error.
+    pub fn from_toml(&self, e: &toml::de::Error) -> ConfigError {
+        let (line, column) = e
+            .span()
+            .map(|s| line_col(self.text, s.start))
+            .unwrap_or((1, 1));
+        let key = e
+            .span()
+            .map(|s| key_at(self.text, s.start))
+            .unwrap_or_else(|| "-".to_string());
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            key,
+            message: e.message().trim().to_string(),
+        }
+    }
+}
+
+/// Best-effort dotted key at a byte offset: the nearest `[table]` header above plus the key
+/// written on the offending line.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    for line in text[..offset].lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let key = if key.starts_with('[') || key.is_empty() {
+        ""
+    } else {
+        key
+    };
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "-".to_string(),
+        (true, false) => key.to_string(),
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// File structs: exactly what may be written in the file.
+// ---------------------------------------------------------------------------------------------
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Format version; must be 1.
+    pub version: Spanned<u32>,
+    /// Connection to Ironclad.
+    pub ironclad: IroncladFile,
+    /// The directory to read people and groups from.
+    #[serde(default)]
+    pub source: Option<Spanned<crate::source::SourceConfig>>,
+    /// What the bridge is allowed to do (used by `check` to say which scopes are needed).
+    #[serde(default)]
+    pub policy: PolicyFile,
+}
+
+/// `[ironclad]`: where Ironclad is and how to authenticate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IroncladFile {
+    /// `na1`, `eu1` or `demo`. Exactly one of `region` and `base_url`.
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
+    /// Explicit base URL (a proxy, the simulator): SCIM is under `{base_url}/scim/v2`, OAuth
+    /// under `{base_url}/oauth`.
+    #[serde(default)]
+    pub base_url: Option<Spanned<String>>,
+    /// How to get a token.
+    pub auth: Spanned<AuthFile>,
+    /// The acting user sent as `x-as-user-email` / `x-as-user-id` with client-credentials tokens.
+    #[serde(default)]
+    pub acting_user: Option<Spanned<ActingUserFile>>,
+    /// PEM file with extra CA certificates to trust (a TLS-inspecting proxy).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Users and groups per list page (1..=1000). Default 1000.
+    #[serde(default)]
+    pub page_size: Option<Spanned<u32>>,
+    /// Requests in flight at once. Default 8.
+    #[serde(default)]
+    pub max_concurrency: Option<Spanned<u32>>,
+    /// Connect timeout, seconds. Default 10.
+    #[serde(default)]
+    pub connect_timeout_secs: Option<u64>,
+    /// Per-request timeout, seconds. Default 30.
+    #[serde(default)]
+    pub request_timeout_secs: Option<u64>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: RetryFile,
+    /// Requests per minute per Ironclad rate-limit bucket. Defaults: the documented limits.
+    #[serde(default)]
+    pub rate_limits: RateLimitsFile,
+}
+
+/// `[ironclad.auth]`, one of three methods.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthFile {
+    /// OAuth client credentials grant.
+    ClientCredentials {
+        /// The OAuth client id (not a secret).
+        client_id: String,
+        /// The client secret: `{ env = "VAR" }` or `{ file = "path" }`.
+        client_secret: Spanned<SecretRef>,
+        /// Scopes to request; empty means all the client's registered scopes.
+        #[serde(default)]
+        scopes: Vec<String>,
+    },
+    /// OAuth authorization code with a stored refresh token (`ironbridge auth login`).
+    AuthorizationCode {
+        /// The OAuth client id.
+        client_id: String,
+        /// The client secret.
+        client_secret: Spanned<SecretRef>,
+        /// Scopes to request.
+        #[serde(default)]
+        scopes: Vec<String>,
+        /// Loopback redirect URI registered with the client. Default `http://127.0.0.1:8765/callback`.
+        #[serde(default)]
+        redirect_uri: Option<String>,
+        /// Where `auth login` stores the refresh token (mode 0600). Default
+        /// `ironbridge-refresh-token` beside the configuration file.
+        #[serde(default)]
+        refresh_token_file: Option<PathBuf>,
+    },
+    /// A static SCIM bearer token.
+    BearerToken {
+        /// The token: `{ env = "VAR" }` or `{ file = "path" }`.
+        token: Spanned<SecretRef>,
+        /// Scopes the token was issued with, when known (used by `check` if userinfo is absent).
+        #[serde(default)]
+        scopes: Vec<String>,
+    },
+}
+
+/// `[ironclad.acting_user]`: exactly one of `email` or `id`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActingUserFile {
+    /// Sent as `x-as-user-email`.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Sent as `x-as-user-id`.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// `[ironclad.retry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    /// Attempts per request including the first. Default 6.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// First backoff ceiling, milliseconds. Default 500.
+    #[serde(default)]
+    pub base_delay_ms: Option<u64>,
+    /// Largest backoff ceiling, milliseconds. Default 30000.
+    #[serde(default)]
+    pub max_delay_ms: Option<u64>,
+    /// Give up retrying one request after this many seconds. Default 300.
+    #[serde(default)]
+    pub max_elapsed_secs: Option<u64>,
+}
+
+/// `[ironclad.rate_limits]`, requests per minute.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsFile {
+    /// GET, PUT, POST on /Users. Default 600.
+    #[serde(default)]
+    pub users_read_write: Option<u32>,
+    /// PATCH, DELETE on /Users. Default 50.
+    #[serde(default)]
+    pub users_patch_delete: Option<u32>,
+    /// Everything on /Groups. Default 600.
+    #[serde(default)]
+    pub groups: Option<u32>,
+    /// Everything else. Default 800.
+    #[serde(default)]
+    pub other: Option<u32>,
+    /// Fraction of each limit the client aims at, to stay clear of the server's window edges.
+    /// Default 0.95.
+    #[serde(default)]
+    pub headroom: Option<f64>,
+}
+
+/// `[policy]`: what the bridge is configured to do.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Create joiners. Default true.
+    #[serde(default = "yes")]
+    pub create_users: bool,
+    /// Update movers. Default true.
+    #[serde(default = "yes")]
+    pub update_users: bool,
+    /// How leavers are removed: `delete`, `deactivate` or `keep`. Default `delete`.
+    #[serde(default)]
+    pub remove_users: RemoveMode,
+    /// Push groups and their membership. Default true.
+    #[serde(default = "yes")]
+    pub manage_groups: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PolicyFile {
+    fn default() -> Self {
+        PolicyFile {
+            create_users: true,
+            update_users: true,
+            remove_users: RemoveMode::Delete,
+            manage_groups: true,
+        }
+    }
+}
+
+/// How a leaver is removed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveMode {
+    /// DELETE /Users/{id}.
+    #[default]
+    Delete,
+    /// `active: false` (Ironclad removes the user).
+    Deactivate,
+    /// Leave leavers in place.
+    Keep,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated configuration.
+// ---------------------------------------------------------------------------------------------
+
+/// A validated configuration with every secret resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the file it came from.
+    pub path: PathBuf,
+    /// The Ironclad connection.
+    pub ironclad: IroncladConfig,
+    /// The directory source, when configured.
+    pub source: Option<crate::source::SourceConfig>,
+    /// What the bridge does.
+    pub policy: Policy,
+}
+
+/// What the bridge does, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Create joiners.
+    pub create_users: bool,
+    /// Update movers.
+    pub update_users: bool,
+    /// How leavers go.
+    pub remove_users: RemoveMode,
+    /// Push groups and membership.
+    pub manage_groups: bool,
+}
+
+/// Ironclad regions with published hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    /// North America production.
+    Na1,
+    /// Europe production.
+    Eu1,
+    /// Demo / sandbox.
+    Demo,
+}
+
+impl Region {
+    /// The region's host base URL.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Region::Na1 => "https://na1.ironcladapp.com",
+            Region::Eu1 => "https://eu1.ironcladapp.com",
+            Region::Demo => "https://demo.ironcladapp.com",
+        }
+    }
+}
+
+/// The connection to Ironclad, validated.
+#[derive(Debug, Clone)]
+pub struct IroncladConfig {
+    /// Base URL of SCIM, e.g. `https://na1.ironcladapp.com/scim/v2` (no trailing slash).
+    pub scim_url: url::Url,
+    /// Base URL of OAuth, e.g. `https://na1.ironcladapp.com/oauth` (no trailing slash).
+    pub oauth_url: url::Url,
+    /// How to authenticate.
+    pub auth: Auth,
+    /// The acting user header, if any.
+    pub acting_user: Option<ActingUser>,
+    /// Extra CA certificates (PEM bytes).
+    pub ca_pem: Option<Vec<u8>>,
+    /// List page size.
+    pub page_size: u32,
+    /// Requests in flight at once.
+    pub max_concurrency: usize,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Pacing per bucket.
+    pub rate_limits: RateLimits,
+}
+
+/// Validated authentication.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Client credentials grant.
+    ClientCredentials {
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: Secret,
+        /// Requested scopes (empty: the client's registered set).
+        scopes: Vec<String>,
+    },
+    /// Authorization code + refresh token.
+    AuthorizationCode {
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: Secret,
+        /// Requested scopes.
+        scopes: Vec<String>,
+        /// Loopback redirect URI.
+        redirect_uri: String,
+        /// Refresh token file.
+        refresh_token_file: PathBuf,
+    },
+    /// Static bearer token.
+    BearerToken {
+        /// The token.
+        token: Secret,
+        /// Scopes it is known to carry.
+        scopes: Vec<String>,
+    },
+}
+
+/// The acting user header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActingUser {
+    /// `x-as-user-email`.
+    Email(String),
+    /// `x-as-user-id`.
+    Id(String),
+}
+
+/// Retry policy for Ironclad requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts including the first.
+    pub max_attempts: u32,
+    /// First backoff ceiling.
+    pub base_delay: Duration,
+    /// Largest backoff ceiling.
+    pub max_delay: Duration,
+    /// Total time budget for one request's retries.
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Requests per minute per bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// GET, PUT, POST on /Users.
+    pub users_read_write: u32,
+    /// PATCH, DELETE on /Users.
+    pub users_patch_delete: u32,
+    /// All of /Groups.
+    pub groups: u32,
+    /// Everything else.
+    pub other: u32,
+    /// Fraction of each limit aimed at.
+    pub headroom: f64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            users_read_write: 600,
+            users_patch_delete: 50,
+            groups: 600,
+            other: 800,
+            headroom: 0.95,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file, resolving secrets.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            key: "-".into(),
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Self::from_text(path, &text)
+    }
+
+    /// Parses and validates configuration text that came from `path`.
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let loc = Locator { file: &file, text };
+        let parsed: ConfigFile = toml::from_str(text).map_err(|e| loc.from_toml(&e))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if *parsed.version.get_ref() != CONFIG_VERSION {
+            return Err(loc.at(
+                parsed.version.span(),
+                "version",
+                format!(
+                    "unsupported version {}; this build reads version {CONFIG_VERSION}",
+                    parsed.version.get_ref()
+                ),
+            ));
+        }
+        let ironclad = validate_ironclad(&loc, &base, parsed.ironclad)?;
+        let source = match parsed.source {
+            Some(s) => {
+                let span = s.span();
+                let src = s.into_inner();
+                src.validate(&base).map_err(|m| loc.at(span, "source", m))?;
+                Some(src)
+            }
+            None => None,
+        };
+        let p = parsed.policy;
+        Ok(Config {
+            path: path.to_path_buf(),
+            ironclad,
+            source,
+            policy: Policy {
+                create_users: p.create_users,
+                update_users: p.update_users,
+                remove_users: p.remove_users,
+                manage_groups: p.manage_groups,
+            },
+        })
+    }
+}
+
+fn resolve_secret(
+    loc: &Locator<'_>,
+    base: &Path,
+    key: &str,
+    r: &Spanned<SecretRef>,
+) -> Result<Secret, ConfigError> {
+    r.get_ref()
+        .resolve(base)
+        .map_err(|e| loc.at(r.span(), key, e.to_string()))
+}
+
+fn validate_ironclad(
+    loc: &Locator<'_>,
+    base: &Path,
+    f: IroncladFile,
+) -> Result<IroncladConfig, ConfigError> {
+    let root = match (&f.region, &f.base_url) {
+        (Some(r), None) => {
+            let region = match r.get_ref().to_ascii_lowercase().as_str() {
+                "na1" => Region::Na1,
+                "eu1" => Region::Eu1,
+                "demo" => Region::Demo,
+                other => return Err(loc.at(
+                    r.span(),
+                    "ironclad.region",
+                    format!(
+                        "unknown region `{other}`; use na1, eu1 or demo, or set base_url instead"
+                    ),
+                )),
+            };
+            url::Url::parse(region.base_url())
+                .map_err(|e| loc.at(r.span(), "ironclad.region", e.to_string()))?
+        }
+        (None, Some(u)) => {
+            let parsed = url::Url::parse(u.get_ref().trim_end_matches('/'))
+                .map_err(|e| loc.at(u.span(), "ironclad.base_url", format!("not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(loc.at(
+                    u.span(),
+                    "ironclad.base_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            parsed
+        }
+        (Some(r), Some(_)) => {
+            return Err(loc.at(
+                r.span(),
+                "ironclad.region",
+                "give either region or base_url, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(loc.at(
+                0..0,
+                "ironclad.region",
+                "missing: set region (na1, eu1, demo) or base_url",
+            ))
+        }
+    };
+    let join = |suffix: &str| -> Result<url::Url, ConfigError> {
+        let s = format!("{}/{}", root.as_str().trim_end_matches('/'), suffix);
+        url::Url::parse(&s).map_err(|e| loc.at(0..0, "ironclad.base_url", e.to_string()))
+    };
+    let scim_url = join("scim/v2")?;
+    let oauth_url = join("oauth")?;
+
+    let auth_span = f.auth.span();
+    let auth = match f.auth.into_inner() {
+        AuthFile::ClientCredentials {
+            client_id,
+            client_secret,
+            scopes,
+        } => Auth::ClientCredentials {
+            client_secret: resolve_secret(
+                loc,
+                base,
+                "ironclad.auth.client_secret",
+                &client_secret,
+            )?,
+            client_id,
+            scopes,
+        },
+        AuthFile::AuthorizationCode {
+            client_id,
+            client_secret,
+            scopes,
+            redirect_uri,
+            refresh_token_file,
+        } => {
+            let redirect_uri =
+                redirect_uri.unwrap_or_else(|| "http://127.0.0.1:8765/callback".to_string());
+            let ru = url::Url::parse(&redirect_uri).map_err(|e| {
+                loc.at(
+                    auth_span.clone(),
+                    "ironclad.auth.redirect_uri",
+                    e.to_string(),
+                )
+            })?;
+            if ru.scheme() != "http"
+                || !matches!(
+                    ru.host_str(),
+                    Some("127.0.0.1") | Some("localhost") | Some("[::1]")
+                )
+            {
+                return Err(loc.at(
+                    auth_span.clone(),
+                    "ironclad.auth.redirect_uri",
+                    "must be a loopback http:// URL (127.0.0.1 or localhost) so `auth login` can receive it",
+                ));
+            }
+            let file =
+                refresh_token_file.unwrap_or_else(|| PathBuf::from("ironbridge-refresh-token"));
+            let file = if file.is_absolute() {
+                file
+            } else {
+                base.join(file)
+            };
+            Auth::AuthorizationCode {
+                client_secret: resolve_secret(
+                    loc,
+                    base,
+                    "ironclad.auth.client_secret",
+                    &client_secret,
+                )?,
+                client_id,
+                scopes,
+                redirect_uri,
+                refresh_token_file: file,
+            }
+        }
+        AuthFile::BearerToken { token, scopes } => Auth::BearerToken {
+            token: resolve_secret(loc, base, "ironclad.auth.token", &token)?,
+            scopes,
+        },
+    };
+
+    let acting_user = match f.acting_user {
+        None => None,
+        Some(a) => {
+            let span = a.span();
+            match a.into_inner() {
+                ActingUserFile {
+                    email: Some(e),
+                    id: None,
+                } if e.contains('@') => Some(ActingUser::Email(e)),
+                ActingUserFile {
+                    email: Some(_),
+                    id: None,
+                } => {
+                    return Err(loc.at(span, "ironclad.acting_user.email", "not an email address"))
+                }
+                ActingUserFile {
+                    email: None,
+                    id: Some(i),
+                } if !i.trim().is_empty() => Some(ActingUser::Id(i)),
+                _ => {
+                    return Err(loc.at(
+                        span,
+                        "ironclad.acting_user",
+                        "give exactly one of `email` or `id`",
+                    ))
+                }
+            }
+        }
+    };
+    if matches!(auth, Auth::ClientCredentials { .. }) && acting_user.is_none() {
+        return Err(loc.at(
+            auth_span,
+            "ironclad.acting_user",
+            "client_credentials tokens must name an acting user: add [ironclad.acting_user] email = \"admin@...\"",
+        ));
+    }
+
+    let ca_pem = match f.ca_file {
+        None => None,
+        Some(p) => {
+            let p = if p.is_absolute() { p } else { base.join(p) };
+            Some(std::fs::read(&p).map_err(|e| {
+                loc.at(
+                    0..0,
+                    "ironclad.ca_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?)
+        }
+    };
+    let page_size = match f.page_size {
+        None => 1000,
+        Some(p) if (1..=1000).contains(p.get_ref()) => *p.get_ref(),
+        Some(p) => {
+            return Err(loc.at(
+                p.span(),
+                "ironclad.page_size",
+                "must be between 1 and 1000 (Ironclad's maximum)",
+            ))
+        }
+    };
+    let max_concurrency = match f.max_concurrency {
+        None => 8,
+        Some(c) if (1..=256).contains(c.get_ref()) => *c.get_ref() as usize,
+        Some(c) => {
+            return Err(loc.at(
+                c.span(),
+                "ironclad.max_concurrency",
+                "must be between 1 and 256",
+            ))
+        }
+    };
+    let d = RetryPolicy::default();
+    let retry = RetryPolicy {
+        max_attempts: f.retry.max_attempts.unwrap_or(d.max_attempts).max(1),
+        base_delay: f
+            .retry
+            .base_delay_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.base_delay),
+        max_delay: f
+            .retry
+            .max_delay_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.max_delay),
+        max_elapsed: f
+            .retry
+            .max_elapsed_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.max_elapsed),
+    };
+    let r = RateLimits::default();
+    let rl = &f.rate_limits;
+    let rate_limits = RateLimits {
+        users_read_write: rl.users_read_write.unwrap_or(r.users_read_write).max(1),
+        users_patch_delete: rl.users_patch_delete.unwrap_or(r.users_patch_delete).max(1),
+        groups: rl.groups.unwrap_or(r.groups).max(1),
+        other: rl.other.unwrap_or(r.other).max(1),
+        headroom: rl.headroom.unwrap_or(r.headroom).clamp(0.1, 1.0),
+    };
+    Ok(IroncladConfig {
+        scim_url,
+        oauth_url,
+        auth,
+        acting_user,
+        ca_pem,
+        page_size,
+        max_concurrency,
+        connect_timeout: Duration::from_secs(f.connect_timeout_secs.unwrap_or(10).max(1)),
+        request_timeout: Duration::from_secs(f.request_timeout_secs.unwrap_or(30).max(1)),
+        retry,
+        rate_limits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_text(Path::new("/tmp/ironbridge.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+version = 1
+[ironclad]
+base_url = "http://127.0.0.1:9"
+[ironclad.auth]
+method = "bearer_token"
+token = { env = "IB_TEST_TOKEN_GOOD" }
+"#;
+
+    #[test]
+    fn good_bearer_config_loads() {
+        std::env::set_var("IB_TEST_TOKEN_GOOD", "tok");
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.ironclad.scim_url.as_str(), "http://127.0.0.1:9/scim/v2");
+        assert_eq!(c.ironclad.oauth_url.as_str(), "http://127.0.0.1:9/oauth");
+        assert_eq!(c.ironclad.page_size, 1000);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = "version = 1\n[ironclad]\nregion = \"na1\"\nfoo = 1\n[ironclad.auth]\nmethod = \"bearer_token\"\ntoken = { env = \"X\" }\n";
+        let e = load(text).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert_eq!(e.key, "ironclad.foo", "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_region_is_located() {
+        let text = "version = 1\n[ironclad]\nregion = \"mars\"\n[ironclad.auth]\nmethod = \"bearer_token\"\ntoken = { env = \"X\" }\n";
+        let e = load(text).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "ironclad.region"), "{e}");
+    }
+
+    #[test]
+    fn missing_secret_env_is_located_and_not_leaky() {
+        let text = "version = 1\n[ironclad]\nregion = \"na1\"\n[ironclad.auth]\nmethod = \"bearer_token\"\ntoken = { env = \"IB_TEST_DEFINITELY_UNSET\" }\n";
+        let e = load(text).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (6, "ironclad.auth.token"), "{e}");
+        assert!(e.message.contains("IB_TEST_DEFINITELY_UNSET"));
+    }
+
+    #[test]
+    fn inline_secret_is_refused() {
+        let text = "version = 1\n[ironclad]\nregion = \"na1\"\n[ironclad.auth]\nmethod = \"bearer_token\"\ntoken = \"abc\"\n";
+        let e = load(text).unwrap_err();
+        assert_eq!(e.line, 6, "{e}");
+        assert!(!e.to_string().contains("abc\""), "{e}");
+    }
+
+    #[test]
+    fn client_credentials_needs_acting_user() {
+        std::env::set_var("IB_TEST_CS", "s");
+        let text = "version = 1\n[ironclad]\nregion = \"demo\"\n[ironclad.auth]\nmethod = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = { env = \"IB_TEST_CS\" }\n";
+        let e = load(text).unwrap_err();
+        assert_eq!(e.key, "ironclad.acting_user", "{e}");
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("a\nbc", 3), (2, 2));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+}

@@ -1,0 +1,137 @@
+//! Secrets: where they come from (an environment variable or a file, never inline) and the
+//! [`Secret`] type that carries them without ever printing them.
+//!
+//! What does not live here: which configuration keys hold secrets (see [`super`]).
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A secret value. `Debug` prints `Secret(***)`; there is no `Display`, so a secret cannot slip
+/// into a formatted error or log line by accident. Call [`Secret::expose`] at the point of use.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value read from a trusted place (env, file, token endpoint).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret's text, for the one place that sends it (an HTTP header, a bind).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where a secret is read from, as written in the configuration file:
+/// `{ env = "VAR" }` or `{ file = "path" }`. Inline values are refused on purpose.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Path of a file holding the secret (surrounding whitespace is trimmed). Relative paths are
+    /// resolved against the configuration file's directory.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// Why a secret could not be read. Never carries the secret itself.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    /// Neither or both of `env` and `file` were given.
+    #[error("give exactly one of `env = \"VAR\"` or `file = \"PATH\"`")]
+    Shape,
+    /// The environment variable is not set or empty.
+    #[error("environment variable {0} is not set or is empty")]
+    MissingEnv(String),
+    /// The file could not be read.
+    #[error("cannot read secret file {path}: {reason}")]
+    File {
+        /// The file's path.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The file is empty.
+    #[error("secret file {0} is empty")]
+    EmptyFile(String),
+}
+
+impl SecretRef {
+    /// Checks the shape without reading anything.
+    pub fn check_shape(&self) -> Result<(), SecretError> {
+        match (&self.env, &self.file) {
+            (Some(_), None) | (None, Some(_)) => Ok(()),
+            _ => Err(SecretError::Shape),
+        }
+    }
+
+    /// Reads the secret now. `base` is the configuration file's directory.
+    pub fn resolve(&self, base: &Path) -> Result<Secret, SecretError> {
+        self.check_shape()?;
+        if let Some(var) = &self.env {
+            return match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim().to_string())),
+                _ => Err(SecretError::MissingEnv(var.clone())),
+            };
+        }
+        let path = match &self.file {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => base.join(p),
+            None => return Err(SecretError::Shape),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| SecretError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let value = text.trim();
+        if value.is_empty() {
+            return Err(SecretError::EmptyFile(path.display().to_string()));
+        }
+        Ok(Secret::new(value.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn file_secret_is_trimmed_and_relative_to_base() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.txt"), "  abc\n").unwrap();
+        let r = SecretRef {
+            env: None,
+            file: Some("s.txt".into()),
+        };
+        assert_eq!(r.resolve(dir.path()).unwrap().expose(), "abc");
+    }
+
+    #[test]
+    fn both_or_neither_is_a_shape_error() {
+        let r = SecretRef {
+            env: None,
+            file: None,
+        };
+        assert_eq!(r.check_shape(), Err(SecretError::Shape));
+        let r = SecretRef {
+            env: Some("A".into()),
+            file: Some("b".into()),
+        };
+        assert_eq!(r.check_shape(), Err(SecretError::Shape));
+    }
+}

@@ -1,0 +1,29 @@
+//! ironbridge keeps Ironclad CLM's users and groups in step with a company directory.
+//!
+//! A reconciliation is one straight line, and the modules read like it:
+//!
+//! ```text
+//! source (LDAP | SCIM | LDIF) -> mapping -> desired state -> correlate with Ironclad snapshot
+//!     -> plan (pure) -> report (dry run) | apply (writes, rate limited) -> audit + state
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the versioned TOML configuration file, secrets from env/files, validation with
+//!   file:line:column errors.
+//! - [`ironclad`]: the Ironclad CLM client: OAuth token cache, SCIM requests, paging, retries,
+//!   per-bucket pacing. It translates; it never decides what should happen.
+//! - [`model`]: the source-neutral model of directory entries every source yields.
+//! - [`source`]: directory sources (LDAP, SCIM 2.0, LDIF) producing complete snapshots.
+//! - [`sim`]: `ironclad-sim`, an HTTP simulator of Ironclad's SCIM and OAuth APIs.
+//! - [`cli`]: the `ironbridge` command line: subcommands and their exit codes.
+//!
+//! What does not live here: process start-up (`src/main.rs`, `src/bin/ironclad-sim.rs` only
+//! parse arguments and call into this library).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod cli;
+pub mod config;
+pub mod ironclad;
+pub mod model;
+pub mod sim;
+pub mod source;

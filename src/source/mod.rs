@@ -1,0 +1,62 @@
+//! Directory sources: each reads one complete snapshot of people and groups into
+//! [`crate::model`]. A read that fails part-way is an error, never a partial snapshot: this is
+//! what later stops a broken source from driving removals.
+//!
+//! Layout: [`ldif`] (RFC 2849 files), [`ldap`] (OpenLDAP, 389/FreeIPA, Active Directory),
+//! [`scim`] (any SCIM 2.0 server). What does not live here: deciding who belongs in Ironclad
+//! (mapping, reconciliation).
+
+pub mod ldap;
+pub mod ldif;
+pub mod scim;
+
+use crate::model::Snapshot;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use std::path::Path;
+
+/// The `[source]` section of the configuration file; `kind` selects the variant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// An LDIF export (RFC 2849 content records).
+    Ldif(ldif::LdifSourceConfig),
+    /// An LDAP directory.
+    Ldap(ldap::LdapSourceConfig),
+    /// A SCIM 2.0 server.
+    Scim(scim::ScimSourceConfig),
+}
+
+impl SourceConfig {
+    /// Checks what can be checked without contacting the source. `base` is the configuration
+    /// file's directory. The message names the key at fault.
+    pub fn validate(&self, base: &Path) -> Result<(), String> {
+        match self {
+            SourceConfig::Ldif(c) => c.validate(base),
+            SourceConfig::Ldap(c) => c.validate(base),
+            SourceConfig::Scim(c) => c.validate(base),
+        }
+    }
+}
+
+/// Why a source read failed. No partial snapshot ever accompanies it.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An LDIF file problem.
+    #[error(transparent)]
+    Ldif(#[from] ldif::LdifError),
+    /// An LDAP problem.
+    #[error(transparent)]
+    Ldap(#[from] ldap::LdapError),
+    /// A SCIM source problem.
+    #[error(transparent)]
+    Scim(#[from] scim::ScimSourceError),
+}
+
+/// Something that yields complete snapshots.
+pub trait Source: Send + Sync {
+    /// A description for logs and reports (URL or path; never a secret).
+    fn describe(&self) -> String;
+    /// Reads one complete snapshot, or fails.
+    fn read(&self) -> BoxFuture<'_, Result<Snapshot, SourceError>>;
+}
