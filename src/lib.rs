@@ -24,6 +24,7 @@
 pub mod cli;
 pub mod config;
 pub mod ironclad;
+pub mod mapping;
 pub mod model;
 pub mod sim;
 pub mod source;

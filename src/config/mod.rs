@@ -570,13 +570,15 @@ fn validate_ironclad(
                 "na1" => Region::Na1,
                 "eu1" => Region::Eu1,
                 "demo" => Region::Demo,
-                other => return Err(loc.at(
-                    r.span(),
-                    "ironclad.region",
-                    format!(
+                other => {
+                    return Err(loc.at(
+                        r.span(),
+                        "ironclad.region",
+                        format!(
                         "unknown region `{other}`; use na1, eu1 or demo, or set base_url instead"
                     ),
-                )),
+                    ))
+                }
             };
             url::Url::parse(region.base_url())
                 .map_err(|e| loc.at(r.span(), "ironclad.region", e.to_string()))?

@@ -3,4 +3,12 @@
 //! `scripts/test.sh` installs what these need; each module says what it covers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod cli;
+mod client;
+mod ldap;
+mod ldif;
+mod mapping;
+mod samba;
+mod scim_source;
+mod sim;
 mod support;

@@ -42,3 +42,8 @@ pub fn python() -> PathBuf {
     );
     py
 }
+
+pub mod samba;
+pub mod scim_server;
+pub mod sim;
+pub mod slapd;

@@ -1,0 +1,1 @@
+//! Mapping files: from directory entries to Ironclad users and groups. To be built.

@@ -1,0 +1,1 @@
+//! Integration tests: client (to be written).

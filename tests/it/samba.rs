@@ -1,0 +1,1 @@
+//! Integration tests: samba (to be written).

@@ -1,0 +1,1 @@
+//! Integration tests: scim_source (to be written).

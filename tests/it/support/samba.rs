@@ -1,0 +1,1 @@
+//! Test support: samba (to be written).

@@ -1,0 +1,1 @@
+//! Test support: scim_server (to be written).

@@ -1,0 +1,1 @@
+//! Test support: sim (to be written).
