@@ -27,7 +27,7 @@ pub mod users;
 
 pub use error::{HttpError, IroncladError, TransportKind};
 pub use oauth::{
-    authorize_url, exchange_code, save_refresh_token, GrantedScopes, ScopeSource, TokenCache,
+    authorize_url, exchange_code, store_refresh_token, GrantedScopes, ScopeSource, TokenCache,
     TokenResponse,
 };
 pub use pacing::Pacer;

@@ -1,7 +1,7 @@
 //! OAuth for Ironclad: the [`TokenCache`] (client-credentials grant, refresh-token grant for an
 //! authorization-code client, or a static bearer token), the granted scopes, and the
 //! authorization-code helpers `ironbridge auth login` uses ([`authorize_url`],
-//! [`exchange_code`], [`save_refresh_token`]).
+//! [`exchange_code`], [`store_refresh_token`]).
 //!
 //! The cache holds one token and hands it to every request. It refreshes a little before
 //! `expires_in` runs out (a tenth of the lifetime, at most a minute), and only one refresh is
@@ -301,7 +301,7 @@ impl TokenCache {
                 .map(|g| g.as_ref() != Some(new_rt))
                 .unwrap_or(true);
             if changed {
-                save_refresh_token(refresh_token_file, new_rt)?;
+                store_refresh_token(refresh_token_file, new_rt)?;
                 if let Ok(mut g) = self.refresh_token.lock() {
                     *g = Some(new_rt.clone());
                 }
@@ -554,7 +554,7 @@ pub fn authorize_url(cfg: &IroncladConfig, state: &str) -> Result<url::Url, Iron
 }
 
 /// Exchanges an authorization code for tokens (`grant_type=authorization_code`). The caller
-/// stores `refresh_token` with [`save_refresh_token`].
+/// stores `refresh_token` with [`store_refresh_token`].
 pub async fn exchange_code(
     cfg: &IroncladConfig,
     code: &str,
@@ -591,7 +591,7 @@ pub async fn exchange_code(
 
 /// Writes a refresh token to `path`, readable and writable by its owner only (0600), replacing
 /// the file atomically (a temporary file in the same directory, then a rename).
-pub fn save_refresh_token(path: &Path, token: &Secret) -> Result<(), IroncladError> {
+pub fn store_refresh_token(path: &Path, token: &Secret) -> Result<(), IroncladError> {
     use std::io::Write as _;
     let err = |m: String| IroncladError::RefreshTokenFile {
         path: path.display().to_string(),
@@ -893,7 +893,7 @@ mod tests {
     async fn refresh_token_grant_saves_a_rotated_token_with_owner_only_mode() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rt");
-        save_refresh_token(&file, &Secret::new("rt-0")).unwrap();
+        store_refresh_token(&file, &Secret::new("rt-0")).unwrap();
         let fake = TokenFake {
             expires_in: 3600,
             rotate: true,
@@ -922,7 +922,7 @@ mod tests {
     async fn a_revoked_refresh_token_is_a_token_error_without_the_secret() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rt");
-        save_refresh_token(&file, &Secret::new("bad")).unwrap();
+        store_refresh_token(&file, &Secret::new("bad")).unwrap();
         let base = serve(TokenFake::default()).await;
         let tc = cache(&cfg(&base, code_auth(file)));
         let e = tc.credentials().await.unwrap_err();
