@@ -21,6 +21,7 @@
 //! parse arguments and call into this library).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod ironclad;
