@@ -105,8 +105,8 @@ pub fn render_table(rows: &[ScopeRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<w0$}  {:<w1$}  {:<7}  {}",
-        "operation", "scope", "granted", "policy needs"
+        "{:<w0$}  {:<w1$}  granted  policy needs",
+        "operation", "scope"
     );
     for r in rows {
         let verdict = match (r.needed, r.granted) {
