@@ -29,3 +29,4 @@ pub mod mapping;
 pub mod model;
 pub mod sim;
 pub mod source;
+pub mod store;
