@@ -27,6 +27,7 @@ pub mod config;
 pub mod ironclad;
 pub mod mapping;
 pub mod model;
+pub mod reconcile;
 pub mod sim;
 pub mod source;
 pub mod store;
