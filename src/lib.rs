@@ -28,6 +28,7 @@ pub mod ironclad;
 pub mod mapping;
 pub mod model;
 pub mod reconcile;
+pub mod report;
 pub mod sim;
 pub mod source;
 pub mod store;
