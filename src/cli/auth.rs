@@ -21,6 +21,9 @@ use tokio::sync::{mpsc, Mutex};
 /// What the loopback listener received.
 type Callback = Result<String, String>;
 
+/// The listener's shared state: where to send the first callback, and the expected `state`.
+type Shared = Arc<Mutex<(Option<mpsc::Sender<Callback>>, String)>>;
+
 /// Runs the login flow, waiting at most `timeout_secs` for the redirect.
 pub async fn login(config: &Path, timeout_secs: u64) -> anyhow::Result<Exit> {
     let cfg = Config::load(config)?;
@@ -81,7 +84,7 @@ pub async fn login(config: &Path, timeout_secs: u64) -> anyhow::Result<Exit> {
 }
 
 async fn callback(
-    State(shared): State<Arc<Mutex<(Option<mpsc::Sender<Callback>>, String)>>>,
+    State(shared): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Html<&'static str> {
     let mut guard = shared.lock().await;
