@@ -1,0 +1,1 @@
+//! CLI functions (in progress).
