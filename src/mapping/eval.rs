@@ -348,16 +348,17 @@ impl Prepared<'_> {
         let values = self.attribute_values(root, entry)?;
         let mut values = values.into_iter();
         let ext_value = values.next().unwrap_or(Value::UNDEFINED);
-        let external_id = match convert(Target::ExternalId, &ext_value) {
-            Ok(Some(Json::String(s))) => s,
-            Ok(_) => return Err(self.err(
-                m.external_id,
-                entry,
-                "externalId: the expression gave no value; every managed user needs a stable id"
-                    .into(),
-            )),
-            Err(msg) => return Err(self.err(m.external_id, entry, msg)),
-        };
+        let external_id =
+            match convert(Target::ExternalId, &ext_value) {
+                Ok(Some(Json::String(s))) => s,
+                Ok(_) => return Err(self.err(
+                    m.external_id,
+                    entry,
+                    "the expression gave no value; every managed user needs a stable externalId"
+                        .into(),
+                )),
+                Err(msg) => return Err(self.err(m.external_id, entry, msg)),
+            };
         let mut json = UserJson::default();
         json.set(Target::ExternalId, Json::String(external_id.clone()));
         let mut attributes = vec![AttributeValue {
@@ -418,7 +419,7 @@ impl Prepared<'_> {
             return Err(self.err(
                 un_expr,
                 entry,
-                "userName: the expression gave no value; every Ironclad user needs one".into(),
+                "the expression gave no value; every Ironclad user needs a userName".into(),
             ));
         };
         if !looks_like_email(&user_name) {

@@ -317,7 +317,10 @@ impl Loader<'_> {
         let mut seen: HashMap<Target, (usize, usize, String)> = HashMap::new();
         let mut attributes = Vec::new();
         let mut ext_attr: Option<(usize, Range<usize>)> = None;
-        for (name, spec) in &f.attributes.get_ref().0 {
+        // TOML tables do not keep their order: restore the file order from the spans.
+        let mut entries: Vec<_> = f.attributes.get_ref().0.iter().collect();
+        entries.sort_by_key(|(name, _)| name.span().start);
+        for (name, spec) in entries {
             let key = format!("attributes.{}", name.get_ref());
             let Some(target) = Target::parse(name.get_ref()) else {
                 let names: Vec<&str> = Target::ALL.iter().map(|t| t.name()).collect();
