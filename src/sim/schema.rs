@@ -249,8 +249,10 @@ const NAME_SUB: &[AttrDef] = &[
         T::String,
         "The full name, formatted for display.",
     ),
-    AttrDef::new("familyName", T::String, "The family name (last name)."),
-    AttrDef::new("givenName", T::String, "The given name (first name)."),
+    // Declared required so generic clients fill them in; the simulator itself only insists on
+    // a non-empty `name` (all Ironclad documents).
+    AttrDef::new("familyName", T::String, "The family name (last name).").required(),
+    AttrDef::new("givenName", T::String, "The given name (first name).").required(),
 ];
 
 const EMAIL_SUB: &[AttrDef] = &[

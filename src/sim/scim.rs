@@ -10,7 +10,8 @@
 //! act as themselves.
 //!
 //! Behaviour follows Ironclad's documentation: `count` defaults to 25 and is clamped to 1000;
-//! `startIndex` is 1-based in creation order; `name` is required on create; a password is
+//! `startIndex` is 1-based in creation order; `name` is required on create; a created user is
+//! always active (`active: false` in a POST is ignored, Ironclad having no inactive users); a password is
 //! required (with Ironclad's rules) only when the company has no SAML; `active: false` through
 //! PUT or PATCH removes the user (answered 200 with the representation sent, 404 afterwards,
 //! and the user leaves every group); DELETE answers 204; group members must be existing users.
@@ -261,7 +262,13 @@ fn user_body(sim: &Sim, body: &[u8], creating: bool) -> Result<Map<String, Value
     if sim.config.no_saml && (creating || cleaned.password.is_some()) {
         schema::check_password(cleaned.password.as_deref())?;
     }
-    b.entry("active").or_insert(Value::Bool(true));
+    if creating {
+        // Ironclad has no inactive users: a created user is active whatever the body says
+        // (only PUT/PATCH with `active: false` mean something: removal).
+        b.insert("active".into(), Value::Bool(true));
+    } else {
+        b.entry("active").or_insert(Value::Bool(true));
+    }
     Ok(b)
 }
 
