@@ -685,6 +685,7 @@ impl ScimSource {
         let page_size = u64::from(self.cfg.page_size.max(1));
         let mut seen: HashSet<String> = HashSet::new();
         let mut duplicates = 0usize;
+        let mut last_total: Option<u64> = None;
         for pass in 1..=2 {
             let mut start: u64 = 1;
             let mut first_total: Option<u64> = None;
@@ -727,6 +728,9 @@ impl ScimSource {
                     _ => return Err(bad("a list response must be a JSON object".into())),
                 };
                 let total = body.get("totalResults").and_then(Value::as_u64);
+                if total.is_some() {
+                    last_total = total;
+                }
                 if let Some(t) = total {
                     max_total = max_total.max(t);
                     match first_total {
@@ -789,6 +793,19 @@ impl ScimSource {
         }
         if duplicates > 0 {
             tracing::info!(path = %full, duplicates, "SCIM source: dropped duplicate resources");
+        }
+        // Fewer distinct resources than the server says it has: pages overlapped (a server
+        // that ignores startIndex, or an order that is not stable: set source.sort_by).
+        if let Some(t) = last_total.filter(|&t| (seen.len() as u64) < t) {
+            return Err(ScimSourceError::Paging {
+                path: full,
+                message: format!(
+                    "the server reports {t} resources but only {} distinct ones came back; its \
+                     listing order may not be stable (set source.sort_by, e.g. \"id\") or it \
+                     ignores startIndex",
+                    seen.len()
+                ),
+            });
         }
         Ok(())
     }
@@ -1098,5 +1115,159 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("[source.auth]"), "{s}");
+    }
+
+    /// A fake SCIM server for paging edge cases: `/v2/Users` over a list of ids that a hook
+    /// may change after each page; `/v2/Groups` empty.
+    mod fake {
+        use axum::extract::{Query, State};
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        use axum::{Json, Router};
+        use serde_json::{json, Value};
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+
+        pub type Hook = dyn Fn(u32, &mut Vec<String>) + Send + Sync;
+
+        #[derive(Clone)]
+        pub struct Fake {
+            pub items: Arc<Mutex<Vec<String>>>,
+            pub pages: Arc<Mutex<u32>>,
+            pub hook: Arc<Hook>,
+            /// Answer 503 from this page on.
+            pub fail_from: Option<u32>,
+            /// Ignore startIndex (always serve the first page).
+            pub ignore_start: bool,
+        }
+
+        async fn users(
+            State(f): State<Fake>,
+            Query(q): Query<HashMap<String, String>>,
+        ) -> (StatusCode, Json<Value>) {
+            let start: usize = q["startIndex"].parse().unwrap();
+            let count: usize = q["count"].parse().unwrap();
+            let mut n = f.pages.lock().unwrap();
+            *n += 1;
+            if f.fail_from.is_some_and(|k| *n >= k) {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"status": "503", "detail": "down for maintenance"})),
+                );
+            }
+            let mut items = f.items.lock().unwrap();
+            let start = if f.ignore_start { 1 } else { start };
+            let page: Vec<Value> = items
+                .iter()
+                .skip(start - 1)
+                .take(count)
+                .map(|id| json!({"id": id, "userName": id}))
+                .collect();
+            let total = items.len();
+            (f.hook)(*n, &mut items);
+            (
+                StatusCode::OK,
+                Json(json!({"totalResults": total, "startIndex": start, "Resources": page})),
+            )
+        }
+
+        pub async fn serve(f: Fake) -> String {
+            let app = Router::new()
+                .route("/v2/Users", get(users))
+                .route(
+                    "/v2/Groups",
+                    get(|| async { Json(json!({"totalResults": 0, "Resources": []})) }),
+                )
+                .with_state(f);
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+            format!("http://{addr}/v2")
+        }
+    }
+
+    async fn fake_source(f: fake::Fake) -> ScimSource {
+        let url = fake::serve(f).await;
+        let c = cfg(&format!(
+            "url = \"{url}\"\npage_size = 10\n[auth]\nmethod = \"none\"\n\
+             [retry]\nmax_attempts = 3\nbase_delay_ms = 1\nmax_delay_ms = 5\n"
+        ));
+        ScimSource::open(c, Path::new(".")).unwrap()
+    }
+
+    fn fake(n: usize, hook: impl Fn(u32, &mut Vec<String>) + Send + Sync + 'static) -> fake::Fake {
+        fake::Fake {
+            items: std::sync::Arc::new(std::sync::Mutex::new(
+                (0..n).map(|i| format!("u{i:03}")).collect(),
+            )),
+            pages: Default::default(),
+            hook: std::sync::Arc::new(hook),
+            fail_from: None,
+            ignore_start: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn insertion_while_paging_is_deduplicated_and_nothing_is_missed() {
+        // After the first page, a new user sorts first: every later one shifts right by one.
+        let f = fake(35, |page, items| {
+            if page == 1 {
+                items.insert(0, "a-new".into());
+            }
+        });
+        let src = fake_source(f.clone()).await;
+        let snap = src.read_snapshot().await.unwrap();
+        let ids: BTreeSet<&str> = snap.users.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(snap.users.len(), 36, "no duplicates");
+        assert_eq!(ids.len(), 36);
+        assert!(
+            ids.contains("a-new"),
+            "the second pass picks up the insertion"
+        );
+    }
+
+    #[tokio::test]
+    async fn deletion_while_paging_triggers_a_second_pass() {
+        // After the first page, u000 is deleted: u010 shifts onto page 1 and would be skipped.
+        let f = fake(35, |page, items| {
+            if page == 1 {
+                items.remove(0);
+            }
+        });
+        let src = fake_source(f).await;
+        let snap = src.read_snapshot().await.unwrap();
+        let ids: BTreeSet<&str> = snap.users.iter().map(|u| u.id.as_str()).collect();
+        assert!(ids.contains("u010"), "the shifted user is not skipped");
+        assert_eq!(ids.len(), 35);
+    }
+
+    #[tokio::test]
+    async fn a_page_failing_after_retries_fails_the_read() {
+        let mut f = fake(35, |_, _| {});
+        f.fail_from = Some(3);
+        let src = fake_source(f.clone()).await;
+        let err = src.read_snapshot().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ScimSourceError::Http {
+                    status: 503,
+                    attempts: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("GET /v2/Users: HTTP 503"), "{err}");
+        assert_eq!(*f.pages.lock().unwrap(), 2 + 3);
+    }
+
+    #[tokio::test]
+    async fn a_server_ignoring_start_index_is_a_paging_error() {
+        let mut f = fake(35, |_, _| {});
+        f.ignore_start = true;
+        let src = fake_source(f).await;
+        let err = src.read_snapshot().await.unwrap_err();
+        assert!(matches!(err, ScimSourceError::Paging { .. }), "{err}");
     }
 }

@@ -173,6 +173,17 @@ async fn full_read_pages_resolves_nested_groups_and_keeps_non_ascii() {
     want_outer.sort();
     assert_eq!(by_id[outer.as_str()].members, want_outer);
     assert_eq!(by_id[big.as_str()].members.len(), 120);
+    // Without sortBy this server's order is not stable between requests: the read must then
+    // be complete or an error naming the cause, never a short snapshot.
+    let unsorted = config(&server.base_url, dir.path(), TOKEN, "page_size = 50");
+    match read(unsorted, dir.path()).await {
+        Ok(s) => assert_eq!(s.users.len(), 250, "a short snapshot was returned"),
+        Err(e) => assert!(
+            matches!(&e, SourceError::Scim(ScimSourceError::Paging { .. }))
+                && e.to_string().contains("sort_by"),
+            "{e}"
+        ),
+    }
     let flat = snap.flattened_members();
     let outer_users: BTreeSet<&str> = flat[&outer].iter().map(String::as_str).collect();
     assert_eq!(
