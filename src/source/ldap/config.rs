@@ -75,8 +75,8 @@ pub struct LdapSourceConfig {
     #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// Time limit in seconds for each search request (sent to the server); the client also
-    /// gives up on a server that sends nothing for this long plus 10 s, and treats it as a
-    /// dropped connection. Default 120.
+    /// gives up on a server that sends nothing for this long plus a quarter (at least 2 s),
+    /// and treats that as a dropped connection. Default 120.
     #[serde(default = "default_time_limit")]
     pub time_limit_secs: u32,
     /// Seconds to wait for the TCP connection and TLS handshake. Default 10.

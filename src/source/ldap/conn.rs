@@ -65,9 +65,11 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// How long the client waits for the next message from the server.
+    /// How long the client waits for the next message from the server: the server-side
+    /// time limit plus a quarter of it (at least 2 s) for the network.
     fn response_timeout(&self) -> Duration {
-        Duration::from_secs(u64::from(self.time_limit_secs) + 10)
+        let t = u64::from(self.time_limit_secs);
+        Duration::from_secs(t + (t / 4).max(2))
     }
 }
 
