@@ -544,14 +544,25 @@ pub fn make_certs(dir: &Path) {
     ]);
 }
 
-/// Starts a watchdog that kills `pid` and removes `dir` when the returned pipe closes. The
-/// watchdog normally outlives this process, so it is never waited for.
-#[allow(clippy::zombie_processes)]
+/// Starts a watchdog that kills `pid` and removes `dir` when the returned pipe closes.
 pub fn watchdog(pid: u32, dir: &Path) -> ChildStdin {
+    spawn_watchdog(&pid.to_string(), &format!("rm -rf '{}'", dir.display()))
+}
+
+/// Starts a watchdog that kills the process group `pgid` when the returned pipe closes.
+pub fn watchdog_group(pgid: u32) -> ChildStdin {
+    spawn_watchdog(&format!("-{pgid}"), "true")
+}
+
+/// The watchdog shell: its own process group (no terminal signal reaches it), ignores
+/// INT/TERM/HUP, blocks on `read` until this process's end closes the pipe, then sends TERM,
+/// waits up to 5 s, sends KILL and runs `cleanup`. It normally outlives this process, so it
+/// is never waited for.
+#[allow(clippy::zombie_processes)]
+fn spawn_watchdog(target: &str, cleanup: &str) -> ChildStdin {
     use std::os::unix::process::CommandExt as _;
     let script = format!(
-        "trap '' INT TERM HUP; read _; kill {pid} 2>/dev/null; i=0; while kill -0 {pid} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; kill -9 {pid} 2>/dev/null; rm -rf '{}'",
-        dir.display()
+        "trap '' INT TERM HUP; read _; kill -TERM {target} 2>/dev/null; i=0; while kill -0 {target} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; kill -KILL {target} 2>/dev/null; {cleanup}"
     );
     let mut child = Command::new("sh")
         .arg("-c")
