@@ -287,9 +287,14 @@ impl Conn {
     }
 
     /// Runs one search to the end, page by page when `paged`, calling `on_entry` for each
-    /// entry as it arrives. Returns the number of entries. Any unsuccessful result, reference
-    /// (unless ignored) or transport failure is an error; entries already handed out must
-    /// then be discarded by the caller.
+    /// entry. Returns the number of entries. Any unsuccessful result, reference (unless
+    /// ignored) or transport failure is an error; entries already handed out must then be
+    /// discarded by the caller.
+    ///
+    /// Two futures run together on this task: `fetch` drains the server's answers and asks for
+    /// the next page as soon as a page ends, handing raw entries over a bounded channel to the
+    /// consumer, which converts them. So the server prepares page N+1 while page N is still
+    /// being converted, and memory stays bounded by the channel (two pages).
     pub(crate) async fn search<F>(
         &mut self,
         s: &Search<'_>,
@@ -298,6 +303,32 @@ impl Conn {
     where
         F: FnMut(RawEntry) -> Result<(), LdapError>,
     {
+        let cap = (self.settings.page_size as usize).clamp(128, 2048) * 2;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ldap3::asn1::StructureTag>(cap);
+        let url = self.settings.url.clone();
+        let consume = async move {
+            let mut n = 0usize;
+            while let Some(tag) = rx.recv().await {
+                let raw = parse_entry(tag).map_err(|reason| LdapError::Protocol {
+                    url: url.clone(),
+                    reason,
+                })?;
+                on_entry(raw)?;
+                n += 1;
+            }
+            Ok::<usize, LdapError>(n)
+        };
+        let (_, n) = tokio::try_join!(self.fetch(s, tx), consume)?;
+        Ok(n)
+    }
+
+    /// The producing half of [`Conn::search`]: sends each entry's BER to `tx`; returns the
+    /// number of entries sent once the server said the search is complete.
+    async fn fetch(
+        &mut self,
+        s: &Search<'_>,
+        tx: tokio::sync::mpsc::Sender<ldap3::asn1::StructureTag>,
+    ) -> Result<usize, LdapError> {
         let mut cookie: Vec<u8> = Vec::new();
         let mut count = 0usize;
         let mut page = 0u32;
@@ -338,13 +369,13 @@ impl Conn {
                 if item.is_intermediate() {
                     continue;
                 }
-                let raw = parse_entry(item.0).map_err(|reason| LdapError::Protocol {
-                    url: self.settings.url.clone(),
-                    reason,
-                })?;
                 count += 1;
                 in_page += 1;
-                on_entry(raw)?;
+                if tx.send(item.0).await.is_err() {
+                    // The consumer stopped with its own error, which is the one reported.
+                    let _ = stream.finish().await;
+                    return Ok(count);
+                }
             }
             let res = stream.finish().await;
             if !refs.is_empty() {

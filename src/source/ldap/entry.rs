@@ -168,6 +168,11 @@ pub fn sid_text(b: &[u8]) -> Option<String> {
 /// The text form of an id value: GUID form for 16-byte objectGUIDs, the text itself, or
 /// base64 for other binary ids.
 pub fn id_text(lower_name: &str, bytes: &[u8]) -> String {
+    if lower_name != "objectguid" && lower_name != "objectsid" {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return s.to_string();
+        }
+    }
     match convert_value(lower_name, bytes.to_vec()) {
         Value::Text(s) => s,
         v @ Value::Binary(_) => v.as_text().into_owned(),
@@ -177,8 +182,12 @@ pub fn id_text(lower_name: &str, bytes: &[u8]) -> String {
 /// A ranged attribute description split up: `member;range=1500-*` gives
 /// `("member", 1500, None)`, `member;range=0-1499` gives `("member", 0, Some(1499))`.
 pub fn split_range(desc: &str) -> Option<(&str, u64, Option<u64>)> {
-    let lower = desc.to_ascii_lowercase();
-    let pos = lower.find(";range=")?;
+    // Fast path: almost no attribute description carries an option.
+    let semi = desc.find(';')?;
+    let pos = semi
+        + desc.as_bytes()[semi..]
+            .windows(7)
+            .position(|w| w.eq_ignore_ascii_case(b";range="))?;
     let base = &desc[..pos];
     let spec = &desc[pos + 7..];
     let spec = spec.split(';').next().unwrap_or(spec);
@@ -197,6 +206,25 @@ pub fn split_range(desc: &str) -> Option<(&str, u64, Option<u64>)> {
 /// RDNs sorted. Two DNs naming the same entry in the ways servers actually write them compare
 /// equal; this is not full RFC 4517 matching (no schema-aware value matching).
 pub fn normalize_dn(dn: &str) -> String {
+    // Fast path: no escapes, quotes, multi-valued RDNs or spaces next to separators, which
+    // is how servers write nearly every DN: lower-casing is the whole normalisation.
+    let b = dn.as_bytes();
+    let simple = !b
+        .iter()
+        .any(|&c| matches!(c, b'\\' | b'"' | b'+' | b';' | b'<' | b'>'))
+        && b.iter().filter(|&&c| c == b'=').count() == b.iter().filter(|&&c| c == b',').count() + 1
+        && !b
+            .windows(2)
+            .any(|w| matches!(w, [b',' | b'=', b' '] | [b' ', b',' | b'=']))
+        && !dn.starts_with(' ')
+        && !dn.ends_with(' ');
+    if simple {
+        return if dn.is_ascii() {
+            dn.to_ascii_lowercase()
+        } else {
+            dn.to_lowercase()
+        };
+    }
     let mut out = String::with_capacity(dn.len());
     for (i, rdn) in split_unescaped(dn, ',').into_iter().enumerate() {
         if i > 0 {
@@ -289,13 +317,33 @@ fn normalize_ava(ava: &str) -> String {
 pub fn to_attributes(
     attrs: Vec<(String, Vec<Vec<u8>>)>,
 ) -> (Attributes, Vec<(String, Option<u64>)>) {
+    let mut out = Attributes::new();
+    let mut ranges = Vec::new();
+    // Attribute descriptions of one entry are distinct, so the common case is one `set` per
+    // attribute; only ranged descriptions (and the rare repeated name) need merging.
+    let any_ranged = attrs.iter().any(|(d, _)| split_range(d).is_some());
+    if !any_ranged {
+        for (name, values) in attrs {
+            let lower = name.to_ascii_lowercase();
+            let converted: Vec<Value> = values
+                .into_iter()
+                .map(|v| convert_value(&lower, v))
+                .collect();
+            if out.has(&name) {
+                let mut existing = out.remove(&name).unwrap_or_default();
+                existing.extend(converted);
+                out.set(&name, existing);
+            } else {
+                out.set(&name, converted);
+            }
+        }
+        return (out, ranges);
+    }
     let plain_with_values: Vec<String> = attrs
         .iter()
         .filter(|(d, v)| !v.is_empty() && split_range(d).is_none())
         .map(|(d, _)| d.to_ascii_lowercase())
         .collect();
-    let mut out = Attributes::new();
-    let mut ranges = Vec::new();
     for (desc, values) in attrs {
         let (name, range) = match split_range(&desc) {
             Some((base, _start, end)) => (base.to_string(), Some(end)),
@@ -409,5 +457,8 @@ mod tests {
         );
         assert_ne!(normalize_dn("cn=a,dc=x"), normalize_dn("cn=a\\,dc=x"));
         assert_eq!(normalize_dn("cn=Zoë Ñúñez,dc=x"), "cn=zoë ñúñez,dc=x");
+        // The fast path and the full path agree.
+        assert_eq!(normalize_dn("CN=A B,DC=x"), normalize_dn("CN=A B, DC=x"));
+        assert_eq!(normalize_dn("CN=A B,DC=x"), "cn=a b,dc=x");
     }
 }

@@ -107,7 +107,6 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
     let user_attrs = with_attrs(&cfg.users.attributes, &user_extra);
     let users_filter = cfg.users_filter().to_string();
     let mut users: Vec<Entry> = Vec::new();
-    let mut ids: HashMap<String, String> = HashMap::new();
     {
         let search = Search {
             kind: SearchKind::Users,
@@ -120,7 +119,6 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
         conn.search(&search, |raw| {
             let id = take_id(&raw, &id_attr, SearchKind::Users)?;
             let (attrs, _) = to_attributes(raw.attrs);
-            check_unique(&mut ids, &id, &raw.dn, &id_attr)?;
             users.push(Entry {
                 id,
                 locator: raw.dn,
@@ -157,7 +155,6 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
         conn.search(&search, |raw| {
             let id = take_id(&raw, &id_attr, SearchKind::Groups)?;
             let (attrs, ranges) = to_attributes(raw.attrs);
-            check_unique(&mut ids, &id, &raw.dn, &id_attr)?;
             let next_range = ranges
                 .into_iter()
                 .find(|(name, _)| *name == watched)
@@ -211,6 +208,7 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
     }
     conn.close().await;
 
+    check_unique(&users, &groups, &id_attr)?;
     let groups = resolve_membership(src, &users, groups, in_chain);
     tracing::info!(
         url = %cfg.url,
@@ -227,19 +225,19 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
     })
 }
 
-fn check_unique(
-    ids: &mut HashMap<String, String>,
-    id: &str,
-    dn: &str,
-    attr: &str,
-) -> Result<(), LdapError> {
-    if let Some(first) = ids.insert(id.to_string(), dn.to_string()) {
-        return Err(LdapError::DuplicateId {
-            attribute: attr.to_string(),
-            id: id.to_string(),
-            first,
-            second: dn.to_string(),
-        });
+/// Every stable id must be unique across users and groups.
+fn check_unique(users: &[Entry], groups: &[PendingGroup], attr: &str) -> Result<(), LdapError> {
+    let mut seen: HashMap<&str, &str> = HashMap::with_capacity(users.len() + groups.len());
+    let all = users.iter().chain(groups.iter().map(|g| &g.entry));
+    for e in all {
+        if let Some(first) = seen.insert(&e.id, &e.locator) {
+            return Err(LdapError::DuplicateId {
+                attribute: attr.to_string(),
+                id: e.id.clone(),
+                first: first.to_string(),
+                second: e.locator.clone(),
+            });
+        }
     }
     Ok(())
 }
