@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with the Rust toolchain:
-#   1. installs what the tests need and the machine lacks (Debian: slapd, ldap-utils, samba;
+#   1. installs what the tests need and the machine lacks (Debian: slapd, ldap-utils, samba,
+#      chromium for the HTML report check;
 #      PyPI: scim2-server, scim2-tester in target/test-venv),
 #   2. checks formatting and lints,
 #   3. runs every test (unit and the one integration binary).
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
 command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v samba >/dev/null 2>&1 || [ -x /usr/sbin/samba ] || need_apt+=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} from Debian" >&2

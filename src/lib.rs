@@ -21,10 +21,14 @@
 //! parse arguments and call into this library).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod ironclad;
 pub mod mapping;
 pub mod model;
+pub mod reconcile;
+pub mod report;
 pub mod sim;
 pub mod source;
+pub mod store;

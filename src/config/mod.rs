@@ -140,6 +140,33 @@ pub struct ConfigFile {
     /// What the bridge is allowed to do (used by `check` to say which scopes are needed).
     #[serde(default)]
     pub policy: PolicyFile,
+    /// The mapping file.
+    #[serde(default)]
+    pub mapping: Option<MappingRefFile>,
+    /// Where state is kept.
+    #[serde(default)]
+    pub state: StateFile,
+}
+
+/// `[mapping]`: which mapping file turns source entries into Ironclad users.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingRefFile {
+    /// Path of the mapping file, relative to the configuration file.
+    pub file: Spanned<PathBuf>,
+}
+
+/// `[state]`: the state store and audit log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    /// SQLite state store. Default `ironbridge-state.db` beside the configuration file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Audit log, JSON lines appended per write (intent and outcome). Default
+    /// `ironbridge-audit.jsonl` beside the configuration file.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// `[ironclad]`: where Ironclad is and how to authenticate.
@@ -154,7 +181,7 @@ pub struct IroncladFile {
     #[serde(default)]
     pub base_url: Option<Spanned<String>>,
     /// How to get a token.
-    pub auth: Spanned<AuthFile>,
+    pub auth: AuthFile,
     /// The acting user sent as `x-as-user-email` / `x-as-user-id` with client-credentials tokens.
     #[serde(default)]
     pub acting_user: Option<Spanned<ActingUserFile>>,
@@ -181,45 +208,34 @@ pub struct IroncladFile {
     pub rate_limits: RateLimitsFile,
 }
 
-/// `[ironclad.auth]`, one of three methods.
+/// `[ironclad.auth]`: `method` selects client credentials, authorization code or a static
+/// bearer token; the other keys are checked against the method during validation.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AuthFile {
-    /// OAuth client credentials grant.
-    ClientCredentials {
-        /// The OAuth client id (not a secret).
-        client_id: String,
-        /// The client secret: `{ env = "VAR" }` or `{ file = "path" }`.
-        client_secret: Spanned<SecretRef>,
-        /// Scopes to request; empty means all the client's registered scopes.
-        #[serde(default)]
-        scopes: Vec<String>,
-    },
-    /// OAuth authorization code with a stored refresh token (`ironbridge auth login`).
-    AuthorizationCode {
-        /// The OAuth client id.
-        client_id: String,
-        /// The client secret.
-        client_secret: Spanned<SecretRef>,
-        /// Scopes to request.
-        #[serde(default)]
-        scopes: Vec<String>,
-        /// Loopback redirect URI registered with the client. Default `http://127.0.0.1:8765/callback`.
-        #[serde(default)]
-        redirect_uri: Option<String>,
-        /// Where `auth login` stores the refresh token (mode 0600). Default
-        /// `ironbridge-refresh-token` beside the configuration file.
-        #[serde(default)]
-        refresh_token_file: Option<PathBuf>,
-    },
-    /// A static SCIM bearer token.
-    BearerToken {
-        /// The token: `{ env = "VAR" }` or `{ file = "path" }`.
-        token: Spanned<SecretRef>,
-        /// Scopes the token was issued with, when known (used by `check` if userinfo is absent).
-        #[serde(default)]
-        scopes: Vec<String>,
-    },
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// `client_credentials`, `authorization_code` or `bearer_token`.
+    pub method: Spanned<String>,
+    /// The OAuth client id (not a secret). OAuth methods only.
+    #[serde(default)]
+    pub client_id: Option<Spanned<String>>,
+    /// The client secret: `{ env = "VAR" }` or `{ file = "path" }`. OAuth methods only.
+    #[serde(default)]
+    pub client_secret: Option<Spanned<SecretRef>>,
+    /// Scopes to request (OAuth; empty means the client's registered set), or the scopes a
+    /// static token is known to carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Loopback redirect URI registered with the client (authorization_code). Default
+    /// `http://127.0.0.1:8765/callback`.
+    #[serde(default)]
+    pub redirect_uri: Option<Spanned<String>>,
+    /// Where `auth login` stores the refresh token, mode 0600 (authorization_code). Default
+    /// `ironbridge-refresh-token` beside the configuration file.
+    #[serde(default)]
+    pub refresh_token_file: Option<Spanned<PathBuf>>,
+    /// The static token: `{ env = "VAR" }` or `{ file = "path" }` (bearer_token).
+    #[serde(default)]
+    pub token: Option<Spanned<SecretRef>>,
 }
 
 /// `[ironclad.acting_user]`: exactly one of `email` or `id`.
@@ -290,6 +306,21 @@ pub struct PolicyFile {
     /// Push groups and their membership. Default true.
     #[serde(default = "yes")]
     pub manage_groups: bool,
+    /// Most removals one run may make, as a count. Default 50.
+    #[serde(default)]
+    pub max_removals: Option<usize>,
+    /// Most removals one run may make, as a percentage of managed users. Default 10.
+    #[serde(default)]
+    pub max_removal_percent: Option<f64>,
+    /// Runs in a row a person must be missing or out of scope before removal. Default 0.
+    #[serde(default)]
+    pub grace_runs: Option<u32>,
+    /// Hours a person must be missing or out of scope before removal. Default none.
+    #[serde(default)]
+    pub grace_hours: Option<u32>,
+    /// Consecutive failed runs after which a user is quarantined. Default 3.
+    #[serde(default)]
+    pub quarantine_after: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -303,6 +334,11 @@ impl Default for PolicyFile {
             update_users: true,
             remove_users: RemoveMode::Delete,
             manage_groups: true,
+            max_removals: None,
+            max_removal_percent: None,
+            grace_runs: None,
+            grace_hours: None,
+            quarantine_after: None,
         }
     }
 }
@@ -335,6 +371,29 @@ pub struct Config {
     pub source: Option<crate::source::SourceConfig>,
     /// What the bridge does.
     pub policy: Policy,
+    /// Safety settings.
+    pub safety: Safety,
+    /// The mapping file, when configured.
+    pub mapping: Option<PathBuf>,
+    /// The state store.
+    pub state_path: PathBuf,
+    /// The audit log (JSON lines).
+    pub audit_log: PathBuf,
+}
+
+/// Safety settings from `[policy]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Safety {
+    /// Most removals per run (count).
+    pub max_removals: usize,
+    /// Most removals per run (percent of managed users).
+    pub max_removal_percent: f64,
+    /// Runs missing before removal.
+    pub grace_runs: u32,
+    /// Time missing before removal.
+    pub grace_period: Option<chrono::Duration>,
+    /// Failed runs before quarantine.
+    pub quarantine_after: u32,
 }
 
 /// What the bridge does, as configured.
@@ -534,6 +593,31 @@ impl Config {
             None => None,
         };
         let p = parsed.policy;
+        if let Some(pct) = p.max_removal_percent {
+            if !(0.0..=100.0).contains(&pct) {
+                return Err(loc.at(
+                    0..0,
+                    "policy.max_removal_percent",
+                    "must be between 0 and 100",
+                ));
+            }
+        }
+        let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let mapping = match parsed.mapping {
+            Some(m) => {
+                let span = m.file.span();
+                let file = rel(m.file.into_inner());
+                if !file.is_file() {
+                    return Err(loc.at(
+                        span,
+                        "mapping.file",
+                        format!("{} does not exist", file.display()),
+                    ));
+                }
+                Some(file)
+            }
+            None => None,
+        };
         Ok(Config {
             path: path.to_path_buf(),
             ironclad,
@@ -544,6 +628,22 @@ impl Config {
                 remove_users: p.remove_users,
                 manage_groups: p.manage_groups,
             },
+            safety: Safety {
+                max_removals: p.max_removals.unwrap_or(50),
+                max_removal_percent: p.max_removal_percent.unwrap_or(10.0),
+                grace_runs: p.grace_runs.unwrap_or(0),
+                grace_period: p.grace_hours.map(|h| chrono::Duration::hours(i64::from(h))),
+                quarantine_after: p.quarantine_after.unwrap_or(3).max(1),
+            },
+            mapping,
+            state_path: rel(parsed
+                .state
+                .path
+                .unwrap_or_else(|| PathBuf::from("ironbridge-state.db"))),
+            audit_log: rel(parsed
+                .state
+                .audit_log
+                .unwrap_or_else(|| PathBuf::from("ironbridge-audit.jsonl"))),
         })
     }
 }
@@ -557,6 +657,120 @@ fn resolve_secret(
     r.get_ref()
         .resolve(base)
         .map_err(|e| loc.at(r.span(), key, e.to_string()))
+}
+
+fn validate_auth(loc: &Locator<'_>, base: &Path, a: AuthFile) -> Result<Auth, ConfigError> {
+    let method = a.method.get_ref().as_str();
+    let method_span = a.method.span();
+    let oauth = matches!(method, "client_credentials" | "authorization_code");
+    if !oauth && method != "bearer_token" {
+        return Err(loc.at(
+            method_span,
+            "ironclad.auth.method",
+            format!("unknown method `{method}`; use client_credentials, authorization_code or bearer_token"),
+        ));
+    }
+    // Keys that do not belong to the method are mistakes worth naming.
+    let stray: [(&str, Option<std::ops::Range<usize>>, bool); 5] = [
+        ("client_id", a.client_id.as_ref().map(|v| v.span()), oauth),
+        (
+            "client_secret",
+            a.client_secret.as_ref().map(|v| v.span()),
+            oauth,
+        ),
+        (
+            "redirect_uri",
+            a.redirect_uri.as_ref().map(|v| v.span()),
+            method == "authorization_code",
+        ),
+        (
+            "refresh_token_file",
+            a.refresh_token_file.as_ref().map(|v| v.span()),
+            method == "authorization_code",
+        ),
+        (
+            "token",
+            a.token.as_ref().map(|v| v.span()),
+            method == "bearer_token",
+        ),
+    ];
+    for (key, span, allowed) in stray {
+        if let (Some(span), false) = (span, allowed) {
+            return Err(loc.at(
+                span,
+                &format!("ironclad.auth.{key}"),
+                format!("not used with method `{method}`"),
+            ));
+        }
+    }
+    if method == "bearer_token" {
+        let token = a.token.as_ref().ok_or_else(|| {
+            loc.at(
+                method_span.clone(),
+                "ironclad.auth.token",
+                "missing: token = { env = \"VAR\" } or { file = \"path\" }",
+            )
+        })?;
+        return Ok(Auth::BearerToken {
+            token: resolve_secret(loc, base, "ironclad.auth.token", token)?,
+            scopes: a.scopes,
+        });
+    }
+    let client_id = a
+        .client_id
+        .as_ref()
+        .map(|c| c.get_ref().trim().to_string())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| loc.at(method_span.clone(), "ironclad.auth.client_id", "missing"))?;
+    let secret_ref = a.client_secret.as_ref().ok_or_else(|| {
+        loc.at(
+            method_span.clone(),
+            "ironclad.auth.client_secret",
+            "missing: client_secret = { env = \"VAR\" } or { file = \"path\" }",
+        )
+    })?;
+    let client_secret = resolve_secret(loc, base, "ironclad.auth.client_secret", secret_ref)?;
+    if method == "client_credentials" {
+        return Ok(Auth::ClientCredentials {
+            client_id,
+            client_secret,
+            scopes: a.scopes,
+        });
+    }
+    let (redirect_uri, span) = match &a.redirect_uri {
+        Some(r) => (r.get_ref().clone(), r.span()),
+        None => ("http://127.0.0.1:8765/callback".to_string(), method_span),
+    };
+    let ru = url::Url::parse(&redirect_uri)
+        .map_err(|e| loc.at(span.clone(), "ironclad.auth.redirect_uri", e.to_string()))?;
+    if ru.scheme() != "http"
+        || !matches!(
+            ru.host_str(),
+            Some("127.0.0.1") | Some("localhost") | Some("[::1]")
+        )
+    {
+        return Err(loc.at(
+            span,
+            "ironclad.auth.redirect_uri",
+            "must be a loopback http:// URL (127.0.0.1 or localhost) so `auth login` can receive it",
+        ));
+    }
+    let file = a
+        .refresh_token_file
+        .map(|f| f.into_inner())
+        .unwrap_or_else(|| PathBuf::from("ironbridge-refresh-token"));
+    let file = if file.is_absolute() {
+        file
+    } else {
+        base.join(file)
+    };
+    Ok(Auth::AuthorizationCode {
+        client_id,
+        client_secret,
+        scopes: a.scopes,
+        redirect_uri,
+        refresh_token_file: file,
+    })
 }
 
 fn validate_ironclad(
@@ -617,75 +831,8 @@ fn validate_ironclad(
     let scim_url = join("scim/v2")?;
     let oauth_url = join("oauth")?;
 
-    let auth_span = f.auth.span();
-    let auth = match f.auth.into_inner() {
-        AuthFile::ClientCredentials {
-            client_id,
-            client_secret,
-            scopes,
-        } => Auth::ClientCredentials {
-            client_secret: resolve_secret(
-                loc,
-                base,
-                "ironclad.auth.client_secret",
-                &client_secret,
-            )?,
-            client_id,
-            scopes,
-        },
-        AuthFile::AuthorizationCode {
-            client_id,
-            client_secret,
-            scopes,
-            redirect_uri,
-            refresh_token_file,
-        } => {
-            let redirect_uri =
-                redirect_uri.unwrap_or_else(|| "http://127.0.0.1:8765/callback".to_string());
-            let ru = url::Url::parse(&redirect_uri).map_err(|e| {
-                loc.at(
-                    auth_span.clone(),
-                    "ironclad.auth.redirect_uri",
-                    e.to_string(),
-                )
-            })?;
-            if ru.scheme() != "http"
-                || !matches!(
-                    ru.host_str(),
-                    Some("127.0.0.1") | Some("localhost") | Some("[::1]")
-                )
-            {
-                return Err(loc.at(
-                    auth_span.clone(),
-                    "ironclad.auth.redirect_uri",
-                    "must be a loopback http:// URL (127.0.0.1 or localhost) so `auth login` can receive it",
-                ));
-            }
-            let file =
-                refresh_token_file.unwrap_or_else(|| PathBuf::from("ironbridge-refresh-token"));
-            let file = if file.is_absolute() {
-                file
-            } else {
-                base.join(file)
-            };
-            Auth::AuthorizationCode {
-                client_secret: resolve_secret(
-                    loc,
-                    base,
-                    "ironclad.auth.client_secret",
-                    &client_secret,
-                )?,
-                client_id,
-                scopes,
-                redirect_uri,
-                refresh_token_file: file,
-            }
-        }
-        AuthFile::BearerToken { token, scopes } => Auth::BearerToken {
-            token: resolve_secret(loc, base, "ironclad.auth.token", &token)?,
-            scopes,
-        },
-    };
+    let auth_span = f.auth.method.span();
+    let auth = validate_auth(loc, base, f.auth)?;
 
     let acting_user = match f.acting_user {
         None => None,

@@ -31,17 +31,61 @@ impl fmt::Debug for Secret {
 
 /// Where a secret is read from, as written in the configuration file:
 /// `{ env = "VAR" }` or `{ file = "path" }`. Inline values are refused on purpose.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRef {
     /// Name of an environment variable holding the secret.
-    #[serde(default)]
     pub env: Option<String>,
     /// Path of a file holding the secret (surrounding whitespace is trimmed). Relative paths are
     /// resolved against the configuration file's directory.
-    #[serde(default)]
     pub file: Option<PathBuf>,
 }
+
+/// The table form, after the inline-value check.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRefTable {
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{ env = \"VAR\" } or { file = \"path\" }")
+            }
+            // Any scalar is refused without echoing it: it may be the secret itself.
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecretRef, A::Error> {
+                let t =
+                    SecretRefTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SecretRef {
+                    env: t.env,
+                    file: t.file,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+const INLINE: &str =
+    "secrets are not accepted inline; write { env = \"VAR\" } or { file = \"path\" } (the value was not printed)";
 
 /// Why a secret could not be read. Never carries the secret itself.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

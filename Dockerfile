@@ -1,0 +1,31 @@
+# ironbridge container image.
+# Build:  docker build -t ironbridge .
+# Run:    docker run --rm -v $PWD/config:/config:ro -v ironbridge-state:/state \
+#           -e IRONCLAD_CLIENT_SECRET=... ironbridge check --config /config/ironbridge.toml
+#
+# Stage 1 builds the release binary; stage 2 holds only `ironbridge` on a small Debian base,
+# running as an unprivileged user.
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY mappings ./mappings
+COPY benches ./benches
+RUN cargo build --release --locked --bin ironbridge \
+ && strip target/release/ironbridge
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 ironbridge \
+ && useradd --system --uid 10001 --gid ironbridge --home-dir /state --shell /usr/sbin/nologin ironbridge \
+ && mkdir -p /state /config \
+ && chown ironbridge:ironbridge /state
+COPY --from=build /src/target/release/ironbridge /usr/local/bin/ironbridge
+COPY mappings /usr/share/ironbridge/mappings
+USER 10001:10001
+WORKDIR /state
+VOLUME ["/state", "/config"]
+ENTRYPOINT ["/usr/local/bin/ironbridge"]
+CMD ["--help"]

@@ -1,0 +1,222 @@
+//! `ironbridge check`: what the configuration needs from Ironclad compared with what the token
+//! was granted, as a table a person can act on. The comparison is pure; gathering the granted
+//! scopes and probing read access is done by the caller in [`crate::cli`].
+//!
+//! What does not live here: talking to Ironclad or the directory.
+
+use crate::config::{Policy, RemoveMode};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+/// Ironclad's scope names (one per operation).
+pub mod scopes {
+    /// GET /Users, GET /Users/{id}.
+    pub const READ_USERS: &str = "scim.users.readUsers";
+    /// POST /Users.
+    pub const CREATE_USERS: &str = "scim.users.createUsers";
+    /// PUT, PATCH /Users/{id}.
+    pub const UPDATE_USERS: &str = "scim.users.updateUsers";
+    /// DELETE /Users/{id}.
+    pub const DELETE_USERS: &str = "scim.users.deleteUsers";
+    /// GET /Groups, GET /Groups/{id}.
+    pub const READ_GROUPS: &str = "scim.groups.readGroups";
+    /// POST /Groups.
+    pub const CREATE_GROUPS: &str = "scim.groups.createGroups";
+    /// PUT, PATCH /Groups/{id}.
+    pub const UPDATE_GROUPS: &str = "scim.groups.updateGroups";
+    /// DELETE /Groups/{id}.
+    pub const DELETE_GROUPS: &str = "scim.groups.deleteGroups";
+    /// GET /Schemas.
+    pub const READ_SCHEMAS: &str = "scim.schemas.readSchemas";
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeRow {
+    /// What the bridge does with it.
+    pub operation: &'static str,
+    /// The scope Ironclad requires.
+    pub scope: &'static str,
+    /// Whether the token carries it.
+    pub granted: bool,
+    /// Whether the configured policy needs it.
+    pub needed: bool,
+}
+
+/// The scope table for a policy and a set of granted scopes.
+pub fn scope_rows(policy: &Policy, granted: &BTreeSet<String>) -> Vec<ScopeRow> {
+    use scopes::*;
+    let g = |s: &str| granted.contains(s);
+    let removes = policy.remove_users;
+    let rows: [(&'static str, &'static str, bool); 9] = [
+        ("read users (plan, match, verify)", READ_USERS, true),
+        ("create users (joiners)", CREATE_USERS, policy.create_users),
+        (
+            "update users (movers; deactivate-removal)",
+            UPDATE_USERS,
+            policy.update_users || removes == RemoveMode::Deactivate,
+        ),
+        (
+            "delete users (leavers)",
+            DELETE_USERS,
+            removes == RemoveMode::Delete,
+        ),
+        (
+            "read groups (membership drift)",
+            READ_GROUPS,
+            policy.manage_groups,
+        ),
+        ("create groups", CREATE_GROUPS, policy.manage_groups),
+        (
+            "update group membership",
+            UPDATE_GROUPS,
+            policy.manage_groups,
+        ),
+        ("delete groups (bridge-managed only)", DELETE_GROUPS, false),
+        ("read schemas (diagnostics)", READ_SCHEMAS, false),
+    ];
+    rows.into_iter()
+        .map(|(operation, scope, needed)| ScopeRow {
+            operation,
+            scope,
+            granted: g(scope),
+            needed,
+        })
+        .collect()
+}
+
+/// The scopes the policy needs that are not granted.
+pub fn missing(rows: &[ScopeRow]) -> Vec<&'static str> {
+    rows.iter()
+        .filter(|r| r.needed && !r.granted)
+        .map(|r| r.scope)
+        .collect()
+}
+
+/// Renders the table as aligned text.
+pub fn render_table(rows: &[ScopeRow]) -> String {
+    let w0 = rows
+        .iter()
+        .map(|r| r.operation.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let w1 = rows.iter().map(|r| r.scope.len()).max().unwrap_or(5).max(5);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<w0$}  {:<w1$}  granted  policy needs",
+        "operation", "scope"
+    );
+    for r in rows {
+        let verdict = match (r.needed, r.granted) {
+            (true, true) => "yes",
+            (true, false) => "YES (missing)",
+            (false, _) => "no",
+        };
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<7}  {}",
+            r.operation,
+            r.scope,
+            if r.granted { "yes" } else { "no" },
+            verdict
+        );
+    }
+    out
+}
+
+/// Advice naming what to fix when scopes are missing.
+pub fn advice(policy: &Policy, missing: &[&str]) -> String {
+    if missing.is_empty() {
+        return "every scope the configuration needs is granted".to_string();
+    }
+    let mut out = format!(
+        "missing scopes: {}\nfix: register the OAuth client (or generate the token) with these scopes, or narrow [policy]:",
+        missing.join(" ")
+    );
+    for m in missing {
+        let hint = match *m {
+            scopes::CREATE_USERS if policy.create_users => {
+                "policy.create_users = false (joiners will be reported, not created)"
+            }
+            scopes::UPDATE_USERS => {
+                "policy.update_users = false and policy.remove_users other than \"deactivate\""
+            }
+            scopes::DELETE_USERS => {
+                "policy.remove_users = \"deactivate\" (needs updateUsers) or \"keep\""
+            }
+            scopes::READ_GROUPS | scopes::CREATE_GROUPS | scopes::UPDATE_GROUPS => {
+                "policy.manage_groups = false (membership drift is then only reported)"
+            }
+            _ => "",
+        };
+        if !hint.is_empty() {
+            let _ = write!(out, "\n  {m}: or set {hint}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn least_privilege() -> BTreeSet<String> {
+        [
+            scopes::READ_USERS,
+            scopes::UPDATE_USERS,
+            scopes::DELETE_USERS,
+            scopes::READ_GROUPS,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    #[test]
+    fn least_privilege_lacks_creates_and_group_writes() {
+        let policy = Policy {
+            create_users: true,
+            update_users: true,
+            remove_users: RemoveMode::Delete,
+            manage_groups: true,
+        };
+        let rows = scope_rows(&policy, &least_privilege());
+        assert_eq!(
+            missing(&rows),
+            vec![
+                scopes::CREATE_USERS,
+                scopes::CREATE_GROUPS,
+                scopes::UPDATE_GROUPS
+            ]
+        );
+        assert!(render_table(&rows).contains("YES (missing)"));
+    }
+
+    #[test]
+    fn narrowed_policy_is_satisfied_by_least_privilege() {
+        let policy = Policy {
+            create_users: false,
+            update_users: true,
+            remove_users: RemoveMode::Delete,
+            manage_groups: false,
+        };
+        assert!(missing(&scope_rows(&policy, &least_privilege())).is_empty());
+    }
+
+    #[test]
+    fn deactivate_needs_update_not_delete() {
+        let policy = Policy {
+            create_users: false,
+            update_users: false,
+            remove_users: RemoveMode::Deactivate,
+            manage_groups: false,
+        };
+        let granted: BTreeSet<String> = [scopes::READ_USERS.to_string()].into();
+        assert_eq!(
+            missing(&scope_rows(&policy, &granted)),
+            vec![scopes::UPDATE_USERS]
+        );
+    }
+}

@@ -1,0 +1,478 @@
+//! Paged listing of any SCIM collection (`startIndex`/`count`), correct when the collection
+//! changes while it is read:
+//! - resources are de-duplicated by `id` (a resource inserted before the cursor shifts later
+//!   ones right, so one may come twice); how many were dropped is logged;
+//! - when `totalResults` shrinks between pages (deletions before the cursor shift later
+//!   resources left), the next page starts that many positions earlier, so none is skipped;
+//! - each page starts one position early, on the previous page's last resource (the anchor);
+//!   if the anchor is not there, or `totalResults` changed at all, the pass is marked changed
+//!   and one more full pass is made and merged by id. This catches what totals alone cannot
+//!   (an insertion and a deletion cancelling out) at the cost of one resource per page;
+//! - listing stops at an empty page or when `startIndex` passes `totalResults`.
+//!
+//! A listing either returns everything or fails: no partial result escapes
+//! ([`for_each_page`] hands pages to a callback as they arrive; a caller that gets an error
+//! must discard what it was given).
+//!
+//! What does not live here: what a resource means (see [`super::types`]).
+
+use super::error::IroncladError;
+use super::http::{ApiRequest, ScimHttp};
+use serde_json::Value;
+use std::collections::HashSet;
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// A SCIM filter (build it with [`super::filter`]).
+    pub filter: Option<String>,
+    /// `attributes`, comma separated.
+    pub attributes: Option<String>,
+    /// `excludedAttributes`, comma separated (e.g. `members` for a group count).
+    pub excluded_attributes: Option<String>,
+    /// Resources per page (`count`), 1..=1000 for Ironclad.
+    pub page_size: u32,
+}
+
+/// How a listing went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListSummary {
+    /// Pages requested.
+    pub pages: u32,
+    /// Unique resources handed out.
+    pub resources: usize,
+    /// Duplicates dropped.
+    pub duplicates_dropped: usize,
+    /// The last `totalResults` the server reported.
+    pub last_total: Option<u64>,
+    /// Full passes made (2 when the first one ended short of `totalResults`).
+    pub passes: u32,
+}
+
+struct Page {
+    total: Option<u64>,
+    resources: Vec<Value>,
+}
+
+async fn fetch_page(
+    http: &ScimHttp,
+    path: &str,
+    opts: &ListOptions,
+    start: u64,
+) -> Result<Page, IroncladError> {
+    let mut req = ApiRequest::get(path)
+        .query("startIndex", start.to_string())
+        .query("count", opts.page_size.max(1).to_string());
+    if let Some(f) = &opts.filter {
+        req = req.query("filter", f.clone());
+    }
+    if let Some(a) = &opts.attributes {
+        req = req.query("attributes", a.clone());
+    }
+    if let Some(a) = &opts.excluded_attributes {
+        req = req.query("excludedAttributes", a.clone());
+    }
+    let resp = http.send(&req).await?;
+    let mut body = resp.body.unwrap_or(Value::Null);
+    let bad = |m: &str| IroncladError::Decode {
+        method: "GET".into(),
+        path: path.to_string(),
+        message: m.to_string(),
+        request_id: resp.request_id.clone(),
+    };
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| bad("a list response must be a JSON object"))?;
+    let total = obj.get("totalResults").and_then(Value::as_u64);
+    let resources = match obj.remove("Resources").or_else(|| {
+        let k = obj
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("resources"))
+            .cloned()?;
+        obj.remove(&k)
+    }) {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => return Err(bad("`Resources` is not an array")),
+    };
+    Ok(Page { total, resources })
+}
+
+/// Lists a collection page by page, calling `on_page` with each page's new (not yet seen)
+/// resources. Returns a summary, or the first error (the caller discards what it received).
+pub async fn for_each_page<F>(
+    http: &ScimHttp,
+    path: &str,
+    opts: &ListOptions,
+    mut on_page: F,
+) -> Result<ListSummary, IroncladError>
+where
+    F: FnMut(Vec<Value>) -> Result<(), IroncladError>,
+{
+    let page_size = u64::from(opts.page_size.max(1));
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut summary = ListSummary::default();
+    loop {
+        summary.passes += 1;
+        let first_pass = summary.passes == 1;
+        let before = seen.len();
+        let mut changed = false;
+        let mut start: u64 = 1;
+        let mut prev_total: Option<u64> = None;
+        let mut anchor: Option<String> = None;
+        let mut max_total: u64 = 0;
+        let mut pass_pages: u64 = 0;
+        loop {
+            pass_pages += 1;
+            // Bounds a pathological server (one that keeps shifting): three times the pages the
+            // largest total needs, plus slack.
+            let allowed = 10 + 3 * max_total.div_ceil(page_size);
+            if pass_pages > allowed {
+                return Err(IroncladError::Paging {
+                    path: path.to_string(),
+                    message: format!(
+                        "gave up after {pass_pages} pages: the collection kept changing while it was read"
+                    ),
+                });
+            }
+            let page = fetch_page(http, path, opts, start).await?;
+            summary.pages += 1;
+            let mut shrunk_by = 0;
+            if let Some(t) = page.total {
+                max_total = max_total.max(t);
+                summary.last_total = Some(t);
+                if let Some(p) = prev_total {
+                    if t != p {
+                        changed = true;
+                    }
+                    shrunk_by = p.saturating_sub(t);
+                }
+                prev_total = Some(t);
+            }
+            let n = page.resources.len() as u64;
+            if n == 0 {
+                if page.total.is_some_and(|t| t >= start) {
+                    // Items should be here but are not: they moved left past the cursor.
+                    changed = true;
+                }
+                break;
+            }
+            let last_id = page
+                .resources
+                .last()
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let mut resources = page.resources;
+            if let Some(a) = anchor.take() {
+                // The page starts one position early, on the previous page's last resource. If it
+                // is not there, something shifted the collection under the cursor.
+                if resources
+                    .first()
+                    .and_then(|r| r.get("id"))
+                    .and_then(Value::as_str)
+                    == Some(a.as_str())
+                {
+                    resources.remove(0);
+                } else {
+                    changed = true;
+                }
+            }
+            let mut fresh = Vec::with_capacity(resources.len());
+            for r in resources {
+                match r.get("id").and_then(Value::as_str) {
+                    Some(id) if !seen.insert(id.to_string()) => {
+                        if first_pass {
+                            summary.duplicates_dropped += 1;
+                        }
+                    }
+                    _ => fresh.push(r),
+                }
+            }
+            summary.resources += fresh.len();
+            if !fresh.is_empty() {
+                on_page(fresh)?;
+            }
+            if page.total.is_some_and(|t| start + n > t) {
+                break;
+            }
+            if shrunk_by > 0 {
+                // Deletions before the cursor shifted this page left: re-read from that far back.
+                tracing::info!(
+                    path,
+                    shrunk_by,
+                    "paging: totalResults shrank while reading; re-reading the overlap"
+                );
+                start = start.saturating_sub(shrunk_by).max(1);
+            } else if n >= 2 {
+                start += n - 1;
+                anchor = last_id;
+            } else {
+                start += n;
+            }
+        }
+        if first_pass {
+            if changed {
+                tracing::warn!(
+                    path,
+                    "paging: the collection changed while it was read; reading it once more so nothing is missed"
+                );
+                continue;
+            }
+        } else {
+            let added = seen.len() - before;
+            tracing::info!(path, added, "paging: second pass done");
+            if changed {
+                tracing::warn!(
+                    path,
+                    "paging: the collection was still changing during the second pass"
+                );
+            }
+        }
+        break;
+    }
+    if summary.duplicates_dropped > 0 {
+        http.stats()
+            .record_duplicates(summary.duplicates_dropped as u64);
+        tracing::info!(
+            path,
+            duplicates = summary.duplicates_dropped,
+            "paging: dropped duplicate resources (the collection changed while it was read)"
+        );
+    }
+    tracing::debug!(
+        path,
+        resources = summary.resources,
+        pages = summary.pages,
+        "listing done"
+    );
+    Ok(summary)
+}
+
+/// Lists a whole collection into memory.
+pub async fn list_all(
+    http: &ScimHttp,
+    path: &str,
+    opts: &ListOptions,
+) -> Result<Vec<Value>, IroncladError> {
+    let mut out = Vec::new();
+    for_each_page(http, path, opts, |page| {
+        out.extend(page);
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::{RetryPolicy, Secret};
+    use crate::ironclad::http::{build_reqwest, HttpSettings, StaticAuth};
+    use crate::ironclad::pacing::single_bucket;
+    use crate::ironclad::stats::ClientStats;
+    use axum::extract::{Query, State};
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Changes the collection after the n-th page was served.
+    type Hook = dyn Fn(u32, &mut Vec<String>) + Send + Sync;
+
+    /// A collection in creation order whose contents a hook may change after each page.
+    #[derive(Clone)]
+    struct Fake {
+        items: Arc<Mutex<Vec<String>>>,
+        pages_served: Arc<Mutex<u32>>,
+        hook: Arc<Hook>,
+        max_count: usize,
+    }
+
+    async fn list(State(f): State<Fake>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+        let start: usize = q.get("startIndex").map(|s| s.parse().unwrap()).unwrap_or(1);
+        let count: usize = q
+            .get("count")
+            .map(|s| s.parse().unwrap())
+            .unwrap_or(25)
+            .min(f.max_count);
+        let mut items = f.items.lock().unwrap();
+        let total = items.len();
+        let page: Vec<Value> = items
+            .iter()
+            .skip(start.saturating_sub(1))
+            .take(count)
+            .map(|id| serde_json::json!({"id": id, "userName": format!("{id}@example.com")}))
+            .collect();
+        let mut n = f.pages_served.lock().unwrap();
+        *n += 1;
+        (f.hook)(*n, &mut items);
+        Json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": total,
+            "startIndex": start,
+            "itemsPerPage": page.len(),
+            "Resources": page,
+        }))
+    }
+
+    async fn serve(
+        n: usize,
+        max_count: usize,
+        hook: impl Fn(u32, &mut Vec<String>) + Send + Sync + 'static,
+    ) -> (ScimHttp, Fake) {
+        let f = Fake {
+            items: Arc::new(Mutex::new((1..=n).map(|i| format!("u{i:05}")).collect())),
+            pages_served: Arc::new(Mutex::new(0)),
+            hook: Arc::new(hook),
+            max_count,
+        };
+        let app = Router::new()
+            .route("/scim/v2/Users", get(list))
+            .with_state(f.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        let http = ScimHttp::new(
+            HttpSettings {
+                base_url: url::Url::parse(&format!("http://{addr}/scim/v2")).unwrap(),
+                max_concurrency: 2,
+                retry: RetryPolicy::default(),
+            },
+            build_reqwest(Duration::from_secs(2), Duration::from_secs(5), None).unwrap(),
+            Arc::new(StaticAuth::bearer(&Secret::new("t")).unwrap()),
+            None,
+            single_bucket,
+            Arc::new(ClientStats::default()),
+        );
+        (http, f)
+    }
+
+    fn opts(page_size: u32) -> ListOptions {
+        ListOptions {
+            page_size,
+            ..Default::default()
+        }
+    }
+
+    fn ids(v: &[Value]) -> Vec<String> {
+        let mut ids: Vec<String> = v
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn pages_through_everything_when_nothing_changes() {
+        let (http, _) = serve(2500, 1000, |_, _| {}).await;
+        let mut summary = None;
+        let mut got = Vec::new();
+        summary.replace(
+            for_each_page(&http, "/Users", &opts(1000), |p| {
+                got.extend(p);
+                Ok(())
+            })
+            .await
+            .unwrap(),
+        );
+        let s = summary.unwrap();
+        assert_eq!(got.len(), 2500);
+        assert_eq!((s.pages, s.duplicates_dropped, s.passes), (3, 0, 1));
+    }
+
+    #[tokio::test]
+    async fn a_server_capping_count_below_the_page_size_is_still_read_fully() {
+        let (http, _) = serve(120, 25, |_, _| {}).await;
+        let got = list_all(&http, "/Users", &opts(1000)).await.unwrap();
+        assert_eq!(got.len(), 120);
+    }
+
+    #[tokio::test]
+    async fn insertions_before_the_cursor_produce_duplicates_that_are_dropped() {
+        // After each page, two new items appear at the front (an unstable order), shifting
+        // everything right: the next page repeats two already-seen items.
+        let (http, _) = serve(50, 1000, |n, items| {
+            if n <= 3 {
+                items.insert(0, format!("new{n}a"));
+                items.insert(0, format!("new{n}b"));
+            }
+        })
+        .await;
+        let mut got = Vec::new();
+        let s = for_each_page(&http, "/Users", &opts(10), |p| {
+            got.extend(p);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let unique: HashSet<String> = ids(&got).into_iter().collect();
+        assert_eq!(unique.len(), got.len(), "no doubles handed out");
+        for i in 1..=50 {
+            assert!(unique.contains(&format!("u{i:05}")), "u{i:05} lost");
+        }
+        assert!(s.duplicates_dropped >= 6, "{s:?}");
+        assert_eq!(
+            http.stats().snapshot().duplicates_dropped,
+            s.duplicates_dropped as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn deletions_before_the_cursor_lose_no_remaining_item() {
+        // After pages 1 and 2, three already-read items are deleted: later items shift left.
+        let (http, f) = serve(40, 1000, |n, items| {
+            if n <= 2 {
+                items.drain(0..3);
+            }
+        })
+        .await;
+        let got = list_all(&http, "/Users", &opts(10)).await.unwrap();
+        let remaining = f.items.lock().unwrap().clone();
+        let got_ids: HashSet<String> = ids(&got).into_iter().collect();
+        for id in &remaining {
+            assert!(got_ids.contains(id), "{id} lost");
+        }
+        assert_eq!(got_ids.len(), got.len());
+    }
+
+    #[tokio::test]
+    async fn an_insert_and_a_delete_in_the_same_gap_trigger_a_second_pass() {
+        // Total stays the same (two deleted before the cursor, two appended): the first pass
+        // misses an item; the page-boundary anchor notices the shift and a second pass finds it.
+        let (http, f) = serve(30, 1000, |n, items| {
+            if n == 1 {
+                items.drain(0..2);
+                items.push("late1".into());
+                items.push("late2".into());
+            }
+        })
+        .await;
+        let mut got = Vec::new();
+        let s = for_each_page(&http, "/Users", &opts(10), |p| {
+            got.extend(p);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let got_ids: HashSet<String> = ids(&got).into_iter().collect();
+        for id in f.items.lock().unwrap().iter() {
+            assert!(got_ids.contains(id), "{id} lost; {s:?}");
+        }
+        assert_eq!(s.passes, 2, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn an_error_from_the_callback_stops_the_listing() {
+        let (http, _) = serve(30, 1000, |_, _| {}).await;
+        let e = for_each_page(&http, "/Users", &opts(10), |_| {
+            Err(IroncladError::Setup("stop".into()))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.metric_label(), "setup");
+    }
+}

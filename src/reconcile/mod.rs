@@ -1,0 +1,403 @@
+//! Reconciliation: compare who should be in Ironclad with who is, and decide one action per
+//! person and per group. [`plan::plan`] is a pure function of its [`PlanInput`] (no I/O, the
+//! clock passed in), so a dry run is exactly the plan `apply` would execute and every
+//! joiner/mover/leaver case is a fast unit test.
+//!
+//! Layout: [`attrs`] (attribute paths and normalised comparison), [`plan`] (the pure planner and
+//! its safety rules). What does not live here: reading sources or Ironclad, and writing.
+
+pub mod apply;
+pub mod attrs;
+pub mod plan;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// When a managed attribute is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyPolicy {
+    /// On create and on every update.
+    Always,
+    /// Only when the user is created.
+    OnCreate,
+    /// When Ironclad's value is empty.
+    IfEmpty,
+}
+
+/// One source entry, as the mapping judged it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredUser {
+    /// Stable source id (becomes `externalId`).
+    pub source_id: String,
+    /// DN or URL, for reports.
+    pub locator: String,
+    /// What the mapping decided.
+    pub state: Desired,
+}
+
+/// The mapping's verdict on one entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Desired {
+    /// Should exist in Ironclad with these managed attributes.
+    Wanted {
+        /// The desired SCIM user (managed attributes only, `externalId` included).
+        user: Value,
+        /// Apply policy per managed attribute path present in `user`.
+        policies: BTreeMap<String, ApplyPolicy>,
+    },
+    /// Should not be in Ironclad (out of scope, disabled).
+    NotWanted {
+        /// Which rule said so.
+        reason: String,
+    },
+    /// The mapping failed for this entry; the entry is left alone this run.
+    Failed {
+        /// The error, naming the attribute.
+        error: String,
+    },
+}
+
+/// A source group the mapping selected, with its members as source ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredGroup {
+    /// Stable source id of the group (becomes the Ironclad group's `externalId`).
+    pub source_id: String,
+    /// DN or URL.
+    pub locator: String,
+    /// Ironclad displayName.
+    pub display_name: String,
+    /// Member user source ids.
+    pub members: BTreeSet<String>,
+}
+
+/// Safety and behaviour settings the planner applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanPolicy {
+    /// Create joiners.
+    pub create_users: bool,
+    /// Update movers.
+    pub update_users: bool,
+    /// How leavers go.
+    pub remove: crate::config::RemoveMode,
+    /// Push groups and membership.
+    pub manage_groups: bool,
+    /// Fallback keys used to find an unlinked account, in order: `userName`, `email`.
+    pub fallback_keys: Vec<String>,
+    /// userNames never touched (exact, case-insensitive) or glob patterns (`*`, `?`).
+    pub protected: Vec<String>,
+    /// Maximum removals per run as a count.
+    pub max_removals: usize,
+    /// Maximum removals per run as a percentage of managed users.
+    pub max_removal_percent: f64,
+    /// Removals the operator allowed beyond the threshold for this run (`--allow-removals N`).
+    pub allow_removals: usize,
+    /// Consecutive runs a person must be missing before removal (0 = at once).
+    pub grace_runs: u32,
+    /// Or how long they must be missing.
+    pub grace_period: Option<chrono::Duration>,
+    /// Proceed with creates and updates when the source read was incomplete.
+    pub writes_on_incomplete_source: bool,
+}
+
+impl Default for PlanPolicy {
+    fn default() -> Self {
+        PlanPolicy {
+            create_users: true,
+            update_users: true,
+            remove: crate::config::RemoveMode::Delete,
+            manage_groups: true,
+            fallback_keys: vec!["userName".into(), "email".into()],
+            protected: Vec::new(),
+            max_removals: 50,
+            max_removal_percent: 10.0,
+            allow_removals: 0,
+            grace_runs: 0,
+            grace_period: None,
+            writes_on_incomplete_source: true,
+        }
+    }
+}
+
+/// Everything the planner looks at. No I/O happens inside [`plan::plan`].
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    /// One verdict per source entry; `None` when the source read failed.
+    pub desired: Option<&'a [DesiredUser]>,
+    /// Groups the mapping selected (empty when groups are not managed).
+    pub desired_groups: &'a [DesiredGroup],
+    /// Every Ironclad user as read.
+    pub ironclad_users: &'a [Value],
+    /// Every Ironclad group as read.
+    pub ironclad_groups: &'a [Value],
+    /// Links from the state store: source id -> Ironclad id (users).
+    pub user_links: &'a BTreeMap<String, String>,
+    /// Links from the state store: source id -> Ironclad id (groups).
+    pub group_links: &'a BTreeMap<String, String>,
+    /// Settings.
+    pub policy: &'a PlanPolicy,
+    /// Granted scopes.
+    pub granted: &'a BTreeSet<String>,
+    /// Quarantined source ids and until when they are skipped.
+    pub quarantined: &'a BTreeMap<String, DateTime<Utc>>,
+    /// Grace counters: source id -> (first missing, runs missing so far, this run excluded).
+    pub grace: &'a BTreeMap<String, (DateTime<Utc>, u32)>,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// One attribute's change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttrChange {
+    /// Attribute path.
+    pub path: String,
+    /// Ironclad's value now (`null` when absent).
+    pub before: Value,
+    /// The value to write (`null` removes it).
+    pub after: Value,
+}
+
+/// Why something is skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Not in scope and not in Ironclad.
+    OutOfScope {
+        /// The rule that decided.
+        rule: String,
+    },
+    /// A protected account.
+    Protected {
+        /// The protecting pattern.
+        pattern: String,
+    },
+    /// Failing repeatedly; retried later.
+    Quarantined {
+        /// Not before.
+        until: DateTime<Utc>,
+    },
+    /// The token lacks a scope.
+    MissingScope {
+        /// The scope.
+        scope: String,
+    },
+    /// Held back by a safety rule.
+    Held {
+        /// Which rule, in words.
+        rule: String,
+    },
+    /// Waiting out the grace period.
+    Grace {
+        /// Runs missing so far, this one included.
+        missed_runs: u32,
+        /// Runs needed.
+        needed_runs: u32,
+    },
+    /// The policy turns this action off.
+    Disabled {
+        /// Which policy key.
+        policy: String,
+    },
+    /// The mapping failed for the entry.
+    MappingError {
+        /// The error.
+        error: String,
+    },
+}
+
+/// What happens to one person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum UserAction {
+    /// Create in Ironclad.
+    Create {
+        /// The full user to POST.
+        user: Value,
+    },
+    /// Link an existing unlinked account found by a fallback key and set its externalId.
+    Adopt {
+        /// Which key matched.
+        matched_by: String,
+        /// Changes (externalId included).
+        changes: Vec<AttrChange>,
+    },
+    /// Update managed attributes.
+    Update {
+        /// Changes.
+        changes: Vec<AttrChange>,
+    },
+    /// userName change of a linked user (same Ironclad id), with any other changes.
+    Rename {
+        /// Old userName.
+        from: String,
+        /// New userName.
+        to: String,
+        /// Changes (userName included).
+        changes: Vec<AttrChange>,
+    },
+    /// Remove from Ironclad.
+    Remove {
+        /// DELETE or `active: false`.
+        how: crate::config::RemoveMode,
+        /// Why the person is no longer wanted.
+        reason: String,
+    },
+    /// Already right.
+    Noop,
+    /// Not acted on.
+    Skip {
+        /// Why.
+        reason: SkipReason,
+    },
+    /// Cannot be decided safely; reported, never applied.
+    Conflict {
+        /// What conflicts.
+        reason: String,
+    },
+}
+
+impl UserAction {
+    /// The action's name as used in summaries.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UserAction::Create { .. } => "create",
+            UserAction::Adopt { .. } => "adopt",
+            UserAction::Update { .. } => "update",
+            UserAction::Rename { .. } => "rename",
+            UserAction::Remove { .. } => "remove",
+            UserAction::Noop => "noop",
+            UserAction::Skip { .. } => "skip",
+            UserAction::Conflict { .. } => "conflict",
+        }
+    }
+    /// Whether applying it writes to Ironclad.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            UserAction::Create { .. }
+                | UserAction::Adopt { .. }
+                | UserAction::Update { .. }
+                | UserAction::Rename { .. }
+                | UserAction::Remove { .. }
+        )
+    }
+}
+
+/// One person's line in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserPlan {
+    /// Source id, when the person is in the source.
+    pub source_id: Option<String>,
+    /// DN or URL, when in the source.
+    pub locator: Option<String>,
+    /// userName (desired, else as in Ironclad).
+    pub user_name: String,
+    /// Ironclad id, when the person exists there.
+    pub ironclad_id: Option<String>,
+    /// What happens.
+    #[serde(flatten)]
+    pub action: UserAction,
+    /// Ironclad's `meta.lastModified` as read (a saved plan refuses objects changed since).
+    pub seen_version: Option<String>,
+    /// The Ironclad user as read (kept so a PUT can carry unmanaged attributes unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Value>,
+    /// For a removal held back by a safety rule: the removal that would run. Applying a
+    /// reviewed saved plan carries it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_action: Option<UserAction>,
+}
+
+/// What happens to one group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum GroupAction {
+    /// Create the group (members added in the membership phase).
+    Create,
+    /// Rename (same id).
+    Rename {
+        /// Old displayName.
+        from: String,
+    },
+    /// Change membership.
+    Members,
+    /// Nothing to do.
+    Noop,
+    /// Delete a bridge-managed group no longer selected.
+    Delete,
+    /// Not acted on.
+    Skip {
+        /// Why.
+        reason: SkipReason,
+    },
+    /// Cannot be decided safely.
+    Conflict {
+        /// What conflicts.
+        reason: String,
+    },
+}
+
+/// One group's line in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupPlan {
+    /// Source id of the group, when selected.
+    pub source_id: Option<String>,
+    /// Desired (or current) displayName.
+    pub display_name: String,
+    /// Ironclad id, when it exists.
+    pub ironclad_id: Option<String>,
+    /// What happens.
+    #[serde(flatten)]
+    pub action: GroupAction,
+    /// Members to add, as source user ids.
+    pub add: Vec<String>,
+    /// Members to remove, as Ironclad user ids.
+    pub remove: Vec<String>,
+    /// `meta.lastModified` as read.
+    pub seen_version: Option<String>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// Whether the source read was complete.
+    pub source_complete: bool,
+    /// People.
+    pub users: Vec<UserPlan>,
+    /// Groups.
+    pub groups: Vec<GroupPlan>,
+    /// Counts per action (users), plus `held` and `conflict`.
+    pub summary: BTreeMap<String, usize>,
+    /// Safety notes (thresholds tripped, source incomplete).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Whether applying it would write anything.
+    pub fn has_writes(&self) -> bool {
+        self.users.iter().any(|u| u.action.writes())
+            || self.groups.iter().any(|g| match g.action {
+                GroupAction::Create | GroupAction::Rename { .. } | GroupAction::Delete => true,
+                GroupAction::Members => !g.add.is_empty() || !g.remove.is_empty(),
+                GroupAction::Noop | GroupAction::Skip { .. } | GroupAction::Conflict { .. } => {
+                    false
+                }
+            })
+    }
+    /// Whether something was held back or is in conflict.
+    pub fn has_held(&self) -> bool {
+        self.users.iter().any(|u| {
+            matches!(
+                u.action,
+                UserAction::Skip {
+                    reason: SkipReason::Held { .. }
+                } | UserAction::Conflict { .. }
+            )
+        })
+    }
+}

@@ -1,0 +1,1278 @@
+//! The planner: a pure function from [`PlanInput`] to [`Plan`]. It matches each source entry to
+//! an Ironclad user (store link, then `externalId`, then the fallback keys), decides one action
+//! per person and per group, and applies the safety rules: a failed source read plans no
+//! removals; removals over the threshold are all held; grace periods delay removals; protected,
+//! unmanaged and quarantined accounts are never written.
+//!
+//! What does not live here: I/O of any kind (reading, writing, the clock), and rendering.
+
+use super::attrs;
+use super::{
+    ApplyPolicy, AttrChange, Desired, DesiredUser, GroupAction, GroupPlan, Plan, PlanInput,
+    PlanPolicy, SkipReason, UserAction, UserPlan,
+};
+use crate::check::scopes;
+use crate::config::RemoveMode;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Indexes of the Ironclad snapshot.
+struct Target<'a> {
+    by_id: HashMap<&'a str, &'a Value>,
+    by_user_name: HashMap<String, &'a str>,
+    by_email: HashMap<String, &'a str>,
+    by_external_id: HashMap<&'a str, &'a str>,
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn version(v: &Value) -> Option<String> {
+    v.get("meta")
+        .and_then(|m| m.get("lastModified"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn emails_of(v: &Value) -> Vec<String> {
+    v.get("emails")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| s(e, "value"))
+                .map(|e| e.trim().to_lowercase())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl<'a> Target<'a> {
+    fn new(users: &'a [Value]) -> Self {
+        let mut t = Target {
+            by_id: HashMap::with_capacity(users.len()),
+            by_user_name: HashMap::with_capacity(users.len()),
+            by_email: HashMap::with_capacity(users.len()),
+            by_external_id: HashMap::with_capacity(users.len()),
+        };
+        for u in users {
+            let Some(id) = s(u, "id") else { continue };
+            t.by_id.insert(id, u);
+            if let Some(n) = s(u, "userName") {
+                t.by_user_name.insert(n.trim().to_lowercase(), id);
+            }
+            for e in emails_of(u) {
+                t.by_email.entry(e).or_insert(id);
+            }
+            if let Some(x) = s(u, "externalId").filter(|x| !x.is_empty()) {
+                t.by_external_id.insert(x, id);
+            }
+        }
+        t
+    }
+}
+
+/// Protected-account matcher: exact names (case-insensitive) and glob patterns.
+struct Protected {
+    patterns: Vec<(String, Option<glob::Pattern>)>,
+}
+
+impl Protected {
+    fn new(list: &[String]) -> Self {
+        Protected {
+            patterns: list
+                .iter()
+                .map(|p| {
+                    let g = if p.contains(['*', '?', '[']) {
+                        glob::Pattern::new(p).ok()
+                    } else {
+                        None
+                    };
+                    (p.clone(), g)
+                })
+                .collect(),
+        }
+    }
+    fn matches(&self, user_name: &str) -> Option<String> {
+        let opts = glob::MatchOptions {
+            case_sensitive: false,
+            ..Default::default()
+        };
+        self.patterns
+            .iter()
+            .find(|(p, g)| match g {
+                Some(g) => g.matches_with(user_name.trim(), opts),
+                None => p.trim().eq_ignore_ascii_case(user_name.trim()),
+            })
+            .map(|(p, _)| p.clone())
+    }
+}
+
+/// Changes needed to bring `current` to `desired` for the managed attributes.
+fn diff(
+    desired: &Value,
+    policies: &BTreeMap<String, ApplyPolicy>,
+    current: &Value,
+) -> Vec<AttrChange> {
+    let mut out = Vec::new();
+    for (path, policy) in policies {
+        let want = attrs::get(desired, path);
+        let have = attrs::get(current, path);
+        let write = match policy {
+            ApplyPolicy::OnCreate => false,
+            ApplyPolicy::IfEmpty => attrs::is_empty(&have) && !attrs::is_empty(&want),
+            ApplyPolicy::Always => !attrs::same(path, &want, &have),
+        };
+        if write {
+            out.push(AttrChange {
+                path: path.clone(),
+                before: have,
+                after: want,
+            });
+        }
+    }
+    out
+}
+
+fn has(granted: &BTreeSet<String>, scope: &str) -> bool {
+    granted.contains(scope)
+}
+
+/// Plans one reconciliation. Pure: the same input always gives the same plan.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let policy = input.policy;
+    let target = Target::new(input.ironclad_users);
+    let protected = Protected::new(&policy.protected);
+    let mut users: Vec<UserPlan> = Vec::new();
+    let mut notes = Vec::new();
+    // Ironclad ids that a source entry accounts for (kept, updated, skipped, or removed).
+    let mut accounted: HashSet<&str> = HashSet::new();
+    // Ironclad ids the bridge manages: linked in the store, or carrying a source id as externalId.
+    let linked_ids: HashSet<&str> = input.user_links.values().map(String::as_str).collect();
+
+    let Some(desired) = input.desired else {
+        notes.push(
+            "the source read failed: nothing is planned for users (zero removals)".to_string(),
+        );
+        return finish(input, users, Vec::new(), notes);
+    };
+
+    // Two entries wanting one userName is a conflict for each of them.
+    let mut wanted_names: HashMap<String, usize> = HashMap::new();
+    for d in desired {
+        if let Desired::Wanted { user, .. } = &d.state {
+            if let Some(n) = s(user, "userName") {
+                *wanted_names.entry(n.trim().to_lowercase()).or_default() += 1;
+            }
+        }
+    }
+    let source_ids: HashSet<&str> = desired.iter().map(|d| d.source_id.as_str()).collect();
+
+    for d in desired {
+        let linked = input
+            .user_links
+            .get(&d.source_id)
+            .map(String::as_str)
+            .filter(|id| target.by_id.contains_key(id))
+            .or_else(|| target.by_external_id.get(d.source_id.as_str()).copied());
+        if let Some(id) = linked {
+            accounted.insert(id);
+        }
+        let current = linked.and_then(|id| target.by_id.get(id).copied());
+        let mut line = UserPlan {
+            source_id: Some(d.source_id.clone()),
+            locator: Some(d.locator.clone()),
+            user_name: current
+                .and_then(|c| s(c, "userName"))
+                .unwrap_or_default()
+                .to_string(),
+            ironclad_id: linked.map(str::to_string),
+            action: UserAction::Noop,
+            seen_version: current.and_then(version),
+            seen: current.cloned(),
+            held_action: None,
+        };
+        if let Some(until) = input
+            .quarantined
+            .get(&d.source_id)
+            .filter(|u| **u > input.now)
+        {
+            line.action = UserAction::Skip {
+                reason: SkipReason::Quarantined { until: *until },
+            };
+            users.push(line);
+            continue;
+        }
+        match &d.state {
+            Desired::Failed { error } => {
+                line.action = UserAction::Skip {
+                    reason: SkipReason::MappingError {
+                        error: error.clone(),
+                    },
+                };
+            }
+            Desired::NotWanted { reason } => match current {
+                Some(_) => {
+                    line.action = UserAction::Remove {
+                        how: policy.remove,
+                        reason: reason.clone(),
+                    }
+                }
+                None => {
+                    line.action = UserAction::Skip {
+                        reason: SkipReason::OutOfScope {
+                            rule: reason.clone(),
+                        },
+                    };
+                    line.seen = None;
+                }
+            },
+            Desired::Wanted { user, policies } => {
+                let want_name = s(user, "userName").unwrap_or_default().trim().to_string();
+                line.user_name = want_name.clone();
+                line.action = wanted_action(
+                    input,
+                    &target,
+                    &protected,
+                    &wanted_names,
+                    &source_ids,
+                    d,
+                    user,
+                    policies,
+                    current,
+                    &mut line,
+                );
+                if let (UserAction::Adopt { .. }, Some(id)) = (&line.action, &line.ironclad_id) {
+                    if let Some(id) = target.by_id.keys().find(|k| **k == id.as_str()) {
+                        accounted.insert(id);
+                    }
+                }
+            }
+        }
+        users.push(line);
+    }
+
+    // Managed Ironclad users no source entry accounts for: leavers whose entry is gone.
+    let link_by_id: HashMap<&str, &str> = input
+        .user_links
+        .iter()
+        .map(|(src, id)| (id.as_str(), src.as_str()))
+        .collect();
+    for u in input.ironclad_users {
+        let Some(id) = s(u, "id") else { continue };
+        if accounted.contains(id) || !linked_ids.contains(id) {
+            continue;
+        }
+        users.push(UserPlan {
+            source_id: link_by_id.get(id).map(|x| x.to_string()),
+            locator: None,
+            user_name: s(u, "userName").unwrap_or_default().to_string(),
+            ironclad_id: Some(id.to_string()),
+            action: UserAction::Remove {
+                how: policy.remove,
+                reason: "no longer in the source".to_string(),
+            },
+            seen_version: version(u),
+            seen: Some(u.clone()),
+            held_action: None,
+        });
+    }
+
+    apply_removal_rules(
+        input,
+        &protected,
+        &linked_ids,
+        &target,
+        &mut users,
+        &mut notes,
+    );
+    let groups = plan_groups(input, &users);
+    finish(input, users, groups, notes)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wanted_action(
+    input: &PlanInput<'_>,
+    target: &Target<'_>,
+    protected: &Protected,
+    wanted_names: &HashMap<String, usize>,
+    source_ids: &HashSet<&str>,
+    d: &DesiredUser,
+    user: &Value,
+    policies: &BTreeMap<String, ApplyPolicy>,
+    current: Option<&Value>,
+    line: &mut UserPlan,
+) -> UserAction {
+    let policy = input.policy;
+    let want_name = s(user, "userName").unwrap_or_default().trim().to_string();
+    let key = want_name.to_lowercase();
+    if want_name.is_empty() {
+        return UserAction::Skip {
+            reason: SkipReason::MappingError {
+                error: "the mapping produced an empty userName".into(),
+            },
+        };
+    }
+    if wanted_names.get(&key).copied().unwrap_or(0) > 1 {
+        return UserAction::Conflict {
+            reason: format!("more than one source entry wants the userName {want_name}"),
+        };
+    }
+    if let Some(p) = protected.matches(&want_name) {
+        return UserAction::Skip {
+            reason: SkipReason::Protected { pattern: p },
+        };
+    }
+    let update_gate = |a: UserAction| -> UserAction {
+        if !policy.update_users {
+            UserAction::Skip {
+                reason: SkipReason::Disabled {
+                    policy: "policy.update_users = false".into(),
+                },
+            }
+        } else if !has(input.granted, scopes::UPDATE_USERS) {
+            UserAction::Skip {
+                reason: SkipReason::MissingScope {
+                    scope: scopes::UPDATE_USERS.into(),
+                },
+            }
+        } else {
+            a
+        }
+    };
+
+    if let Some(cur) = current {
+        let cur_name = s(cur, "userName").unwrap_or_default();
+        if let Some(p) = protected.matches(cur_name) {
+            return UserAction::Skip {
+                reason: SkipReason::Protected { pattern: p },
+            };
+        }
+        let changes = diff(user, policies, cur);
+        if changes.is_empty() {
+            return UserAction::Noop;
+        }
+        let renamed = !attrs::same(
+            "userName",
+            &Value::String(want_name.clone()),
+            &Value::String(cur_name.into()),
+        ) && changes.iter().any(|c| c.path == "userName");
+        if renamed {
+            let cur_id = s(cur, "id").unwrap_or_default();
+            if let Some(other) = target.by_user_name.get(&key).filter(|o| **o != cur_id) {
+                return UserAction::Conflict {
+                    reason: format!("cannot rename {cur_name} to {want_name}: that userName belongs to Ironclad user {other}"),
+                };
+            }
+            return update_gate(UserAction::Rename {
+                from: cur_name.to_string(),
+                to: want_name,
+                changes,
+            });
+        }
+        return update_gate(UserAction::Update { changes });
+    }
+
+    // Not linked: fallback keys find an account to adopt.
+    let mut found: Option<(&str, &str)> = None;
+    for k in &policy.fallback_keys {
+        let hit = match k.to_ascii_lowercase().as_str() {
+            "username" => target.by_user_name.get(&key).copied(),
+            "email" => {
+                let mut emails = emails_of(user);
+                emails.push(key.clone());
+                emails.iter().find_map(|e| {
+                    target
+                        .by_email
+                        .get(e)
+                        .or_else(|| target.by_user_name.get(e))
+                        .copied()
+                })
+            }
+            _ => None,
+        };
+        if let Some(id) = hit {
+            found = Some((
+                id,
+                if k.eq_ignore_ascii_case("username") {
+                    "userName"
+                } else {
+                    "email"
+                },
+            ));
+            break;
+        }
+    }
+    if let Some((id, matched_by)) = found {
+        let Some(cur) = target.by_id.get(id).copied() else {
+            return UserAction::Conflict {
+                reason: format!("Ironclad user {id} vanished while planning"),
+            };
+        };
+        let cur_name = s(cur, "userName").unwrap_or_default();
+        if let Some(p) = protected.matches(cur_name) {
+            return UserAction::Skip {
+                reason: SkipReason::Protected { pattern: p },
+            };
+        }
+        if let Some(x) = s(cur, "externalId").filter(|x| !x.is_empty() && *x != d.source_id) {
+            let why = if source_ids.contains(x) {
+                format!("{cur_name} is already linked to another source entry ({x})")
+            } else {
+                format!("{cur_name} belongs to an unmanaged Ironclad user (externalId {x} set by someone else)")
+            };
+            return UserAction::Conflict { reason: why };
+        }
+        if input.user_links.values().any(|v| v == id) {
+            return UserAction::Conflict {
+                reason: format!("{cur_name} is linked to another source entry in the state store"),
+            };
+        }
+        line.ironclad_id = Some(id.to_string());
+        line.seen_version = version(cur);
+        line.seen = Some(cur.clone());
+        let mut changes = diff(user, policies, cur);
+        if !changes.iter().any(|c| c.path == "externalId") {
+            changes.push(AttrChange {
+                path: "externalId".into(),
+                before: cur.get("externalId").cloned().unwrap_or(Value::Null),
+                after: Value::String(d.source_id.clone()),
+            });
+        }
+        return update_gate(UserAction::Adopt {
+            matched_by: matched_by.to_string(),
+            changes,
+        });
+    }
+    if policy.fallback_keys.is_empty() {
+        if let Some(other) = target.by_user_name.get(&key) {
+            return UserAction::Conflict {
+                reason: format!(
+                    "the userName {want_name} belongs to an unmanaged Ironclad user ({other})"
+                ),
+            };
+        }
+    }
+    if !policy.create_users {
+        return UserAction::Skip {
+            reason: SkipReason::Disabled {
+                policy: "policy.create_users = false".into(),
+            },
+        };
+    }
+    if !has(input.granted, scopes::CREATE_USERS) {
+        return UserAction::Skip {
+            reason: SkipReason::MissingScope {
+                scope: scopes::CREATE_USERS.into(),
+            },
+        };
+    }
+    let mut full = user.clone();
+    attrs::set(&mut full, "externalId", Value::String(d.source_id.clone()));
+    UserAction::Create { user: full }
+}
+
+fn apply_removal_rules(
+    input: &PlanInput<'_>,
+    protected: &Protected,
+    linked_ids: &HashSet<&str>,
+    target: &Target<'_>,
+    users: &mut [UserPlan],
+    notes: &mut Vec<String>,
+) {
+    let policy = input.policy;
+    let mut candidates = Vec::new();
+    for (i, u) in users.iter_mut().enumerate() {
+        let UserAction::Remove { how, .. } = &u.action else {
+            continue;
+        };
+        let how = *how;
+        if let Some(p) = protected.matches(&u.user_name) {
+            u.action = UserAction::Skip {
+                reason: SkipReason::Protected { pattern: p },
+            };
+            continue;
+        }
+        let scope = match how {
+            RemoveMode::Keep => {
+                u.action = UserAction::Skip {
+                    reason: SkipReason::Disabled {
+                        policy: "policy.remove_users = \"keep\"".into(),
+                    },
+                };
+                continue;
+            }
+            RemoveMode::Delete => scopes::DELETE_USERS,
+            RemoveMode::Deactivate => scopes::UPDATE_USERS,
+        };
+        if !has(input.granted, scope) {
+            u.action = UserAction::Skip {
+                reason: SkipReason::MissingScope {
+                    scope: scope.into(),
+                },
+            };
+            continue;
+        }
+        let key = u
+            .source_id
+            .clone()
+            .or_else(|| u.ironclad_id.clone())
+            .unwrap_or_default();
+        let (first, missed) = input.grace.get(&key).copied().unwrap_or((input.now, 0));
+        let missed = missed + 1;
+        let runs_ok = missed >= policy.grace_runs;
+        let time_ok = policy.grace_period.is_none_or(|p| input.now - first >= p);
+        if (policy.grace_runs > 0 && !runs_ok) || !time_ok {
+            u.action = UserAction::Skip {
+                reason: SkipReason::Grace {
+                    missed_runs: missed,
+                    needed_runs: policy.grace_runs.max(1),
+                },
+            };
+            continue;
+        }
+        candidates.push(i);
+    }
+    let managed = target
+        .by_id
+        .keys()
+        .filter(|id| linked_ids.contains(*id) || is_ext_managed(input, target, id))
+        .count();
+    let n = candidates.len();
+    let pct = if managed == 0 {
+        0.0
+    } else {
+        n as f64 * 100.0 / managed as f64
+    };
+    let over_count = n > policy.max_removals;
+    let over_pct = n > 0 && pct > policy.max_removal_percent;
+    if (over_count || over_pct) && policy.allow_removals < n {
+        let rule = format!(
+            "{n} removals ({pct:.1}% of {managed} managed users) exceed the threshold (at most {} and {}%); \
+             allow them with `apply --allow-removals {n}` or by applying a reviewed saved plan",
+            policy.max_removals, policy.max_removal_percent
+        );
+        notes.push(format!("removals held: {rule}"));
+        for i in candidates {
+            if let Some(u) = users.get_mut(i) {
+                u.held_action = Some(u.action.clone());
+                u.action = UserAction::Skip {
+                    reason: SkipReason::Held { rule: rule.clone() },
+                };
+            }
+        }
+    }
+}
+
+fn is_ext_managed(input: &PlanInput<'_>, target: &Target<'_>, id: &str) -> bool {
+    let Some(desired) = input.desired else {
+        return false;
+    };
+    let Some(u) = target.by_id.get(id) else {
+        return false;
+    };
+    s(u, "externalId").is_some_and(|x| desired.iter().any(|d| d.source_id == x))
+}
+
+fn plan_groups(input: &PlanInput<'_>, users: &[UserPlan]) -> Vec<GroupPlan> {
+    let policy: &PlanPolicy = input.policy;
+    if !policy.manage_groups || !has(input.granted, scopes::READ_GROUPS) {
+        return Vec::new();
+    }
+    let can_create = has(input.granted, scopes::CREATE_GROUPS);
+    let can_update = has(input.granted, scopes::UPDATE_GROUPS);
+    let can_delete = has(input.granted, scopes::DELETE_GROUPS);
+    let by_id: HashMap<&str, &Value> = input
+        .ironclad_groups
+        .iter()
+        .filter_map(|g| s(g, "id").map(|id| (id, g)))
+        .collect();
+    let by_ext: HashMap<&str, &str> = input
+        .ironclad_groups
+        .iter()
+        .filter_map(|g| Some((s(g, "externalId").filter(|x| !x.is_empty())?, s(g, "id")?)))
+        .collect();
+    let by_name: HashMap<String, &str> = input
+        .ironclad_groups
+        .iter()
+        .filter_map(|g| Some((s(g, "displayName")?.trim().to_lowercase(), s(g, "id")?)))
+        .collect();
+    // Source user id -> (Ironclad id if known, whether they stay).
+    let mut user_state: HashMap<&str, (Option<&str>, bool)> = HashMap::new();
+    let mut managed_user_ids: HashSet<&str> =
+        input.user_links.values().map(String::as_str).collect();
+    for u in users {
+        let stays = matches!(
+            u.action,
+            UserAction::Create { .. }
+                | UserAction::Adopt { .. }
+                | UserAction::Update { .. }
+                | UserAction::Rename { .. }
+                | UserAction::Noop
+        ) || matches!(&u.action, UserAction::Skip { reason } if !matches!(reason, SkipReason::OutOfScope { .. }));
+        if let Some(src) = u.source_id.as_deref() {
+            user_state.insert(src, (u.ironclad_id.as_deref(), stays));
+        }
+        if let Some(id) = u.ironclad_id.as_deref() {
+            if u.source_id.is_some() {
+                managed_user_ids.insert(id);
+            }
+        }
+    }
+    // Users whose removal is planned or held: leave their membership alone.
+    let leaving: HashSet<&str> = users
+        .iter()
+        .filter(|u| {
+            matches!(u.action, UserAction::Remove { .. })
+                || matches!(
+                    &u.action,
+                    UserAction::Skip {
+                        reason: SkipReason::Held { .. } | SkipReason::Grace { .. }
+                    }
+                )
+        })
+        .filter_map(|u| u.ironclad_id.as_deref())
+        .collect();
+
+    let mut out = Vec::new();
+    let mut seen_groups: HashSet<&str> = HashSet::new();
+    for g in input.desired_groups {
+        let linked = input
+            .group_links
+            .get(&g.source_id)
+            .map(String::as_str)
+            .filter(|id| by_id.contains_key(id))
+            .or_else(|| by_ext.get(g.source_id.as_str()).copied());
+        let mut line = GroupPlan {
+            source_id: Some(g.source_id.clone()),
+            display_name: g.display_name.clone(),
+            ironclad_id: linked.map(str::to_string),
+            action: GroupAction::Noop,
+            add: Vec::new(),
+            remove: Vec::new(),
+            seen_version: None,
+        };
+        let current = linked.and_then(|id| by_id.get(id).copied());
+        if let Some(id) = linked {
+            seen_groups.insert(id);
+        }
+        let current_members: BTreeSet<&str> = current
+            .and_then(|c| c.get("members"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|m| s(m, "value")).collect())
+            .unwrap_or_default();
+        for m in &g.members {
+            match user_state.get(m.as_str()) {
+                Some((Some(id), true)) if !current_members.contains(id) => line.add.push(m.clone()),
+                Some((None, true)) => line.add.push(m.clone()),
+                _ => {}
+            }
+        }
+        let wanted_ids: HashSet<&str> = g
+            .members
+            .iter()
+            .filter_map(|m| user_state.get(m.as_str()).and_then(|(id, _)| *id))
+            .collect();
+        for id in &current_members {
+            if managed_user_ids.contains(id) && !wanted_ids.contains(id) && !leaving.contains(id) {
+                line.remove.push((*id).to_string());
+            }
+        }
+        match current {
+            Some(c) => {
+                line.seen_version = version(c);
+                let name = s(c, "displayName").unwrap_or_default();
+                if name.trim() != g.display_name.trim() {
+                    line.action = GroupAction::Rename {
+                        from: name.to_string(),
+                    };
+                } else if !line.add.is_empty() || !line.remove.is_empty() {
+                    line.action = GroupAction::Members;
+                }
+                if line.action != GroupAction::Noop && !can_update {
+                    line.action = GroupAction::Skip {
+                        reason: SkipReason::MissingScope {
+                            scope: scopes::UPDATE_GROUPS.into(),
+                        },
+                    };
+                }
+            }
+            None => {
+                if let Some(other) = by_name.get(&g.display_name.trim().to_lowercase()) {
+                    line.action = GroupAction::Conflict {
+                        reason: format!(
+                            "an Ironclad group named {:?} exists ({other}) but is not managed by ironbridge; \
+                             set its externalId to {} to let ironbridge manage it, or rename one of them",
+                            g.display_name, g.source_id
+                        ),
+                    };
+                } else if !can_create {
+                    line.action = GroupAction::Skip {
+                        reason: SkipReason::MissingScope {
+                            scope: scopes::CREATE_GROUPS.into(),
+                        },
+                    };
+                } else if !can_update && !line.add.is_empty() {
+                    line.action = GroupAction::Create;
+                    line.add.clear();
+                } else {
+                    line.action = GroupAction::Create;
+                }
+            }
+        }
+        out.push(line);
+    }
+    // Bridge-managed groups no longer selected.
+    if input.desired.is_some() {
+        let link_by_id: HashMap<&str, &str> = input
+            .group_links
+            .iter()
+            .map(|(src, id)| (id.as_str(), src.as_str()))
+            .collect();
+        for g in input.ironclad_groups {
+            let Some(id) = s(g, "id") else { continue };
+            if seen_groups.contains(id) || !link_by_id.contains_key(id) {
+                continue;
+            }
+            out.push(GroupPlan {
+                source_id: link_by_id.get(id).map(|x| x.to_string()),
+                display_name: s(g, "displayName").unwrap_or_default().to_string(),
+                ironclad_id: Some(id.to_string()),
+                action: if can_delete {
+                    GroupAction::Delete
+                } else {
+                    GroupAction::Skip {
+                        reason: SkipReason::MissingScope {
+                            scope: scopes::DELETE_GROUPS.into(),
+                        },
+                    }
+                },
+                add: Vec::new(),
+                remove: Vec::new(),
+                seen_version: version(g),
+            });
+        }
+    }
+    out
+}
+
+fn finish(
+    input: &PlanInput<'_>,
+    mut users: Vec<UserPlan>,
+    mut groups: Vec<GroupPlan>,
+    notes: Vec<String>,
+) -> Plan {
+    users.sort_by(|a, b| {
+        a.user_name
+            .to_lowercase()
+            .cmp(&b.user_name.to_lowercase())
+            .then_with(|| a.source_id.cmp(&b.source_id))
+    });
+    groups.sort_by(|a, b| {
+        a.display_name
+            .to_lowercase()
+            .cmp(&b.display_name.to_lowercase())
+    });
+    let mut summary: BTreeMap<String, usize> = BTreeMap::new();
+    for u in &users {
+        *summary.entry(u.action.name().to_string()).or_default() += 1;
+        if let UserAction::Skip {
+            reason: SkipReason::Held { .. },
+        } = u.action
+        {
+            *summary.entry("held".to_string()).or_default() += 1;
+        }
+    }
+    for g in &groups {
+        let key = match g.action {
+            GroupAction::Create => "group_create",
+            GroupAction::Rename { .. } => "group_rename",
+            GroupAction::Members => "group_members",
+            GroupAction::Noop => "group_noop",
+            GroupAction::Delete => "group_delete",
+            GroupAction::Skip { .. } => "group_skip",
+            GroupAction::Conflict { .. } => "group_conflict",
+        };
+        *summary.entry(key.to_string()).or_default() += 1;
+    }
+    Plan {
+        created_at: input.now,
+        source_complete: input.desired.is_some(),
+        users,
+        groups,
+        summary,
+        notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::{DesiredGroup, PlanPolicy};
+    use chrono::{DateTime, TimeZone, Utc};
+    use serde_json::json;
+
+    const DEPT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department";
+
+    fn all_scopes() -> BTreeSet<String> {
+        [
+            scopes::READ_USERS,
+            scopes::CREATE_USERS,
+            scopes::UPDATE_USERS,
+            scopes::DELETE_USERS,
+            scopes::READ_GROUPS,
+            scopes::CREATE_GROUPS,
+            scopes::UPDATE_GROUPS,
+            scopes::DELETE_GROUPS,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+    }
+
+    fn policies() -> BTreeMap<String, ApplyPolicy> {
+        [
+            "userName",
+            "name.givenName",
+            "name.familyName",
+            "title",
+            DEPT,
+            "emails",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), ApplyPolicy::Always))
+        .collect()
+    }
+
+    fn want(src: &str, mail: &str, title: &str) -> DesiredUser {
+        DesiredUser {
+            source_id: src.into(),
+            locator: format!("uid={src},ou=people,dc=example,dc=test"),
+            state: Desired::Wanted {
+                user: json!({
+                    "userName": mail, "name": {"givenName": "G", "familyName": "F"}, "title": title,
+                    DEPT.rsplit_once(':').unwrap().0: {"department": "Legal"},
+                    "emails": [{"value": mail, "type": "work", "primary": true}],
+                }),
+                policies: policies(),
+            },
+        }
+    }
+
+    fn not_wanted(src: &str) -> DesiredUser {
+        DesiredUser {
+            source_id: src.into(),
+            locator: format!("uid={src}"),
+            state: Desired::NotWanted {
+                reason: "disabled (userAccountControl bit 0x2)".into(),
+            },
+        }
+    }
+
+    fn ic(id: &str, src: Option<&str>, mail: &str, title: &str) -> Value {
+        let mut v = json!({
+            "id": id, "userName": mail, "name": {"givenName": "G", "familyName": "F"}, "title": title,
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Legal"},
+            "emails": [{"value": mail, "type": "work", "primary": true}],
+            "meta": {"lastModified": "2026-11-01T00:00:00Z"},
+            "urn:ietf:params:scim:schemas:extension:ironclad:2.0:User": {"provider": "saml"},
+        });
+        if let Some(s) = src {
+            v["externalId"] = json!(s);
+        }
+        v
+    }
+
+    struct Case {
+        desired: Option<Vec<DesiredUser>>,
+        groups: Vec<DesiredGroup>,
+        ic_users: Vec<Value>,
+        ic_groups: Vec<Value>,
+        links: BTreeMap<String, String>,
+        policy: PlanPolicy,
+        granted: BTreeSet<String>,
+    }
+
+    impl Case {
+        fn new() -> Self {
+            Case {
+                desired: Some(Vec::new()),
+                groups: Vec::new(),
+                ic_users: Vec::new(),
+                ic_groups: Vec::new(),
+                links: BTreeMap::new(),
+                policy: PlanPolicy::default(),
+                granted: all_scopes(),
+            }
+        }
+        fn run(&self) -> Plan {
+            let gl = BTreeMap::new();
+            let q = BTreeMap::new();
+            let g = BTreeMap::new();
+            plan(&PlanInput {
+                desired: self.desired.as_deref(),
+                desired_groups: &self.groups,
+                ironclad_users: &self.ic_users,
+                ironclad_groups: &self.ic_groups,
+                user_links: &self.links,
+                group_links: &gl,
+                policy: &self.policy,
+                granted: &self.granted,
+                quarantined: &q,
+                grace: &g,
+                now: now(),
+            })
+        }
+    }
+
+    fn action_of<'a>(p: &'a Plan, user: &str) -> &'a UserAction {
+        &p.users
+            .iter()
+            .find(|u| u.user_name.eq_ignore_ascii_case(user))
+            .unwrap()
+            .action
+    }
+
+    #[test]
+    fn joiner_is_created_with_external_id() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann@example.com", "Counsel")]);
+        let p = c.run();
+        match action_of(&p, "ann@example.com") {
+            UserAction::Create { user } => assert_eq!(user["externalId"], "s1"),
+            other => panic!("{other:?}"),
+        }
+        assert!(p.has_writes());
+    }
+
+    #[test]
+    fn converged_tenant_plans_nothing() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann@example.com", "Counsel")]);
+        c.ic_users = vec![ic("i1", Some("s1"), "ANN@example.com ", "Counsel")];
+        c.links.insert("s1".into(), "i1".into());
+        let p = c.run();
+        assert_eq!(action_of(&p, "ann@example.com"), &UserAction::Noop);
+        assert!(!p.has_writes());
+    }
+
+    #[test]
+    fn mover_gets_attribute_level_changes() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann@example.com", "General Counsel")]);
+        c.ic_users = vec![ic("i1", Some("s1"), "ann@example.com", "Counsel")];
+        let p = c.run();
+        match action_of(&p, "ann@example.com") {
+            UserAction::Update { changes } => {
+                assert_eq!(changes.len(), 1);
+                assert_eq!(changes[0].path, "title");
+                assert_eq!(changes[0].before, json!("Counsel"));
+                assert_eq!(changes[0].after, json!("General Counsel"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn email_change_is_a_rename_of_the_same_user() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann.new@example.com", "Counsel")]);
+        c.ic_users = vec![ic("i1", Some("s1"), "ann@example.com", "Counsel")];
+        c.links.insert("s1".into(), "i1".into());
+        let p = c.run();
+        let line = p
+            .users
+            .iter()
+            .find(|u| u.source_id.as_deref() == Some("s1"))
+            .unwrap();
+        assert_eq!(line.ironclad_id.as_deref(), Some("i1"));
+        assert!(
+            matches!(&line.action, UserAction::Rename { from, to, .. } if from == "ann@example.com" && to == "ann.new@example.com")
+        );
+    }
+
+    #[test]
+    fn rename_onto_a_taken_user_name_is_a_conflict() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "bob@example.com", "Counsel")]);
+        c.ic_users = vec![
+            ic("i1", Some("s1"), "ann@example.com", "Counsel"),
+            ic("i2", None, "bob@example.com", "x"),
+        ];
+        c.links.insert("s1".into(), "i1".into());
+        assert!(matches!(
+            action_of(&c.run(), "bob@example.com"),
+            UserAction::Conflict { .. }
+        ));
+    }
+
+    #[test]
+    fn unlinked_account_is_adopted_by_user_name() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann@example.com", "Counsel")]);
+        c.ic_users = vec![ic("i9", None, "Ann@Example.com", "Counsel")];
+        let p = c.run();
+        match action_of(&p, "ann@example.com") {
+            UserAction::Adopt {
+                matched_by,
+                changes,
+            } => {
+                assert_eq!(matched_by, "userName");
+                assert!(changes
+                    .iter()
+                    .any(|c| c.path == "externalId" && c.after == json!("s1")));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn account_with_foreign_external_id_is_a_conflict_not_adopted() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann@example.com", "Counsel")]);
+        c.ic_users = vec![ic("i9", Some("okta-123"), "ann@example.com", "Counsel")];
+        assert!(matches!(
+            action_of(&c.run(), "ann@example.com"),
+            UserAction::Conflict { .. }
+        ));
+    }
+
+    #[test]
+    fn two_entries_wanting_one_user_name_conflict() {
+        let mut c = Case::new();
+        c.desired = Some(vec![
+            want("s1", "ann@example.com", "a"),
+            want("s2", "ANN@example.com", "b"),
+        ]);
+        let p = c.run();
+        assert_eq!(p.summary.get("conflict"), Some(&2));
+        assert!(p.has_held());
+    }
+
+    #[test]
+    fn disabled_and_missing_users_are_removed_but_unmanaged_and_protected_are_not() {
+        let mut c = Case::new();
+        c.desired = Some(vec![not_wanted("s1"), want("s3", "carl@example.com", "x")]);
+        c.ic_users = vec![
+            ic("i1", Some("s1"), "ann@example.com", "x"),
+            ic("i2", Some("s2"), "bob@example.com", "x"),
+            ic("i3", Some("s3"), "carl@example.com", "x"),
+            ic("i4", None, "hand-made@example.com", "x"),
+            ic("i5", Some("s5"), "breakglass@example.com", "x"),
+        ];
+        for (s, i) in [("s1", "i1"), ("s2", "i2"), ("s3", "i3"), ("s5", "i5")] {
+            c.links.insert(s.into(), i.into());
+        }
+        c.policy.protected = vec!["breakglass@*".into()];
+        c.policy.max_removal_percent = 100.0;
+        let p = c.run();
+        assert!(matches!(
+            action_of(&p, "ann@example.com"),
+            UserAction::Remove { .. }
+        ));
+        assert!(
+            matches!(action_of(&p, "bob@example.com"), UserAction::Remove { reason, .. } if reason == "no longer in the source")
+        );
+        assert!(p
+            .users
+            .iter()
+            .all(|u| u.user_name != "hand-made@example.com"));
+        assert!(matches!(
+            action_of(&p, "breakglass@example.com"),
+            UserAction::Skip {
+                reason: SkipReason::Protected { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn failed_source_plans_zero_removals() {
+        let mut c = Case::new();
+        c.desired = None;
+        c.ic_users = vec![ic("i1", Some("s1"), "ann@example.com", "x")];
+        c.links.insert("s1".into(), "i1".into());
+        let p = c.run();
+        assert!(p.users.is_empty());
+        assert!(!p.source_complete);
+        assert!(!p.notes.is_empty());
+    }
+
+    #[test]
+    fn removals_over_threshold_are_all_held_and_the_rest_proceeds() {
+        let mut c = Case::new();
+        let mut desired = vec![want("new", "new@example.com", "x")];
+        for i in 0..20 {
+            c.ic_users.push(ic(
+                &format!("i{i}"),
+                Some(&format!("s{i}")),
+                &format!("u{i}@example.com"),
+                "x",
+            ));
+            c.links.insert(format!("s{i}"), format!("i{i}"));
+            if i < 15 {
+                desired.push(want(&format!("s{i}"), &format!("u{i}@example.com"), "x"));
+            }
+        }
+        c.desired = Some(desired);
+        // 5 of 20 = 25% > 10%.
+        let p = c.run();
+        assert_eq!(p.summary.get("held"), Some(&5));
+        assert_eq!(p.summary.get("create"), Some(&1));
+        assert!(p.has_held());
+        // Allowed explicitly.
+        c.policy.allow_removals = 5;
+        assert_eq!(c.run().summary.get("remove"), Some(&5));
+    }
+
+    #[test]
+    fn grace_delays_removal() {
+        let mut c = Case::new();
+        c.desired = Some(vec![not_wanted("s1")]);
+        c.ic_users = vec![ic("i1", Some("s1"), "ann@example.com", "x")];
+        c.links.insert("s1".into(), "i1".into());
+        c.policy.grace_runs = 3;
+        c.policy.max_removal_percent = 100.0;
+        assert!(matches!(
+            action_of(&c.run(), "ann@example.com"),
+            UserAction::Skip {
+                reason: SkipReason::Grace {
+                    missed_runs: 1,
+                    needed_runs: 3
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn least_privilege_skips_creates_naming_the_scope_and_still_updates_and_removes() {
+        let mut c = Case::new();
+        c.granted = [
+            scopes::READ_USERS,
+            scopes::UPDATE_USERS,
+            scopes::DELETE_USERS,
+            scopes::READ_GROUPS,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        c.policy.max_removal_percent = 100.0;
+        c.desired = Some(vec![
+            want("s1", "new@example.com", "x"),
+            want("s2", "mover@example.com", "New title"),
+            not_wanted("s3"),
+        ]);
+        c.ic_users = vec![
+            ic("i2", Some("s2"), "mover@example.com", "Old"),
+            ic("i3", Some("s3"), "leaver@example.com", "x"),
+        ];
+        c.links.insert("s2".into(), "i2".into());
+        c.links.insert("s3".into(), "i3".into());
+        let p = c.run();
+        assert!(matches!(
+            action_of(&p, "new@example.com"),
+            UserAction::Skip { reason: SkipReason::MissingScope { scope } } if scope == scopes::CREATE_USERS
+        ));
+        assert!(matches!(
+            action_of(&p, "mover@example.com"),
+            UserAction::Update { .. }
+        ));
+        assert!(matches!(
+            action_of(&p, "leaver@example.com"),
+            UserAction::Remove { .. }
+        ));
+    }
+
+    #[test]
+    fn on_create_and_if_empty_policies() {
+        let mut c = Case::new();
+        let mut d = want("s1", "ann@example.com", "Counsel");
+        if let Desired::Wanted { policies, .. } = &mut d.state {
+            policies.insert("title".into(), ApplyPolicy::OnCreate);
+            policies.insert(DEPT.into(), ApplyPolicy::IfEmpty);
+        }
+        c.desired = Some(vec![d]);
+        let mut cur = ic("i1", Some("s1"), "ann@example.com", "Something else");
+        cur["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"] =
+            json!("Sales");
+        c.ic_users = vec![cur];
+        assert_eq!(action_of(&c.run(), "ann@example.com"), &UserAction::Noop);
+    }
+
+    #[test]
+    fn groups_are_created_and_membership_follows() {
+        let mut c = Case::new();
+        c.desired = Some(vec![
+            want("s1", "ann@example.com", "x"),
+            want("s2", "bob@example.com", "x"),
+        ]);
+        c.ic_users = vec![
+            ic("i1", Some("s1"), "ann@example.com", "x"),
+            ic("i2", Some("s2"), "bob@example.com", "x"),
+        ];
+        c.links.insert("s1".into(), "i1".into());
+        c.links.insert("s2".into(), "i2".into());
+        c.groups = vec![
+            DesiredGroup {
+                source_id: "g1".into(),
+                locator: "cn=legal".into(),
+                display_name: "Legal".into(),
+                members: ["s1".to_string()].into(),
+            },
+            DesiredGroup {
+                source_id: "g2".into(),
+                locator: "cn=sales".into(),
+                display_name: "Sales (renamed)".into(),
+                members: ["s2".to_string()].into(),
+            },
+        ];
+        c.ic_groups = vec![
+            json!({"id": "G2", "externalId": "g2", "displayName": "Sales",
+                                  "members": [{"value": "i1"}, {"value": "hand-added"}]}),
+        ];
+        let p = c.run();
+        let legal = p.groups.iter().find(|g| g.display_name == "Legal").unwrap();
+        assert_eq!(legal.action, GroupAction::Create);
+        assert_eq!(legal.add, vec!["s1".to_string()]);
+        let sales = p
+            .groups
+            .iter()
+            .find(|g| g.source_id.as_deref() == Some("g2"))
+            .unwrap();
+        assert!(matches!(&sales.action, GroupAction::Rename { from } if from == "Sales"));
+        assert_eq!(sales.add, vec!["s2".to_string()]);
+        assert_eq!(
+            sales.remove,
+            vec!["i1".to_string()],
+            "unmanaged members stay"
+        );
+    }
+
+    #[test]
+    fn without_group_write_scopes_membership_is_drift_only() {
+        let mut c = Case::new();
+        c.granted.remove(scopes::UPDATE_GROUPS);
+        c.desired = Some(vec![want("s1", "ann@example.com", "x")]);
+        c.ic_users = vec![ic("i1", Some("s1"), "ann@example.com", "x")];
+        c.groups = vec![DesiredGroup {
+            source_id: "g1".into(),
+            locator: "cn=legal".into(),
+            display_name: "Legal".into(),
+            members: ["s1".to_string()].into(),
+        }];
+        c.ic_groups =
+            vec![json!({"id": "G1", "externalId": "g1", "displayName": "Legal", "members": []})];
+        let p = c.run();
+        let g = &p.groups[0];
+        assert!(matches!(
+            &g.action,
+            GroupAction::Skip {
+                reason: SkipReason::MissingScope { .. }
+            }
+        ));
+        assert_eq!(g.add, vec!["s1".to_string()], "drift is still reported");
+    }
+}

@@ -1,0 +1,543 @@
+//! Reports of a plan: a terminal table (colour on a TTY), JSON (versioned schema
+//! `ironbridge.plan/v1`), Markdown, CSV and a single-file HTML page (sortable, filterable, no
+//! external assets). Every change names the user (userName and source DN/id) and each
+//! attribute's before and after; summary counts per action come first.
+//!
+//! Reports render only what is in the [`Plan`]; the plan never holds a secret, and the full
+//! Ironclad objects kept for saved plans (`seen`) are left out of every report.
+//!
+//! What does not live here: deciding anything, or writing files (the CLI does).
+
+use crate::reconcile::{
+    AttrChange, GroupAction, GroupPlan, Plan, SkipReason, UserAction, UserPlan,
+};
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// The JSON report's schema identifier.
+pub const JSON_SCHEMA: &str = "ironbridge.plan/v1";
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned table for a terminal.
+    Text,
+    /// JSON document (`ironbridge.plan/v1`).
+    Json,
+    /// Markdown.
+    Markdown,
+    /// CSV, one row per attribute change (or per action without changes).
+    Csv,
+    /// Single-file HTML page.
+    Html,
+}
+
+/// A flattened report row: one per attribute change, or one per action without changes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    /// `user` or `group`.
+    pub kind: &'static str,
+    /// Action name.
+    pub action: String,
+    /// userName or group displayName.
+    pub name: String,
+    /// Source DN / URL, or the source id.
+    pub source: String,
+    /// Ironclad id.
+    pub ironclad_id: String,
+    /// Attribute path (empty when the row is not about one attribute).
+    pub attribute: String,
+    /// Value before.
+    pub before: String,
+    /// Value after.
+    pub after: String,
+    /// Reason or detail.
+    pub detail: String,
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Why an entry is skipped, in words.
+pub fn skip_text(r: &SkipReason) -> String {
+    match r {
+        SkipReason::OutOfScope { rule } => format!("out of scope: {rule}"),
+        SkipReason::Protected { pattern } => format!("protected account (matches {pattern})"),
+        SkipReason::Quarantined { until } => {
+            format!("quarantined after repeated failures; retried after {until}")
+        }
+        SkipReason::MissingScope { scope } => format!("missing scope {scope}"),
+        SkipReason::Held { rule } => format!("held by a safety rule: {rule}"),
+        SkipReason::Grace {
+            missed_runs,
+            needed_runs,
+        } => {
+            format!("grace period: missing for {missed_runs} of {needed_runs} runs")
+        }
+        SkipReason::Disabled { policy } => format!("turned off by {policy}"),
+        SkipReason::MappingError { error } => format!("mapping error: {error}"),
+    }
+}
+
+fn user_rows(u: &UserPlan, out: &mut Vec<Row>) {
+    let source = u
+        .locator
+        .clone()
+        .or_else(|| u.source_id.clone())
+        .unwrap_or_default();
+    let base = |action: &str, detail: String| Row {
+        kind: "user",
+        action: action.to_string(),
+        name: u.user_name.clone(),
+        source: source.clone(),
+        ironclad_id: u.ironclad_id.clone().unwrap_or_default(),
+        attribute: String::new(),
+        before: String::new(),
+        after: String::new(),
+        detail,
+    };
+    let changes = |action: &str, detail: String, changes: &[AttrChange], out: &mut Vec<Row>| {
+        if changes.is_empty() {
+            out.push(base(action, detail.clone()));
+        }
+        for c in changes {
+            let mut r = base(action, detail.clone());
+            r.attribute = c.path.clone();
+            r.before = show(&c.before);
+            r.after = show(&c.after);
+            out.push(r);
+        }
+    };
+    match &u.action {
+        UserAction::Create { user } => {
+            let mut attrs: Vec<(String, String)> = Vec::new();
+            flatten("", user, &mut attrs);
+            if attrs.is_empty() {
+                out.push(base("create", String::new()));
+            }
+            for (path, value) in attrs {
+                let mut r = base("create", String::new());
+                r.attribute = path;
+                r.after = value;
+                out.push(r);
+            }
+        }
+        UserAction::Adopt {
+            matched_by,
+            changes: c,
+        } => changes(
+            "adopt",
+            format!("existing account matched by {matched_by}"),
+            c,
+            out,
+        ),
+        UserAction::Update { changes: c } => changes("update", String::new(), c, out),
+        UserAction::Rename {
+            from,
+            to,
+            changes: c,
+        } => changes("rename", format!("{from} → {to}"), c, out),
+        UserAction::Remove { how, reason } => {
+            out.push(base("remove", format!("{} ({reason})", remove_word(*how))))
+        }
+        UserAction::Noop => out.push(base("noop", String::new())),
+        UserAction::Skip { reason } => out.push(base("skip", skip_text(reason))),
+        UserAction::Conflict { reason } => out.push(base("conflict", reason.clone())),
+    }
+}
+
+fn remove_word(how: crate::config::RemoveMode) -> &'static str {
+    match how {
+        crate::config::RemoveMode::Delete => "DELETE",
+        crate::config::RemoveMode::Deactivate => "active: false",
+        crate::config::RemoveMode::Keep => "kept",
+    }
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map {
+                if k == "schemas" {
+                    continue;
+                }
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else if prefix.starts_with("urn:")
+                    && !prefix.contains('.')
+                    && k.chars().all(|c| c.is_alphanumeric())
+                {
+                    format!("{prefix}:{k}")
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&p, val, out);
+            }
+        }
+        Value::Null => {}
+        other => out.push((prefix.to_string(), show(other))),
+    }
+}
+
+fn group_rows(g: &GroupPlan, out: &mut Vec<Row>) {
+    let (action, detail) = match &g.action {
+        GroupAction::Create => ("group_create", String::new()),
+        GroupAction::Rename { from } => ("group_rename", format!("{from} → {}", g.display_name)),
+        GroupAction::Members => ("group_members", String::new()),
+        GroupAction::Noop => ("group_noop", String::new()),
+        GroupAction::Delete => (
+            "group_delete",
+            "no longer selected by the mapping".to_string(),
+        ),
+        GroupAction::Skip { reason } => ("group_skip", skip_text(reason)),
+        GroupAction::Conflict { reason } => ("group_conflict", reason.clone()),
+    };
+    let row = |attribute: &str, before: String, after: String| Row {
+        kind: "group",
+        action: action.to_string(),
+        name: g.display_name.clone(),
+        source: g.source_id.clone().unwrap_or_default(),
+        ironclad_id: g.ironclad_id.clone().unwrap_or_default(),
+        attribute: attribute.to_string(),
+        before,
+        after,
+        detail: detail.clone(),
+    };
+    if g.add.is_empty() && g.remove.is_empty() {
+        out.push(row("", String::new(), String::new()));
+    }
+    for a in &g.add {
+        out.push(row("members", String::new(), format!("+ {a}")));
+    }
+    for r in &g.remove {
+        out.push(row("members", format!("- {r}"), String::new()));
+    }
+}
+
+/// Every row of a plan, users then groups. `noop` rows are left out unless `include_noop`.
+pub fn rows(plan: &Plan, include_noop: bool) -> Vec<Row> {
+    let mut out = Vec::new();
+    for u in &plan.users {
+        if include_noop || !matches!(u.action, UserAction::Noop) {
+            user_rows(u, &mut out);
+        }
+    }
+    for g in &plan.groups {
+        if include_noop || g.action != GroupAction::Noop {
+            group_rows(g, &mut out);
+        }
+    }
+    out
+}
+
+/// The JSON report document.
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    /// Always [`JSON_SCHEMA`].
+    pub schema: &'static str,
+    /// When the plan was made.
+    pub created_at: String,
+    /// Whether the source read was complete.
+    pub source_complete: bool,
+    /// Counts per action.
+    pub summary: &'a std::collections::BTreeMap<String, usize>,
+    /// Safety notes.
+    pub notes: &'a [String],
+    /// Users (without the `seen` snapshots).
+    pub users: Vec<UserPlan>,
+    /// Groups.
+    pub groups: &'a [GroupPlan],
+}
+
+/// Renders a plan.
+pub fn render(plan: &Plan, format: Format, colour: bool) -> Result<String, ReportError> {
+    match format {
+        Format::Text => Ok(text(plan, colour)),
+        Format::Json => json(plan),
+        Format::Markdown => Ok(markdown(plan)),
+        Format::Csv => csv_text(plan),
+        Format::Html => html(plan),
+    }
+}
+
+/// A report could not be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot render the {format} report: {message}")]
+pub struct ReportError {
+    /// Which format.
+    pub format: &'static str,
+    /// Why.
+    pub message: String,
+}
+
+fn json(plan: &Plan) -> Result<String, ReportError> {
+    let doc = JsonReport {
+        schema: JSON_SCHEMA,
+        created_at: plan.created_at.to_rfc3339(),
+        source_complete: plan.source_complete,
+        summary: &plan.summary,
+        notes: &plan.notes,
+        users: plan
+            .users
+            .iter()
+            .map(|u| UserPlan {
+                seen: None,
+                ..u.clone()
+            })
+            .collect(),
+        groups: &plan.groups,
+    };
+    serde_json::to_string_pretty(&doc).map_err(|e| ReportError {
+        format: "json",
+        message: e.to_string(),
+    })
+}
+
+fn summary_line(plan: &Plan) -> String {
+    plan.summary
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn text(plan: &Plan, colour: bool) -> String {
+    use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+    let mut out = String::new();
+    let _ = writeln!(out, "Plan made {}", plan.created_at.to_rfc3339());
+    let _ = writeln!(
+        out,
+        "Summary: {}",
+        if plan.summary.is_empty() {
+            "nothing".to_string()
+        } else {
+            summary_line(plan)
+        }
+    );
+    for n in &plan.notes {
+        let _ = writeln!(out, "Note: {n}");
+    }
+    let rows = rows(plan, false);
+    if rows.is_empty() {
+        let _ = writeln!(out, "No changes.");
+        return out;
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    if !colour {
+        t.force_no_tty();
+    }
+    t.set_header(vec![
+        "action",
+        "name",
+        "source",
+        "attribute",
+        "before",
+        "after",
+        "detail",
+    ]);
+    for r in rows {
+        let c = match r.action.as_str() {
+            "create" | "group_create" => Color::Green,
+            "remove" | "group_delete" => Color::Red,
+            "conflict" | "group_conflict" => Color::Magenta,
+            "skip" | "group_skip" => Color::DarkGrey,
+            _ => Color::Yellow,
+        };
+        let action = if colour {
+            Cell::new(&r.action).fg(c)
+        } else {
+            Cell::new(&r.action)
+        };
+        t.add_row(vec![
+            action,
+            Cell::new(&r.name),
+            Cell::new(&r.source),
+            Cell::new(&r.attribute),
+            Cell::new(&r.before),
+            Cell::new(&r.after),
+            Cell::new(&r.detail),
+        ]);
+    }
+    let _ = writeln!(out, "{t}");
+    out
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# ironbridge plan\n\nMade {}.\n",
+        plan.created_at.to_rfc3339()
+    );
+    let _ = writeln!(out, "## Summary\n\n| action | count |\n|---|---|");
+    for (k, v) in &plan.summary {
+        let _ = writeln!(out, "| {k} | {v} |");
+    }
+    if !plan.notes.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for n in &plan.notes {
+            let _ = writeln!(out, "- {}", md_escape(n));
+        }
+    }
+    let _ = writeln!(out, "\n## Changes\n");
+    let rows = rows(plan, false);
+    if rows.is_empty() {
+        let _ = writeln!(out, "No changes.");
+        return out;
+    }
+    let _ = writeln!(out, "| action | name | source | attribute | before | after | detail |\n|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            md_escape(&r.action),
+            md_escape(&r.name),
+            md_escape(&r.source),
+            md_escape(&r.attribute),
+            md_escape(&r.before),
+            md_escape(&r.after),
+            md_escape(&r.detail)
+        );
+    }
+    out
+}
+
+fn csv_text(plan: &Plan) -> Result<String, ReportError> {
+    let err = |e: &dyn std::fmt::Display| ReportError {
+        format: "csv",
+        message: e.to_string(),
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows(plan, true) {
+        w.serialize(&r).map_err(|e| err(&e))?;
+    }
+    let bytes = w.into_inner().map_err(|e| err(&e))?;
+    String::from_utf8(bytes).map_err(|e| err(&e))
+}
+
+const HTML_TEMPLATE: &str = include_str!("report.html.j2");
+
+fn html(plan: &Plan) -> Result<String, ReportError> {
+    let err = |e: minijinja::Error| ReportError {
+        format: "html",
+        message: e.to_string(),
+    };
+    let mut env = minijinja::Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    env.add_template("report.html", HTML_TEMPLATE)
+        .map_err(err)?;
+    let tmpl = env.get_template("report.html").map_err(err)?;
+    let rows = rows(plan, true);
+    tmpl.render(minijinja::context! {
+        created_at => plan.created_at.to_rfc3339(),
+        summary => minijinja::Value::from(minijinja::value::Serde(&plan.summary)),
+        notes => minijinja::Value::from(minijinja::value::Serde(&plan.notes)),
+        rows => minijinja::Value::from(minijinja::value::Serde(&rows)),
+        source_complete => plan.source_complete,
+    })
+    .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::UserPlan;
+    use serde_json::json;
+
+    fn plan() -> Plan {
+        let users = vec![
+            UserPlan {
+                source_id: Some("s1".into()),
+                locator: Some("uid=ann,dc=example".into()),
+                user_name: "ann@example.com".into(),
+                ironclad_id: Some("i1".into()),
+                action: UserAction::Update {
+                    changes: vec![AttrChange {
+                        path: "title".into(),
+                        before: json!("A|B"),
+                        after: json!("<b>C</b>"),
+                    }],
+                },
+                seen_version: None,
+                seen: Some(json!({"secretish": "not in reports"})),
+                held_action: None,
+            },
+            UserPlan {
+                source_id: Some("s2".into()),
+                locator: Some("uid=bob,dc=example".into()),
+                user_name: "bob@example.com".into(),
+                ironclad_id: None,
+                action: UserAction::Create {
+                    user: json!({"userName": "bob@example.com", "name": {"givenName": "Bob"}}),
+                },
+                seen_version: None,
+                seen: None,
+                held_action: None,
+            },
+        ];
+        Plan {
+            created_at: chrono::Utc::now(),
+            source_complete: true,
+            users,
+            groups: vec![],
+            summary: [("update".to_string(), 1), ("create".to_string(), 1)].into(),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn json_is_versioned_and_omits_seen() {
+        let j = render(&plan(), Format::Json, false).unwrap();
+        let v: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["schema"], JSON_SCHEMA);
+        assert!(!j.contains("not in reports"));
+        assert_eq!(v["users"][0]["changes"][0]["after"], "<b>C</b>");
+    }
+
+    #[test]
+    fn every_format_names_user_source_and_before_after() {
+        for f in [Format::Text, Format::Markdown, Format::Csv, Format::Html] {
+            let out = render(&plan(), f, false).unwrap();
+            assert!(out.contains("ann@example.com"), "{f:?}");
+            assert!(out.contains("uid=ann,dc=example"), "{f:?}");
+            assert!(out.contains("title"), "{f:?}");
+            assert!(!out.contains("not in reports"), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn html_escapes_values_and_has_no_external_assets() {
+        let out = render(&plan(), Format::Html, false).unwrap();
+        assert!(
+            out.contains("&lt;b&gt;C&lt;&#x2f;b&gt;") || out.contains("&lt;b&gt;C&lt;/b&gt;"),
+            "{out}"
+        );
+        assert!(!out.contains("src=\"http") && !out.contains("href=\"http"));
+    }
+
+    #[test]
+    fn markdown_escapes_pipes() {
+        assert!(render(&plan(), Format::Markdown, false)
+            .unwrap()
+            .contains("A\\|B"));
+    }
+
+    #[test]
+    fn csv_has_a_header_and_a_row_per_change() {
+        let out = render(&plan(), Format::Csv, false).unwrap();
+        let mut lines = out.lines();
+        assert!(lines.next().unwrap().starts_with("kind,action,name,source"));
+        assert!(out.contains("create") && out.contains("name.givenName"));
+    }
+}

@@ -1,0 +1,869 @@
+//! The embedded state store: one SQLite file (WAL mode) holding what ironbridge must remember
+//! between runs: links (source id ↔ Ironclad id), run history with summaries, the audit log of
+//! every write (intent before sending, outcome after), quarantine of users that keep failing,
+//! grace counters for people missing from the source, and the single-instance run lock.
+//!
+//! Each step is its own transaction, so a process killed at any point (kill -9 included) leaves
+//! the file consistent: at worst an intent without its outcome, which the next run re-reads.
+//!
+//! What does not live here: deciding anything. The reconciler reads and writes through
+//! [`Store`]; the store never interprets users.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Schema version written to `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS links (
+    source_id    TEXT PRIMARY KEY,
+    ironclad_id  TEXT NOT NULL UNIQUE,
+    user_name    TEXT NOT NULL,
+    kind         TEXT NOT NULL DEFAULT 'user',
+    linked_at    TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id           TEXT PRIMARY KEY,
+    trigger      TEXT NOT NULL,
+    mode         TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    outcome      TEXT NOT NULL,
+    summary      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
+CREATE TABLE IF NOT EXISTS audit (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id       TEXT NOT NULL,
+    time         TEXT NOT NULL,
+    phase        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    user_name    TEXT NOT NULL,
+    source_id    TEXT,
+    ironclad_id  TEXT,
+    before       TEXT,
+    after        TEXT,
+    http_status  INTEGER,
+    request_id   TEXT,
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_run ON audit(run_id);
+CREATE TABLE IF NOT EXISTS quarantine (
+    source_id    TEXT PRIMARY KEY,
+    failures     INTEGER NOT NULL,
+    last_error   TEXT NOT NULL,
+    last_failed  TEXT NOT NULL,
+    retry_after  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grace (
+    source_id    TEXT PRIMARY KEY,
+    first_missing TEXT NOT NULL,
+    missed_runs  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_lock (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    holder       TEXT NOT NULL,
+    acquired_at  TEXT NOT NULL,
+    heartbeat    TEXT NOT NULL
+);
+"#;
+
+/// A store problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer ironbridge.
+    #[error("state store {path}: schema version {found} is newer than this build understands ({SCHEMA_VERSION})")]
+    TooNew {
+        /// The database file.
+        path: String,
+        /// Version found.
+        found: i64,
+    },
+    /// A JSON column could not be encoded or decoded.
+    #[error("state store {path}: {message}")]
+    Json {
+        /// The database file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// Another ironbridge holds the run lock.
+    #[error("state store {path}: another ironbridge instance ({holder}) is running a reconciliation since {since}")]
+    Locked {
+        /// The database file.
+        path: String,
+        /// Who holds it.
+        holder: String,
+        /// Since when.
+        since: String,
+    },
+}
+
+/// A link between a source entry and an Ironclad object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// Stable source id.
+    pub source_id: String,
+    /// Ironclad id.
+    pub ironclad_id: String,
+    /// userName (users) or displayName (groups) when last written.
+    pub user_name: String,
+    /// `user` or `group`.
+    pub kind: String,
+}
+
+/// One run's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// What started it (`cli`, `schedule`, `webhook:okta`, `api`).
+    pub trigger: String,
+    /// `plan` or `apply`.
+    pub mode: String,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time, when finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `succeeded`, `partial`, `failed`, `interrupted`.
+    pub outcome: String,
+    /// Free-form JSON summary (counts per action, errors).
+    pub summary: serde_json::Value,
+}
+
+/// One audit line: an intent (before sending) or an outcome (after).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Sequence number, assigned by the store.
+    #[serde(default)]
+    pub seq: i64,
+    /// Run id.
+    pub run_id: String,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// `intent` or `outcome`.
+    pub phase: String,
+    /// `create`, `update`, `rename`, `remove`, `group_create`, ...
+    pub action: String,
+    /// userName (or group displayName).
+    pub user_name: String,
+    /// Source id, when known.
+    pub source_id: Option<String>,
+    /// Ironclad id, when known.
+    pub ironclad_id: Option<String>,
+    /// Managed attributes before.
+    pub before: Option<serde_json::Value>,
+    /// Managed attributes after.
+    pub after: Option<serde_json::Value>,
+    /// HTTP status of the outcome.
+    pub http_status: Option<u16>,
+    /// Request id sent with the write.
+    pub request_id: Option<String>,
+    /// Error text of a failed outcome (never a secret).
+    pub error: Option<String>,
+}
+
+/// A quarantined source entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// Source id.
+    pub source_id: String,
+    /// Consecutive failed runs.
+    pub failures: u32,
+    /// Last error text.
+    pub last_error: String,
+    /// When it last failed.
+    pub last_failed: DateTime<Utc>,
+    /// Not retried before this time.
+    pub retry_after: DateTime<Utc>,
+}
+
+/// Grace counter for someone missing or out of scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grace {
+    /// Source id (or Ironclad id for users with no source entry any more).
+    pub source_id: String,
+    /// First run at which they were missing.
+    pub first_missing: DateTime<Utc>,
+    /// Consecutive runs missing.
+    pub missed_runs: u32,
+}
+
+/// The state store. Cheap to share behind an `Arc`; calls are short and synchronous (SQLite
+/// on local disk), guarded by a std `Mutex` that is never held across an `.await`.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`, in WAL mode, and migrates the schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let p = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: p.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: p,
+                found: version,
+            });
+        }
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Store {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut guard = match self.conn.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard).map_err(|source| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+
+    fn json_err(&self, e: serde_json::Error) -> StoreError {
+        StoreError::Json {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    // ---- links ----------------------------------------------------------------------------
+
+    /// All links of a kind (`user` or `group`), by source id.
+    pub fn links(&self, kind: &str) -> Result<BTreeMap<String, Link>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT source_id, ironclad_id, user_name, kind FROM links WHERE kind = ?1",
+            )?;
+            let rows = st.query_map(params![kind], |r| {
+                Ok(Link {
+                    source_id: r.get(0)?,
+                    ironclad_id: r.get(1)?,
+                    user_name: r.get(2)?,
+                    kind: r.get(3)?,
+                })
+            })?;
+            let mut out = BTreeMap::new();
+            for l in rows {
+                let l = l?;
+                out.insert(l.source_id.clone(), l);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records (or moves) a link. A link to the same Ironclad id under another source id is
+    /// replaced, so one Ironclad object is never linked twice.
+    pub fn put_link(&self, link: &Link, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM links WHERE ironclad_id = ?1 AND source_id <> ?2",
+                params![link.ironclad_id, link.source_id],
+            )?;
+            tx.execute(
+                "INSERT INTO links (source_id, ironclad_id, user_name, kind, linked_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT(source_id) DO UPDATE SET ironclad_id = excluded.ironclad_id,
+                   user_name = excluded.user_name, kind = excluded.kind, updated_at = excluded.updated_at",
+                params![link.source_id, link.ironclad_id, link.user_name, link.kind, ts(now)],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Forgets a link (after the Ironclad object was removed).
+    pub fn delete_link(&self, source_id: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("DELETE FROM links WHERE source_id = ?1", params![source_id])
+                .map(|_| ())
+        })
+    }
+
+    // ---- runs -----------------------------------------------------------------------------
+
+    /// Records a run as started.
+    pub fn start_run(
+        &self,
+        id: &str,
+        trigger: &str,
+        mode: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (id, trigger, mode, started_at, outcome) VALUES (?1, ?2, ?3, ?4, 'running')",
+                params![id, trigger, mode, ts(now)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records a run's end.
+    pub fn finish_run(
+        &self,
+        id: &str,
+        outcome: &str,
+        summary: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let s = serde_json::to_string(summary).map_err(|e| self.json_err(e))?;
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET outcome = ?2, summary = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, outcome, s, ts(now)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Marks every run still `running` as `interrupted` (at start-up, after a crash).
+    pub fn mark_interrupted(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET outcome = 'interrupted', finished_at = ?1 WHERE outcome = 'running'",
+                params![ts(now)],
+            )
+        })
+    }
+
+    /// The most recent runs, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, trigger, mode, started_at, finished_at, outcome, summary FROM runs
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map(params![limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(id, trigger, mode, started, finished, outcome, summary)| {
+                Ok(RunRecord {
+                    id,
+                    trigger,
+                    mode,
+                    started_at: parse_ts(&started),
+                    finished_at: finished.as_deref().map(parse_ts),
+                    outcome,
+                    summary: serde_json::from_str(&summary).map_err(|e| self.json_err(e))?,
+                })
+            })
+            .collect()
+    }
+
+    /// One run by id.
+    pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        Ok(self.runs(usize::MAX >> 1)?.into_iter().find(|r| r.id == id))
+    }
+
+    // ---- audit ----------------------------------------------------------------------------
+
+    /// Appends an audit line, returning its sequence number.
+    pub fn audit(&self, e: &AuditEntry) -> Result<i64, StoreError> {
+        let before = e
+            .before
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|x| self.json_err(x))?;
+        let after = e
+            .after
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|x| self.json_err(x))?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO audit (run_id, time, phase, action, user_name, source_id, ironclad_id, before, after,
+                                    http_status, request_id, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    e.run_id,
+                    ts(e.time),
+                    e.phase,
+                    e.action,
+                    e.user_name,
+                    e.source_id,
+                    e.ironclad_id,
+                    before,
+                    after,
+                    e.http_status,
+                    e.request_id,
+                    e.error
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// The audit lines of a run (or all runs), in order.
+    pub fn audit_lines(&self, run_id: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<u16>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT seq, run_id, time, phase, action, user_name, source_id, ironclad_id, before, after,
+                        http_status, request_id, error
+                 FROM audit WHERE (?1 IS NULL OR run_id = ?1) ORDER BY seq",
+            )?;
+            let rows = st.query_map(params![run_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                    r.get(12)?,
+                ))
+            })?;
+            rows.collect()
+        })?;
+        let parse = |s: Option<String>| -> Result<Option<serde_json::Value>, StoreError> {
+            s.map(|s| serde_json::from_str(&s).map_err(|e| self.json_err(e)))
+                .transpose()
+        };
+        rows.into_iter()
+            .map(
+                |(
+                    seq,
+                    run_id,
+                    time,
+                    phase,
+                    action,
+                    user_name,
+                    source_id,
+                    ironclad_id,
+                    b,
+                    a,
+                    st,
+                    rid,
+                    err,
+                )| {
+                    Ok(AuditEntry {
+                        seq,
+                        run_id,
+                        time: parse_ts(&time),
+                        phase,
+                        action,
+                        user_name,
+                        source_id,
+                        ironclad_id,
+                        before: parse(b)?,
+                        after: parse(a)?,
+                        http_status: st,
+                        request_id: rid,
+                        error: err,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    // ---- quarantine -----------------------------------------------------------------------
+
+    /// Records a failure; returns the updated entry. `backoff` gives the delay before the next
+    /// attempt from the failure count.
+    pub fn record_failure(
+        &self,
+        source_id: &str,
+        error: &str,
+        now: DateTime<Utc>,
+        backoff: impl Fn(u32) -> chrono::Duration,
+    ) -> Result<Quarantine, StoreError> {
+        let failures: u32 = self
+            .with(|c| {
+                c.query_row(
+                    "SELECT failures FROM quarantine WHERE source_id = ?1",
+                    params![source_id],
+                    |r| r.get(0),
+                )
+                .optional()
+            })?
+            .unwrap_or(0)
+            + 1;
+        let q = Quarantine {
+            source_id: source_id.to_string(),
+            failures,
+            last_error: error.to_string(),
+            last_failed: now,
+            retry_after: now + backoff(failures),
+        };
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO quarantine (source_id, failures, last_error, last_failed, retry_after)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(source_id) DO UPDATE SET failures = excluded.failures, last_error = excluded.last_error,
+                   last_failed = excluded.last_failed, retry_after = excluded.retry_after",
+                params![q.source_id, q.failures, q.last_error, ts(q.last_failed), ts(q.retry_after)],
+            )
+            .map(|_| ())
+        })?;
+        Ok(q)
+    }
+
+    /// Clears a user's failure record after a success.
+    pub fn clear_failure(&self, source_id: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM quarantine WHERE source_id = ?1",
+                params![source_id],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Every failure record, by source id.
+    pub fn quarantine(&self) -> Result<BTreeMap<String, Quarantine>, StoreError> {
+        let rows: Vec<(String, u32, String, String, String)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT source_id, failures, last_error, last_failed, retry_after FROM quarantine",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, f, e, l, r)| {
+                (
+                    s.clone(),
+                    Quarantine {
+                        source_id: s,
+                        failures: f,
+                        last_error: e,
+                        last_failed: parse_ts(&l),
+                        retry_after: parse_ts(&r),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    // ---- grace ----------------------------------------------------------------------------
+
+    /// Counts one more run in which `source_id` was missing; returns the counter.
+    pub fn bump_grace(&self, source_id: &str, now: DateTime<Utc>) -> Result<Grace, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO grace (source_id, first_missing, missed_runs) VALUES (?1, ?2, 1)
+                 ON CONFLICT(source_id) DO UPDATE SET missed_runs = missed_runs + 1",
+                params![source_id, ts(now)],
+            )?;
+            c.query_row(
+                "SELECT first_missing, missed_runs FROM grace WHERE source_id = ?1",
+                params![source_id],
+                |r| {
+                    Ok(Grace {
+                        source_id: source_id.to_string(),
+                        first_missing: parse_ts(&r.get::<_, String>(0)?),
+                        missed_runs: r.get(1)?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// Forgets a grace counter (the person is back, or was removed).
+    pub fn clear_grace(&self, source_id: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("DELETE FROM grace WHERE source_id = ?1", params![source_id])
+                .map(|_| ())
+        })
+    }
+
+    /// Every grace counter, by source id.
+    pub fn grace(&self) -> Result<BTreeMap<String, Grace>, StoreError> {
+        let rows: Vec<(String, String, u32)> = self.with(|c| {
+            let mut st = c.prepare("SELECT source_id, first_missing, missed_runs FROM grace")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, f, m)| {
+                (
+                    s.clone(),
+                    Grace {
+                        source_id: s,
+                        first_missing: parse_ts(&f),
+                        missed_runs: m,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    // ---- run lock -------------------------------------------------------------------------
+
+    /// Takes the single-instance run lock for `holder`. A lock whose heartbeat is older than
+    /// `stale_after` is taken over (its holder died). Fails with [`StoreError::Locked`] otherwise.
+    pub fn try_lock(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        stale_after: chrono::Duration,
+    ) -> Result<(), StoreError> {
+        let cutoff = ts(now - stale_after);
+        let current: Option<(String, String)> = self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let cur: Option<(String, String, String)> = tx
+                .query_row("SELECT holder, acquired_at, heartbeat FROM run_lock WHERE id = 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let blocked = match &cur {
+                Some((h, since, beat)) if h != holder && beat.as_str() > cutoff.as_str() => {
+                    Some((h.clone(), since.clone()))
+                }
+                _ => None,
+            };
+            if blocked.is_none() {
+                tx.execute(
+                    "INSERT INTO run_lock (id, holder, acquired_at, heartbeat) VALUES (1, ?1, ?2, ?2)
+                     ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, acquired_at = excluded.acquired_at,
+                       heartbeat = excluded.heartbeat",
+                    params![holder, ts(now)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(blocked)
+        })?;
+        match current {
+            None => Ok(()),
+            Some((holder, since)) => Err(StoreError::Locked {
+                path: self.path.display().to_string(),
+                holder,
+                since,
+            }),
+        }
+    }
+
+    /// Refreshes the lock's heartbeat (call during long runs).
+    pub fn heartbeat(&self, holder: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE run_lock SET heartbeat = ?2 WHERE id = 1 AND holder = ?1",
+                params![holder, ts(now)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Releases the lock if `holder` has it.
+    pub fn unlock(&self, holder: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM run_lock WHERE id = 1 AND holder = ?1",
+                params![holder],
+            )
+            .map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("state.db")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn links_round_trip_and_never_double_link() {
+        let (_d, s) = store();
+        let now = Utc::now();
+        let l = |src: &str, id: &str| Link {
+            source_id: src.into(),
+            ironclad_id: id.into(),
+            user_name: "a@example.com".into(),
+            kind: "user".into(),
+        };
+        s.put_link(&l("s1", "i1"), now).unwrap();
+        s.put_link(&l("s2", "i1"), now).unwrap();
+        let links = s.links("user").unwrap();
+        assert_eq!(links.len(), 1);
+        assert_eq!(links["s2"].ironclad_id, "i1");
+        s.delete_link("s2").unwrap();
+        assert!(s.links("user").unwrap().is_empty());
+    }
+
+    #[test]
+    fn runs_and_audit_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let now = Utc::now();
+        {
+            let s = Store::open(&path).unwrap();
+            s.start_run("r1", "cli", "apply", now).unwrap();
+            s.audit(&AuditEntry {
+                seq: 0,
+                run_id: "r1".into(),
+                time: now,
+                phase: "intent".into(),
+                action: "create".into(),
+                user_name: "a@example.com".into(),
+                source_id: Some("s1".into()),
+                ironclad_id: None,
+                before: None,
+                after: Some(serde_json::json!({"title": "x"})),
+                http_status: None,
+                request_id: Some("req".into()),
+                error: None,
+            })
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.mark_interrupted(now).unwrap(), 1);
+        assert_eq!(s.runs(10).unwrap()[0].outcome, "interrupted");
+        let lines = s.audit_lines(Some("r1")).unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].after, Some(serde_json::json!({"title": "x"})));
+    }
+
+    #[test]
+    fn quarantine_counts_and_clears() {
+        let (_d, s) = store();
+        let now = Utc::now();
+        let backoff = |n: u32| chrono::Duration::minutes(5 * i64::from(n));
+        s.record_failure("s1", "boom", now, backoff).unwrap();
+        let q = s.record_failure("s1", "boom again", now, backoff).unwrap();
+        assert_eq!(q.failures, 2);
+        assert_eq!(q.retry_after, now + chrono::Duration::minutes(10));
+        s.clear_failure("s1").unwrap();
+        assert!(s.quarantine().unwrap().is_empty());
+    }
+
+    #[test]
+    fn grace_counts_runs() {
+        let (_d, s) = store();
+        let now = Utc::now();
+        s.bump_grace("s1", now).unwrap();
+        assert_eq!(s.bump_grace("s1", now).unwrap().missed_runs, 2);
+        s.clear_grace("s1").unwrap();
+        assert!(s.grace().unwrap().is_empty());
+    }
+
+    #[test]
+    fn second_instance_is_locked_out_until_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let a = Store::open(&path).unwrap();
+        let b = Store::open(&path).unwrap();
+        let now = Utc::now();
+        a.try_lock("a", now, chrono::Duration::seconds(60)).unwrap();
+        assert!(matches!(
+            b.try_lock("b", now, chrono::Duration::seconds(60)),
+            Err(StoreError::Locked { .. })
+        ));
+        b.try_lock(
+            "b",
+            now + chrono::Duration::seconds(61),
+            chrono::Duration::seconds(60),
+        )
+        .unwrap();
+        a.unlock("a").unwrap();
+        b.unlock("b").unwrap();
+        a.try_lock("a", now, chrono::Duration::seconds(60)).unwrap();
+    }
+}
