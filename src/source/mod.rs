@@ -60,3 +60,13 @@ pub trait Source: Send + Sync {
     /// Reads one complete snapshot, or fails.
     fn read(&self) -> BoxFuture<'_, Result<Snapshot, SourceError>>;
 }
+
+/// Opens the configured source (reads secrets, parses URLs; no I/O against the server yet).
+/// `base` is the configuration file's directory.
+pub fn open(cfg: &SourceConfig, base: &Path) -> Result<Box<dyn Source>, SourceError> {
+    Ok(match cfg {
+        SourceConfig::Ldif(c) => Box::new(ldif::LdifSource::open(c.clone(), base)?),
+        SourceConfig::Ldap(c) => Box::new(ldap::LdapSource::open(c, base)?),
+        SourceConfig::Scim(c) => Box::new(scim::ScimSource::open(c.clone(), base)?),
+    })
+}
