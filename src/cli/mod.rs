@@ -77,6 +77,48 @@ pub enum Command {
         #[command(subcommand)]
         command: SourceCommand,
     },
+    /// The dry run: what would change, attribute by attribute. Writes nothing to Ironclad.
+    Plan {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Save the plan (JSON) to apply later, exactly, with `apply --plan`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the report to this file (the terminal still gets the table).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = crate::report::Format::Text)]
+        format: crate::report::Format,
+    },
+    /// Apply a fresh plan, or a saved plan exactly.
+    Apply {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A saved plan (from `plan --out`); objects changed since are refused by name.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Only these people (source id, userName, email or DN); repeatable.
+        #[arg(long = "only", value_name = "ID")]
+        only: Vec<String>,
+        /// Let up to N removals through beyond the safety threshold.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        allow_removals: usize,
+        /// Do not print the confirmation notice.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// One person, every step shown: source read, scope rules, mapping, match, action.
+    Preview {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Source id, DN, userName or email.
+        #[arg(long)]
+        user: String,
+    },
     /// Validate and try mapping files.
     Mapping {
         /// What to do.
@@ -185,6 +227,13 @@ pub async fn run(cli: Cli) -> Exit {
                 },
         } => source::dump(&config, format, limit).await,
         Command::Mapping { command } => mapping::run(command).await,
+        Command::Plan { config, out, report, format } => {
+            run::plan(&config, out.as_deref(), report.as_deref(), format).await
+        }
+        Command::Apply { config, plan, only, allow_removals, yes } => {
+            run::apply(run::ApplyArgs { config, plan, only, allow_removals, yes }).await
+        }
+        Command::Preview { config, user } => run::preview(&config, &user).await,
     };
     match result {
         Ok(code) => code,
@@ -217,4 +266,5 @@ mod auth;
 mod check;
 mod demo;
 mod mapping;
+mod run;
 mod source;

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod attrs;
+pub mod engine;
 pub mod plan;
 
 use chrono::{DateTime, Utc};
@@ -122,8 +123,11 @@ impl Default for PlanPolicy {
     }
 }
 
+/// A predicate saying whether a userName is protected (the mapping's `[removal]` rules).
+pub type ProtectedFn<'a> = &'a (dyn Fn(&str) -> bool + Send + Sync);
+
 /// Everything the planner looks at. No I/O happens inside [`plan::plan`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PlanInput<'a> {
     /// One verdict per source entry; `None` when the source read failed.
     pub desired: Option<&'a [DesiredUser]>,
@@ -147,6 +151,8 @@ pub struct PlanInput<'a> {
     pub grace: &'a BTreeMap<String, (DateTime<Utc>, u32)>,
     /// Now.
     pub now: DateTime<Utc>,
+    /// Protected userNames beyond `policy.protected` (the mapping's rules), if any.
+    pub protected_fn: Option<ProtectedFn<'a>>,
 }
 
 /// One attribute's change.

@@ -73,13 +73,15 @@ impl<'a> Target<'a> {
 }
 
 /// Protected-account matcher: exact names (case-insensitive) and glob patterns.
-struct Protected {
+struct Protected<'a> {
     patterns: Vec<(String, Option<glob::Pattern>)>,
+    extra: Option<super::ProtectedFn<'a>>,
 }
 
-impl Protected {
-    fn new(list: &[String]) -> Self {
+impl<'a> Protected<'a> {
+    fn new(list: &[String], extra: Option<super::ProtectedFn<'a>>) -> Self {
         Protected {
+            extra,
             patterns: list
                 .iter()
                 .map(|p| {
@@ -94,6 +96,11 @@ impl Protected {
         }
     }
     fn matches(&self, user_name: &str) -> Option<String> {
+        if let Some(f) = self.extra {
+            if f(user_name) {
+                return Some("the mapping's [removal] protected list".to_string());
+            }
+        }
         let opts = glob::MatchOptions {
             case_sensitive: false,
             ..Default::default()
@@ -142,7 +149,7 @@ fn has(granted: &BTreeSet<String>, scope: &str) -> bool {
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let policy = input.policy;
     let target = Target::new(input.ironclad_users);
-    let protected = Protected::new(&policy.protected);
+    let protected = Protected::new(&policy.protected, input.protected_fn);
     let mut users: Vec<UserPlan> = Vec::new();
     let mut notes = Vec::new();
     // Ironclad ids that a source entry accounts for (kept, updated, skipped, or removed).
@@ -925,6 +932,7 @@ mod tests {
                 quarantined: &q,
                 grace: &g,
                 now: now(),
+                protected_fn: None,
             })
         }
     }

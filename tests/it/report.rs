@@ -85,6 +85,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         quarantined: &BTreeMap::new(),
         grace: &BTreeMap::new(),
         now: Utc::now(),
+        protected_fn: None,
     })
 }
 

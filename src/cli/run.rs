@@ -1,0 +1,312 @@
+//! `ironbridge plan`, `apply` and `preview`: the dry run with its reports and saved plans, the
+//! apply of a fresh or saved plan, and the step-by-step view of one person.
+//!
+//! Saved plans are JSON (`ironbridge.saved-plan/v1`) holding the plan and what it saw of each
+//! Ironclad object; applying one refuses, by name, every object changed since.
+
+use super::Exit;
+use crate::config::Config;
+use crate::reconcile::apply::{self, ApplyReport, Audit};
+use crate::reconcile::engine::{Engine, RunOptions};
+use crate::reconcile::{GroupAction, Plan, UserAction};
+use crate::report::{self, Format};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+
+/// The saved-plan schema identifier.
+pub const SAVED_PLAN_SCHEMA: &str = "ironbridge.saved-plan/v1";
+
+#[derive(Serialize, Deserialize)]
+struct SavedPlan {
+    schema: String,
+    config: String,
+    plan: Plan,
+}
+
+/// `plan`: the dry run. Writes nothing to Ironclad.
+pub async fn plan(
+    config: &Path,
+    out: Option<&Path>,
+    report_file: Option<&Path>,
+    format: Format,
+) -> anyhow::Result<Exit> {
+    let engine = Engine::open(Config::load(config)?)?;
+    let r = engine.run(&RunOptions { trigger: "cli".into(), ..Default::default() }).await?;
+    emit_report(&r.plan, report_file, format)?;
+    if let Some(path) = out {
+        let saved = SavedPlan {
+            schema: SAVED_PLAN_SCHEMA.into(),
+            config: config.display().to_string(),
+            plan: r.plan.clone(),
+        };
+        write_private(path, &serde_json::to_vec_pretty(&saved)?)?;
+        eprintln!("plan saved to {} (apply it with `ironbridge apply --plan {}`)", path.display(), path.display());
+    }
+    Ok(plan_exit(&r.plan))
+}
+
+fn plan_exit(plan: &Plan) -> Exit {
+    if !plan.source_complete {
+        Exit::Error
+    } else if plan.has_writes() || plan.has_held() {
+        Exit::Pending
+    } else {
+        Exit::Ok
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).truncate(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    use std::io::Write as _;
+    let mut f = o.open(path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+fn emit_report(plan: &Plan, file: Option<&Path>, format: Format) -> anyhow::Result<()> {
+    match file {
+        Some(f) => {
+            let text = report::render(plan, format, false)?;
+            std::fs::write(f, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
+            eprintln!("report written to {}", f.display());
+            // The terminal still gets the short table.
+            print!("{}", report::render(plan, Format::Text, std::io::stdout().is_terminal())?);
+        }
+        None => {
+            let colour = format == Format::Text && std::io::stdout().is_terminal();
+            print!("{}", report::render(plan, format, colour)?);
+        }
+    }
+    Ok(())
+}
+
+/// Options of `apply`.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyArgs {
+    /// Configuration file.
+    pub config: PathBuf,
+    /// A saved plan to apply exactly.
+    pub plan: Option<PathBuf>,
+    /// Only these people.
+    pub only: Vec<String>,
+    /// Removals allowed beyond the threshold.
+    pub allow_removals: usize,
+    /// Do not ask.
+    pub yes: bool,
+}
+
+/// `apply`: a fresh plan applied, or a saved plan applied exactly.
+pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
+    let engine = Engine::open(Config::load(&args.config)?)?;
+    let only = (!args.only.is_empty()).then(|| args.only.iter().cloned().collect::<BTreeSet<_>>());
+    if !args.yes && std::io::stdin().is_terminal() {
+        eprintln!("applying changes to {} (pass --yes to skip this notice)", engine.cfg.ironclad.scim_url);
+    }
+    let (plan, report) = match &args.plan {
+        None => {
+            let r = engine
+                .run(&RunOptions {
+                    apply: true,
+                    allow_removals: args.allow_removals,
+                    only,
+                    trigger: "cli".into(),
+                })
+                .await?;
+            let report = r.applied.unwrap_or_default();
+            (r.plan, report)
+        }
+        Some(path) => apply_saved(&engine, path, only.as_ref()).await?,
+    };
+    print!("{}", report::render(&plan, Format::Text, std::io::stdout().is_terminal())?);
+    print_outcomes(&report);
+    Ok(if report.failed() > 0 {
+        Exit::Error
+    } else if report.refused() > 0 || plan.has_held() {
+        Exit::Pending
+    } else {
+        Exit::Ok
+    })
+}
+
+fn print_outcomes(report: &ApplyReport) {
+    let counts: Vec<String> = report.counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let ops: Vec<String> = report.operations.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    println!("Applied: {}", if counts.is_empty() { "nothing".to_string() } else { counts.join(", ") });
+    if !ops.is_empty() {
+        println!("User writes by method: {}", ops.join(", "));
+    }
+    for o in report.outcomes.iter().filter(|o| o.result != "applied") {
+        println!("  {} {} {}: {}", o.result, o.action, o.name, o.detail.as_deref().unwrap_or(""));
+    }
+}
+
+/// Applies a saved plan, refusing every object that changed since it was made.
+async fn apply_saved(
+    engine: &Engine,
+    path: &Path,
+    only: Option<&BTreeSet<String>>,
+) -> anyhow::Result<(Plan, ApplyReport)> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let saved: SavedPlan =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a saved plan: {e}", path.display()))?;
+    if saved.schema != SAVED_PLAN_SCHEMA {
+        anyhow::bail!("{}: schema {} is not {SAVED_PLAN_SCHEMA}", path.display(), saved.schema);
+    }
+    let mut plan = saved.plan;
+    if let Some(o) = only {
+        crate::reconcile::engine::restrict(&mut plan, o);
+    }
+    let target = engine.read_target().await?;
+    let refused = refuse_stale(&mut plan, &target.users, &target.groups);
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let now = chrono::Utc::now();
+    engine.store.start_run(&run_id, "cli:saved-plan", "apply", now)?;
+    let audit = Audit::open(engine.store.clone(), &engine.cfg.audit_log, &run_id).map_err(|e| anyhow::anyhow!(e))?;
+    let mut report = apply::apply(&plan, &engine.client, &engine.store, &audit, &engine.apply_options(&run_id, true)).await;
+    for (name, action, why) in refused {
+        report.outcomes.push(apply::Outcome { name, action, result: "refused".into(), detail: Some(why) });
+        *report.counts.entry("refused".into()).or_default() += 1;
+    }
+    let outcome = if report.failed() > 0 { "partial" } else { "succeeded" };
+    engine.store.finish_run(&run_id, outcome, &serde_json::json!({"applied": report.counts}), chrono::Utc::now())?;
+    Ok((plan, report))
+}
+
+/// Turns every line whose object changed since the plan into a no-op; returns what was refused.
+fn refuse_stale(
+    plan: &mut Plan,
+    users: &[serde_json::Value],
+    groups: &[serde_json::Value],
+) -> Vec<(String, String, String)> {
+    let version = |v: &serde_json::Value| {
+        v.get("meta").and_then(|m| m.get("lastModified")).and_then(|x| x.as_str()).map(str::to_string)
+    };
+    let by_id: HashMap<&str, &serde_json::Value> =
+        users.iter().filter_map(|u| Some((u.get("id")?.as_str()?, u))).collect();
+    let names: BTreeSet<String> = users
+        .iter()
+        .filter_map(|u| u.get("userName")?.as_str().map(|s| s.to_lowercase()))
+        .collect();
+    let mut refused = Vec::new();
+    for u in &mut plan.users {
+        let writes = u.action.writes() || u.held_action.is_some();
+        if !writes {
+            continue;
+        }
+        let why = match (&u.action, &u.ironclad_id) {
+            (UserAction::Create { .. }, _) if names.contains(&u.user_name.to_lowercase()) => {
+                Some("a user with this userName was created since the plan was made".to_string())
+            }
+            (UserAction::Create { .. }, _) => None,
+            (_, Some(id)) => match by_id.get(id.as_str()) {
+                None => Some("the Ironclad user no longer exists".to_string()),
+                Some(cur) if version(cur) != u.seen_version => Some(format!(
+                    "changed in Ironclad since the plan was made (lastModified {} → {})",
+                    u.seen_version.as_deref().unwrap_or("?"),
+                    version(cur).as_deref().unwrap_or("?")
+                )),
+                Some(_) => None,
+            },
+            (_, None) => None,
+        };
+        if let Some(why) = why {
+            refused.push((u.user_name.clone(), u.action.name().to_string(), why));
+            u.action = UserAction::Noop;
+            u.held_action = None;
+        }
+    }
+    let gby: HashMap<&str, &serde_json::Value> =
+        groups.iter().filter_map(|g| Some((g.get("id")?.as_str()?, g))).collect();
+    for g in &mut plan.groups {
+        let Some(id) = &g.ironclad_id else { continue };
+        if matches!(g.action, GroupAction::Noop | GroupAction::Skip { .. } | GroupAction::Conflict { .. }) {
+            continue;
+        }
+        let stale = match gby.get(id.as_str()) {
+            None => Some("the Ironclad group no longer exists".to_string()),
+            Some(cur) if version(cur) != g.seen_version => Some("changed in Ironclad since the plan was made".to_string()),
+            Some(_) => None,
+        };
+        if let Some(why) = stale {
+            refused.push((g.display_name.clone(), "group".into(), why));
+            g.action = GroupAction::Noop;
+            g.add.clear();
+            g.remove.clear();
+        }
+    }
+    refused
+}
+
+/// `preview --user ID`: one person, every step shown.
+pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
+    let engine = Engine::open(Config::load(config)?)?;
+    let now = chrono::Utc::now();
+    println!("1. Source: {}", engine.cfg.source.as_ref().map(|_| "configured").unwrap_or("none"));
+    let (desired, snapshot) = engine.desired(now).await;
+    let Some(snap) = snapshot else {
+        println!("   read FAILED: {}", desired.err().unwrap_or_default());
+        return Ok(Exit::Error);
+    };
+    println!("   read {} users and {} groups", snap.users.len(), snap.groups.len());
+    let needle = user.trim().to_lowercase();
+    let entry = snap.users.iter().find(|e| {
+        e.id.to_lowercase() == needle
+            || e.locator.to_lowercase() == needle
+            || e.attrs.iter().any(|(_, vs)| vs.iter().any(|v| v.as_text().to_lowercase() == needle))
+    });
+    let Some(entry) = entry else {
+        println!("   no source entry has the id, DN or an attribute value {user:?}");
+        return Ok(Exit::Error);
+    };
+    println!("   found {} (id {})", entry.locator, entry.id);
+    println!("\n2. Entry attributes:");
+    for (name, values) in entry.attrs.iter() {
+        let vals: Vec<String> = values.iter().map(|v| v.as_text().into_owned()).collect();
+        println!("   {name}: {}", vals.join(" | "));
+    }
+    println!("\n3. Scope and mapping:");
+    let prepared = engine.mapping.prepare(&snap, now)?;
+    match prepared.evaluate_id(&entry.id) {
+        Some(Ok(ev)) => {
+            println!(
+                "   in scope: {} (decided by {} at line {}); disabled: {}; desired in Ironclad: {}",
+                ev.in_scope, ev.decided_by.text, ev.decided_by.line, ev.disabled, ev.desired
+            );
+            if let Some(u) = &ev.user {
+                println!("   Ironclad user:\n{}", indent(&serde_json::to_string_pretty(&u.scim)?));
+            }
+        }
+        Some(Err(e)) => println!("   mapping error: {e}"),
+        None => println!("   not evaluated"),
+    }
+    println!("\n4. Match and action:");
+    let target = engine.read_target().await?;
+    let mut plan = engine.plan_with(desired, &target, &RunOptions::default(), now)?;
+    let mut only = BTreeSet::new();
+    only.insert(entry.id.clone());
+    only.insert(entry.locator.clone());
+    crate::reconcile::engine::restrict(&mut plan, &only);
+    match plan.users.first() {
+        Some(line) => {
+            println!(
+                "   Ironclad id: {}",
+                line.ironclad_id.as_deref().unwrap_or("(none: not in Ironclad)")
+            );
+            print!("{}", indent(&report::render(&plan, Format::Text, false)?));
+        }
+        None => println!("   nothing planned for this person"),
+    }
+    Ok(Exit::Ok)
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("   {l}\n")).collect()
+}

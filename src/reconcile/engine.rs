@@ -1,0 +1,413 @@
+//! The reconcile engine: the one call every trigger ends in. It reads the source, evaluates
+//! the mapping, reads Ironclad (users and groups, as few list calls as paging allows), loads
+//! links, quarantine and grace state from the store, plans (pure), and for an apply run
+//! carries the plan out and records the run.
+//!
+//! What does not live here: the planning rules ([`super::plan`]), the writes
+//! ([`super::apply`]), argument parsing and printing (the CLI).
+
+use super::apply::{self, ApplyOptions, ApplyReport, Audit};
+use super::{plan, Desired, DesiredGroup, DesiredUser, Plan, PlanInput, PlanPolicy, UserAction};
+use crate::check::scopes;
+use crate::config::{ActingUser, Config};
+use crate::ironclad::IroncladClient;
+use crate::mapping::{Apply, Mapping};
+use crate::model::Snapshot;
+use crate::source;
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use tracing::Instrument as _;
+
+/// An engine error: configuration, store, or Ironclad reads (a failing *source* is not an
+/// error: it plans zero removals).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration lacks something the engine needs.
+    #[error("{0}")]
+    Config(String),
+    /// The mapping file is invalid.
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Ironclad could not be read.
+    #[error("reading Ironclad: {0}")]
+    Ironclad(#[from] crate::ironclad::IroncladError),
+}
+
+/// What a run does.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Apply (true) or only plan (false).
+    pub apply: bool,
+    /// Removals allowed beyond the threshold.
+    pub allow_removals: usize,
+    /// Restrict to these people (source ids, userNames or emails, case-insensitive).
+    pub only: Option<BTreeSet<String>>,
+    /// What started the run (`cli`, `schedule`, `webhook:okta`, `api`).
+    pub trigger: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Run id.
+    pub run_id: String,
+    /// The plan (for an apply run: the plan that was applied).
+    pub plan: Plan,
+    /// What apply did, for apply runs.
+    pub applied: Option<ApplyReport>,
+    /// The source snapshot, when the read succeeded.
+    pub snapshot: Option<Arc<Snapshot>>,
+}
+
+/// Everything a run needs, opened once.
+pub struct Engine {
+    /// The configuration.
+    pub cfg: Config,
+    /// The mapping.
+    pub mapping: Mapping,
+    /// The Ironclad client.
+    pub client: Arc<IroncladClient>,
+    /// The state store.
+    pub store: Arc<Store>,
+    source: Box<dyn source::Source>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.cfg.path).finish()
+    }
+}
+
+/// The Ironclad state as read.
+pub struct Target {
+    /// Users.
+    pub users: Vec<Value>,
+    /// Groups (empty without the read scope).
+    pub groups: Vec<Value>,
+    /// Granted scopes.
+    pub granted: BTreeSet<String>,
+}
+
+impl Engine {
+    /// Opens the engine for a configuration.
+    pub fn open(cfg: Config) -> Result<Engine, EngineError> {
+        let mapping_path = cfg
+            .mapping
+            .clone()
+            .ok_or_else(|| EngineError::Config(format!("{}: no [mapping] file = \"...\"", cfg.path.display())))?;
+        let mapping = Mapping::load(&mapping_path)?;
+        let sc = cfg
+            .source
+            .as_ref()
+            .ok_or_else(|| EngineError::Config(format!("{}: no [source] section", cfg.path.display())))?;
+        let base = cfg.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let source = source::open(sc, &base).map_err(|e| EngineError::Config(e.to_string()))?;
+        let client = Arc::new(IroncladClient::new(&cfg.ironclad).map_err(EngineError::Ironclad)?);
+        let store = Arc::new(Store::open(&cfg.state_path)?);
+        Ok(Engine { cfg, mapping, client, store, source })
+    }
+
+    /// Reads Ironclad: granted scopes, all users, all groups (when readable).
+    pub async fn read_target(&self) -> Result<Target, EngineError> {
+        let granted: BTreeSet<String> = self.client.granted_scopes().await?.scopes.into_iter().collect();
+        let users = self.client.list_users(None).await?.into_iter().map(|u| u.into_value()).collect();
+        let groups = if self.cfg.policy.manage_groups && granted.contains(scopes::READ_GROUPS) {
+            self.client.list_groups(None).await?.into_iter().map(|g| g.into_value()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Target { users, groups, granted })
+    }
+
+    /// The planner's policy from configuration, mapping and options.
+    pub fn plan_policy(&self, opts: &RunOptions) -> PlanPolicy {
+        let c = &self.cfg;
+        let mut protected = Vec::new();
+        if let Some(ActingUser::Email(e)) = &c.ironclad.acting_user {
+            protected.push(e.clone());
+        }
+        PlanPolicy {
+            create_users: c.policy.create_users,
+            update_users: c.policy.update_users,
+            remove: self.mapping.removal().action.unwrap_or(c.policy.remove_users),
+            manage_groups: c.policy.manage_groups && self.mapping.manages_groups(),
+            fallback_keys: self
+                .mapping
+                .correlation()
+                .fallback
+                .iter()
+                .map(|k| match k {
+                    crate::mapping::FallbackKey::UserName => "userName".to_string(),
+                    crate::mapping::FallbackKey::Email => "email".to_string(),
+                })
+                .collect(),
+            protected,
+            max_removals: c.safety.max_removals,
+            max_removal_percent: c.safety.max_removal_percent,
+            allow_removals: opts.allow_removals,
+            grace_runs: c.safety.grace_runs,
+            grace_period: c.safety.grace_period,
+            writes_on_incomplete_source: true,
+        }
+    }
+
+    /// Reads the source and evaluates the mapping: desired users and groups, or the reason the
+    /// source cannot be trusted this run.
+    pub async fn desired(
+        &self,
+        now: DateTime<Utc>,
+    ) -> (Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>, Option<Arc<Snapshot>>) {
+        let snap = match self.source.read().await {
+            Ok(s) => Arc::new(s),
+            Err(e) => return (Err(format!("the source read failed: {e}")), None),
+        };
+        let prepared = match self.mapping.prepare(&snap, now) {
+            Ok(p) => p,
+            Err(e) => return (Err(format!("the mapping cannot be applied to this snapshot: {e}")), Some(snap)),
+        };
+        let mut users = Vec::with_capacity(snap.users.len());
+        // Entry id -> correlation key (externalId), for group members.
+        let mut key_of: HashMap<String, String> = HashMap::new();
+        for r in prepared.evaluate_all() {
+            match r {
+                Ok(ev) => {
+                    let key = ev.user.as_ref().map(|u| u.external_id.clone()).unwrap_or_else(|| ev.source_id.clone());
+                    key_of.insert(ev.source_id.clone(), key.clone());
+                    let state = match (&ev.user, ev.desired) {
+                        (Some(u), true) => {
+                            let mut policies = BTreeMap::new();
+                            for a in &u.attributes {
+                                let p = match a.apply {
+                                    Apply::Always => super::ApplyPolicy::Always,
+                                    Apply::OnCreate => super::ApplyPolicy::OnCreate,
+                                    Apply::IfEmpty => super::ApplyPolicy::IfEmpty,
+                                };
+                                policies.insert(a.path.clone(), p);
+                            }
+                            let mut user = u.scim.clone();
+                            if let Some(m) = &u.manager_external_id {
+                                user["__manager_external_id"] = Value::String(m.clone());
+                            }
+                            Desired::Wanted { user, policies }
+                        }
+                        (None, true) => Desired::Failed {
+                            error: ev.user_error.clone().unwrap_or_else(|| "the mapping produced no user".into()),
+                        },
+                        (_, false) => Desired::NotWanted {
+                            reason: if ev.disabled && ev.in_scope {
+                                "disabled in the source".to_string()
+                            } else {
+                                format!("out of scope ({})", ev.decided_by.text)
+                            },
+                        },
+                    };
+                    users.push(DesiredUser { source_id: key, locator: ev.locator.clone(), state });
+                }
+                Err(crate::mapping::MappingError::Eval(e)) => {
+                    key_of.insert(e.id.clone(), e.id.clone());
+                    users.push(DesiredUser {
+                        source_id: e.id.clone(),
+                        locator: e.locator.clone(),
+                        state: Desired::Failed { error: e.to_string() },
+                    });
+                }
+                Err(e) => return (Err(format!("the mapping failed: {e}")), Some(snap)),
+            }
+        }
+        let mut groups = Vec::new();
+        if self.mapping.manages_groups() {
+            let ge = prepared.groups();
+            for e in &ge.errors {
+                tracing::warn!(error = %e, "group skipped");
+            }
+            for g in ge.groups {
+                groups.push(DesiredGroup {
+                    source_id: g.source_id,
+                    locator: g.locator,
+                    display_name: g.display_name,
+                    members: g.member_source_ids.iter().filter_map(|m| key_of.get(m).cloned()).collect(),
+                });
+            }
+        }
+        (Ok((users, groups)), Some(snap))
+    }
+
+    /// Runs one reconciliation.
+    pub async fn run(&self, opts: &RunOptions) -> Result<RunResult, EngineError> {
+        let now = Utc::now();
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let mode = if opts.apply { "apply" } else { "plan" };
+        let span = tracing::info_span!("run", run_id = %run_id, mode, trigger = %opts.trigger);
+        self.store.start_run(&run_id, &opts.trigger, mode, now)?;
+        let result = self.run_inner(&run_id, opts, now).instrument(span).await;
+        match &result {
+            Ok(r) => {
+                let outcome = match &r.applied {
+                    Some(a) if a.failed() > 0 => "partial",
+                    _ if !r.plan.source_complete => "source_failed",
+                    _ => "succeeded",
+                };
+                let summary = serde_json::json!({
+                    "plan": r.plan.summary,
+                    "notes": r.plan.notes,
+                    "applied": r.applied.as_ref().map(|a| &a.counts),
+                });
+                self.store.finish_run(&run_id, outcome, &summary, Utc::now())?;
+            }
+            Err(e) => {
+                let summary = serde_json::json!({ "error": e.to_string() });
+                self.store.finish_run(&run_id, "failed", &summary, Utc::now())?;
+            }
+        }
+        result
+    }
+
+    async fn run_inner(&self, run_id: &str, opts: &RunOptions, now: DateTime<Utc>) -> Result<RunResult, EngineError> {
+        let (desired, snapshot) = self.desired(now).await;
+        let target = self.read_target().await?;
+        let mut plan = self.plan_with(desired, &target, opts, now)?;
+        if let Some(only) = &opts.only {
+            restrict(&mut plan, only);
+        }
+        let applied = if opts.apply {
+            let audit = Audit::open(self.store.clone(), &self.cfg.audit_log, run_id).map_err(EngineError::Config)?;
+            let report = apply::apply(&plan, &self.client, &self.store, &audit, &self.apply_options(run_id, false)).await;
+            self.record_grace(&plan, now)?;
+            Some(report)
+        } else {
+            None
+        };
+        Ok(RunResult { run_id: run_id.to_string(), plan, applied, snapshot })
+    }
+
+    /// Apply settings for this configuration.
+    pub fn apply_options(&self, run_id: &str, apply_held: bool) -> ApplyOptions {
+        ApplyOptions {
+            run_id: run_id.to_string(),
+            audit_log: self.cfg.audit_log.clone(),
+            concurrency: self.cfg.ironclad.max_concurrency,
+            rate_limits: self.cfg.ironclad.rate_limits,
+            quarantine_after: self.cfg.safety.quarantine_after,
+            apply_held,
+        }
+    }
+
+    /// Plans from desired state and a target snapshot.
+    pub fn plan_with(
+        &self,
+        desired: Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>,
+        target: &Target,
+        opts: &RunOptions,
+        now: DateTime<Utc>,
+    ) -> Result<Plan, EngineError> {
+        let links: BTreeMap<String, String> =
+            self.store.links("user")?.into_iter().map(|(k, v)| (k, v.ironclad_id)).collect();
+        let group_links: BTreeMap<String, String> =
+            self.store.links("group")?.into_iter().map(|(k, v)| (k, v.ironclad_id)).collect();
+        let after = self.cfg.safety.quarantine_after;
+        let quarantined: BTreeMap<String, DateTime<Utc>> = self
+            .store
+            .quarantine()?
+            .into_values()
+            .filter(|q| q.failures >= after)
+            .map(|q| (q.source_id, q.retry_after))
+            .collect();
+        let grace: BTreeMap<String, (DateTime<Utc>, u32)> =
+            self.store.grace()?.into_values().map(|g| (g.source_id, (g.first_missing, g.missed_runs))).collect();
+        let policy = self.plan_policy(opts);
+        let (desired, groups, note) = match desired {
+            Ok((mut d, g)) => {
+                resolve_managers(&mut d, &target.users, &links);
+                (Some(d), g, None)
+            }
+            Err(why) => (None, Vec::new(), Some(why)),
+        };
+        let mapping = &self.mapping;
+        let protected = move |name: &str| mapping.removal().is_protected(name);
+        let mut plan = plan::plan(&PlanInput {
+            desired: desired.as_deref(),
+            desired_groups: &groups,
+            ironclad_users: &target.users,
+            ironclad_groups: &target.groups,
+            user_links: &links,
+            group_links: &group_links,
+            policy: &policy,
+            granted: &target.granted,
+            quarantined: &quarantined,
+            grace: &grace,
+            now,
+            protected_fn: Some(&protected),
+        });
+        if let Some(n) = note {
+            plan.notes.insert(0, n);
+        }
+        Ok(plan)
+    }
+
+    fn record_grace(&self, plan: &Plan, now: DateTime<Utc>) -> Result<(), EngineError> {
+        for u in &plan.users {
+            let key = u.source_id.clone().or_else(|| u.ironclad_id.clone()).unwrap_or_default();
+            match &u.action {
+                UserAction::Skip { reason: super::SkipReason::Grace { .. } } => {
+                    self.store.bump_grace(&key, now)?;
+                }
+                UserAction::Noop | UserAction::Update { .. } | UserAction::Rename { .. } => {
+                    self.store.clear_grace(&key)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets `manager.value` from the manager's externalId: the Ironclad id of the linked (or
+/// externalId-carrying) manager. A manager not in Ironclad yet is filled on a later run.
+fn resolve_managers(desired: &mut [DesiredUser], users: &[Value], links: &BTreeMap<String, String>) {
+    let by_ext: HashMap<&str, &str> = users
+        .iter()
+        .filter_map(|u| Some((u.get("externalId")?.as_str()?, u.get("id")?.as_str()?)))
+        .collect();
+    const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    for d in desired {
+        let Desired::Wanted { user, .. } = &mut d.state else { continue };
+        let Some(obj) = user.as_object_mut() else { continue };
+        let Some(Value::String(m)) = obj.remove("__manager_external_id") else { continue };
+        let id = links.get(&m).map(String::as_str).or_else(|| by_ext.get(m.as_str()).copied());
+        if let Some(id) = id {
+            let ent = obj.entry(ENT).or_insert_with(|| Value::Object(Default::default()));
+            ent["manager"] = serde_json::json!({ "value": id });
+        }
+    }
+}
+
+/// Keeps only the people named (source id, userName or email, case-insensitive); groups are
+/// left out of a targeted run unless they contain a named person.
+pub fn restrict(plan: &mut Plan, only: &BTreeSet<String>) {
+    let only: BTreeSet<String> = only.iter().map(|s| s.trim().to_lowercase()).collect();
+    let hit = |u: &super::UserPlan| {
+        u.source_id.as_deref().is_some_and(|s| only.contains(&s.to_lowercase()))
+            || only.contains(&u.user_name.to_lowercase())
+            || u.ironclad_id.as_deref().is_some_and(|s| only.contains(&s.to_lowercase()))
+            || u.locator.as_deref().is_some_and(|s| only.contains(&s.to_lowercase()))
+    };
+    plan.users.retain(hit);
+    let ids: BTreeSet<String> = plan.users.iter().filter_map(|u| u.source_id.clone()).collect();
+    for g in &mut plan.groups {
+        g.add.retain(|m| ids.contains(m));
+        g.remove.retain(|m| plan.users.iter().any(|u| u.ironclad_id.as_deref() == Some(m)));
+    }
+    plan.groups.retain(|g| !g.add.is_empty() || !g.remove.is_empty());
+    let mut summary = BTreeMap::new();
+    for u in &plan.users {
+        *summary.entry(u.action.name().to_string()).or_default() += 1;
+    }
+    plan.summary = summary;
+}
