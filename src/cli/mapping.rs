@@ -21,27 +21,68 @@ pub async fn run(command: MappingCommand) -> anyhow::Result<Exit> {
     let now = chrono::Utc::now();
     match command {
         MappingCommand::Validate { files } => Ok(code(cli::validate(&files, &mut out))),
-        MappingCommand::Test { file, entry: Some(entry), .. } => {
-            let is_ldif = entry.extension().is_some_and(|e| e.eq_ignore_ascii_case("ldif"));
+        MappingCommand::Test {
+            file,
+            entry: Some(entry),
+            ..
+        } => {
+            let is_ldif = entry
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("ldif"));
             if !is_ldif {
-                return Ok(code(cli::test(&file, EntryInput::Json(entry), None, now, &mut out)));
+                return Ok(code(cli::test(
+                    &file,
+                    EntryInput::Json(entry),
+                    None,
+                    now,
+                    &mut out,
+                )));
             }
             let snap = ldif_snapshot(&entry)?;
             let Some(first) = snap.users.first().cloned() else {
-                anyhow::bail!("{}: no person entry (inetOrgPerson, person, user) in the file", entry.display());
+                anyhow::bail!(
+                    "{}: no person entry (inetOrgPerson, person, user) in the file",
+                    entry.display()
+                );
             };
-            Ok(code(cli::test(&file, EntryInput::Entry(first), Some(&snap), now, &mut out)))
+            Ok(code(cli::test(
+                &file,
+                EntryInput::Entry(first),
+                Some(&snap),
+                now,
+                &mut out,
+            )))
         }
-        MappingCommand::Test { file, config: Some(config), id: Some(id), .. } => {
+        MappingCommand::Test {
+            file,
+            config: Some(config),
+            id: Some(id),
+            ..
+        } => {
             let cfg = Config::load(&config)?;
             let snap = super::source::read(&cfg).await?;
-            let Some(entry) = snap.users.iter().find(|e| e.id == id || e.locator.eq_ignore_ascii_case(&id)).cloned()
+            let Some(entry) = snap
+                .users
+                .iter()
+                .find(|e| e.id == id || e.locator.eq_ignore_ascii_case(&id))
+                .cloned()
             else {
-                anyhow::bail!("no user with id or DN {id:?} in the source ({} users read)", snap.users.len());
+                anyhow::bail!(
+                    "no user with id or DN {id:?} in the source ({} users read)",
+                    snap.users.len()
+                );
             };
-            Ok(code(cli::test(&file, EntryInput::Entry(entry), Some(&snap), now, &mut out)))
+            Ok(code(cli::test(
+                &file,
+                EntryInput::Entry(entry),
+                Some(&snap),
+                now,
+                &mut out,
+            )))
         }
-        MappingCommand::Test { .. } => anyhow::bail!("give --entry FILE, or --config FILE with --id SOURCE_ID"),
+        MappingCommand::Test { .. } => {
+            anyhow::bail!("give --entry FILE, or --config FILE with --id SOURCE_ID")
+        }
     }
 }
 

@@ -227,11 +227,27 @@ pub async fn run(cli: Cli) -> Exit {
                 },
         } => source::dump(&config, format, limit).await,
         Command::Mapping { command } => mapping::run(command).await,
-        Command::Plan { config, out, report, format } => {
-            run::plan(&config, out.as_deref(), report.as_deref(), format).await
-        }
-        Command::Apply { config, plan, only, allow_removals, yes } => {
-            run::apply(run::ApplyArgs { config, plan, only, allow_removals, yes }).await
+        Command::Plan {
+            config,
+            out,
+            report,
+            format,
+        } => run::plan(&config, out.as_deref(), report.as_deref(), format).await,
+        Command::Apply {
+            config,
+            plan,
+            only,
+            allow_removals,
+            yes,
+        } => {
+            run::apply(run::ApplyArgs {
+                config,
+                plan,
+                only,
+                allow_removals,
+                yes,
+            })
+            .await
         }
         Command::Preview { config, user } => run::preview(&config, &user).await,
     };

@@ -33,7 +33,12 @@ pub async fn plan(
     format: Format,
 ) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(config)?)?;
-    let r = engine.run(&RunOptions { trigger: "cli".into(), ..Default::default() }).await?;
+    let r = engine
+        .run(&RunOptions {
+            trigger: "cli".into(),
+            ..Default::default()
+        })
+        .await?;
     emit_report(&r.plan, report_file, format)?;
     if let Some(path) = out {
         let saved = SavedPlan {
@@ -42,7 +47,11 @@ pub async fn plan(
             plan: r.plan.clone(),
         };
         write_private(path, &serde_json::to_vec_pretty(&saved)?)?;
-        eprintln!("plan saved to {} (apply it with `ironbridge apply --plan {}`)", path.display(), path.display());
+        eprintln!(
+            "plan saved to {} (apply it with `ironbridge apply --plan {}`)",
+            path.display(),
+            path.display()
+        );
     }
     Ok(plan_exit(&r.plan))
 }
@@ -66,7 +75,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         o.mode(0o600);
     }
     use std::io::Write as _;
-    let mut f = o.open(path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    let mut f = o
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     f.write_all(bytes)?;
     Ok(())
 }
@@ -75,10 +86,14 @@ fn emit_report(plan: &Plan, file: Option<&Path>, format: Format) -> anyhow::Resu
     match file {
         Some(f) => {
             let text = report::render(plan, format, false)?;
-            std::fs::write(f, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
+            std::fs::write(f, text)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
             eprintln!("report written to {}", f.display());
             // The terminal still gets the short table.
-            print!("{}", report::render(plan, Format::Text, std::io::stdout().is_terminal())?);
+            print!(
+                "{}",
+                report::render(plan, Format::Text, std::io::stdout().is_terminal())?
+            );
         }
         None => {
             let colour = format == Format::Text && std::io::stdout().is_terminal();
@@ -108,7 +123,10 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(&args.config)?)?;
     let only = (!args.only.is_empty()).then(|| args.only.iter().cloned().collect::<BTreeSet<_>>());
     if !args.yes && std::io::stdin().is_terminal() {
-        eprintln!("applying changes to {} (pass --yes to skip this notice)", engine.cfg.ironclad.scim_url);
+        eprintln!(
+            "applying changes to {} (pass --yes to skip this notice)",
+            engine.cfg.ironclad.scim_url
+        );
     }
     let (plan, report) = match &args.plan {
         None => {
@@ -125,7 +143,10 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
         }
         Some(path) => apply_saved(&engine, path, only.as_ref()).await?,
     };
-    print!("{}", report::render(&plan, Format::Text, std::io::stdout().is_terminal())?);
+    print!(
+        "{}",
+        report::render(&plan, Format::Text, std::io::stdout().is_terminal())?
+    );
     print_outcomes(&report);
     Ok(if report.failed() > 0 {
         Exit::Error
@@ -137,14 +158,35 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
 }
 
 fn print_outcomes(report: &ApplyReport) {
-    let counts: Vec<String> = report.counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    let ops: Vec<String> = report.operations.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    println!("Applied: {}", if counts.is_empty() { "nothing".to_string() } else { counts.join(", ") });
+    let counts: Vec<String> = report
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    let ops: Vec<String> = report
+        .operations
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    println!(
+        "Applied: {}",
+        if counts.is_empty() {
+            "nothing".to_string()
+        } else {
+            counts.join(", ")
+        }
+    );
     if !ops.is_empty() {
         println!("User writes by method: {}", ops.join(", "));
     }
     for o in report.outcomes.iter().filter(|o| o.result != "applied") {
-        println!("  {} {} {}: {}", o.result, o.action, o.name, o.detail.as_deref().unwrap_or(""));
+        println!(
+            "  {} {} {}: {}",
+            o.result,
+            o.action,
+            o.name,
+            o.detail.as_deref().unwrap_or("")
+        );
     }
 }
 
@@ -154,11 +196,16 @@ async fn apply_saved(
     path: &Path,
     only: Option<&BTreeSet<String>>,
 ) -> anyhow::Result<(Plan, ApplyReport)> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let saved: SavedPlan =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a saved plan: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let saved: SavedPlan = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a saved plan: {e}", path.display()))?;
     if saved.schema != SAVED_PLAN_SCHEMA {
-        anyhow::bail!("{}: schema {} is not {SAVED_PLAN_SCHEMA}", path.display(), saved.schema);
+        anyhow::bail!(
+            "{}: schema {} is not {SAVED_PLAN_SCHEMA}",
+            path.display(),
+            saved.schema
+        );
     }
     let mut plan = saved.plan;
     if let Some(o) = only {
@@ -168,15 +215,39 @@ async fn apply_saved(
     let refused = refuse_stale(&mut plan, &target.users, &target.groups);
     let run_id = uuid::Uuid::new_v4().to_string();
     let now = chrono::Utc::now();
-    engine.store.start_run(&run_id, "cli:saved-plan", "apply", now)?;
-    let audit = Audit::open(engine.store.clone(), &engine.cfg.audit_log, &run_id).map_err(|e| anyhow::anyhow!(e))?;
-    let mut report = apply::apply(&plan, &engine.client, &engine.store, &audit, &engine.apply_options(&run_id, true)).await;
+    engine
+        .store
+        .start_run(&run_id, "cli:saved-plan", "apply", now)?;
+    let audit = Audit::open(engine.store.clone(), &engine.cfg.audit_log, &run_id)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let mut report = apply::apply(
+        &plan,
+        &engine.client,
+        &engine.store,
+        &audit,
+        &engine.apply_options(&run_id, true),
+    )
+    .await;
     for (name, action, why) in refused {
-        report.outcomes.push(apply::Outcome { name, action, result: "refused".into(), detail: Some(why) });
+        report.outcomes.push(apply::Outcome {
+            name,
+            action,
+            result: "refused".into(),
+            detail: Some(why),
+        });
         *report.counts.entry("refused".into()).or_default() += 1;
     }
-    let outcome = if report.failed() > 0 { "partial" } else { "succeeded" };
-    engine.store.finish_run(&run_id, outcome, &serde_json::json!({"applied": report.counts}), chrono::Utc::now())?;
+    let outcome = if report.failed() > 0 {
+        "partial"
+    } else {
+        "succeeded"
+    };
+    engine.store.finish_run(
+        &run_id,
+        outcome,
+        &serde_json::json!({"applied": report.counts}),
+        chrono::Utc::now(),
+    )?;
     Ok((plan, report))
 }
 
@@ -187,10 +258,15 @@ fn refuse_stale(
     groups: &[serde_json::Value],
 ) -> Vec<(String, String, String)> {
     let version = |v: &serde_json::Value| {
-        v.get("meta").and_then(|m| m.get("lastModified")).and_then(|x| x.as_str()).map(str::to_string)
+        v.get("meta")
+            .and_then(|m| m.get("lastModified"))
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
     };
-    let by_id: HashMap<&str, &serde_json::Value> =
-        users.iter().filter_map(|u| Some((u.get("id")?.as_str()?, u))).collect();
+    let by_id: HashMap<&str, &serde_json::Value> = users
+        .iter()
+        .filter_map(|u| Some((u.get("id")?.as_str()?, u)))
+        .collect();
     let names: BTreeSet<String> = users
         .iter()
         .filter_map(|u| u.get("userName")?.as_str().map(|s| s.to_lowercase()))
@@ -223,16 +299,23 @@ fn refuse_stale(
             u.held_action = None;
         }
     }
-    let gby: HashMap<&str, &serde_json::Value> =
-        groups.iter().filter_map(|g| Some((g.get("id")?.as_str()?, g))).collect();
+    let gby: HashMap<&str, &serde_json::Value> = groups
+        .iter()
+        .filter_map(|g| Some((g.get("id")?.as_str()?, g)))
+        .collect();
     for g in &mut plan.groups {
         let Some(id) = &g.ironclad_id else { continue };
-        if matches!(g.action, GroupAction::Noop | GroupAction::Skip { .. } | GroupAction::Conflict { .. }) {
+        if matches!(
+            g.action,
+            GroupAction::Noop | GroupAction::Skip { .. } | GroupAction::Conflict { .. }
+        ) {
             continue;
         }
         let stale = match gby.get(id.as_str()) {
             None => Some("the Ironclad group no longer exists".to_string()),
-            Some(cur) if version(cur) != g.seen_version => Some("changed in Ironclad since the plan was made".to_string()),
+            Some(cur) if version(cur) != g.seen_version => {
+                Some("changed in Ironclad since the plan was made".to_string())
+            }
             Some(_) => None,
         };
         if let Some(why) = stale {
@@ -249,18 +332,32 @@ fn refuse_stale(
 pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(config)?)?;
     let now = chrono::Utc::now();
-    println!("1. Source: {}", engine.cfg.source.as_ref().map(|_| "configured").unwrap_or("none"));
+    println!(
+        "1. Source: {}",
+        engine
+            .cfg
+            .source
+            .as_ref()
+            .map(|_| "configured")
+            .unwrap_or("none")
+    );
     let (desired, snapshot) = engine.desired(now).await;
     let Some(snap) = snapshot else {
         println!("   read FAILED: {}", desired.err().unwrap_or_default());
         return Ok(Exit::Error);
     };
-    println!("   read {} users and {} groups", snap.users.len(), snap.groups.len());
+    println!(
+        "   read {} users and {} groups",
+        snap.users.len(),
+        snap.groups.len()
+    );
     let needle = user.trim().to_lowercase();
     let entry = snap.users.iter().find(|e| {
         e.id.to_lowercase() == needle
             || e.locator.to_lowercase() == needle
-            || e.attrs.iter().any(|(_, vs)| vs.iter().any(|v| v.as_text().to_lowercase() == needle))
+            || e.attrs
+                .iter()
+                .any(|(_, vs)| vs.iter().any(|v| v.as_text().to_lowercase() == needle))
     });
     let Some(entry) = entry else {
         println!("   no source entry has the id, DN or an attribute value {user:?}");
@@ -281,7 +378,10 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
                 ev.in_scope, ev.decided_by.text, ev.decided_by.line, ev.disabled, ev.desired
             );
             if let Some(u) = &ev.user {
-                println!("   Ironclad user:\n{}", indent(&serde_json::to_string_pretty(&u.scim)?));
+                println!(
+                    "   Ironclad user:\n{}",
+                    indent(&serde_json::to_string_pretty(&u.scim)?)
+                );
             }
         }
         Some(Err(e)) => println!("   mapping error: {e}"),
@@ -298,7 +398,9 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
         Some(line) => {
             println!(
                 "   Ironclad id: {}",
-                line.ironclad_id.as_deref().unwrap_or("(none: not in Ironclad)")
+                line.ironclad_id
+                    .as_deref()
+                    .unwrap_or("(none: not in Ironclad)")
             );
             print!("{}", indent(&report::render(&plan, Format::Text, false)?));
         }

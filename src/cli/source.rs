@@ -100,7 +100,8 @@ fn safe(s: &str) -> bool {
     let b = s.as_bytes();
     b.first().is_none_or(|c| !matches!(c, b' ' | b':' | b'<'))
         && b.last() != Some(&b' ')
-        && b.iter().all(|c| (0x01..=0x7f).contains(c) && *c != b'\n' && *c != b'\r')
+        && b.iter()
+            .all(|c| (0x01..=0x7f).contains(c) && *c != b'\n' && *c != b'\r')
 }
 
 fn line(out: &mut String, name: &str, v: &Value) {
@@ -109,10 +110,18 @@ fn line(out: &mut String, name: &str, v: &Value) {
             let _ = writeln!(out, "{name}: {s}");
         }
         Value::Text(s) => {
-            let _ = writeln!(out, "{name}:: {}", base64::engine::general_purpose::STANDARD.encode(s));
+            let _ = writeln!(
+                out,
+                "{name}:: {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            );
         }
         Value::Binary(b) => {
-            let _ = writeln!(out, "{name}:: {}", base64::engine::general_purpose::STANDARD.encode(b));
+            let _ = writeln!(
+                out,
+                "{name}:: {}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            );
         }
     }
 }
@@ -145,9 +154,18 @@ mod tests {
         let mut attrs = Attributes::new();
         attrs.push("cn", "Zoë");
         attrs.push("userPassword", "hunter2");
-        let mut e = Entry { id: "1".into(), locator: "uid=z,dc=x".into(), attrs };
+        let mut e = Entry {
+            id: "1".into(),
+            locator: "uid=z,dc=x".into(),
+            attrs,
+        };
         redact(&mut e);
-        let snap = Snapshot { source: "t".into(), read_at: chrono::Utc::now(), users: vec![e], groups: vec![] };
+        let snap = Snapshot {
+            source: "t".into(),
+            read_at: chrono::Utc::now(),
+            users: vec![e],
+            groups: vec![],
+        };
         let out = to_ldif(&snap);
         assert!(out.contains("cn:: Wm/Dqw=="), "{out}");
         assert!(!out.contains("hunter2"));

@@ -319,6 +319,7 @@ impl Ctx<'_> {
 
     async fn create(&self, u: &UserPlan, user: &Value) -> Outcome {
         let user_name = u.user_name.clone();
+        let user = &resolve_manager_hint(user, self.store);
         self.audit.record(
             "intent",
             "create",
@@ -515,6 +516,69 @@ impl Ctx<'_> {
     }
 }
 
+/// Replaces the manager hint of a joiner by `manager.value` when the manager is linked by now
+/// (created earlier in this run or before); drops it otherwise.
+fn resolve_manager_hint(user: &Value, store: &Store) -> Value {
+    let mut user = user.clone();
+    let hint = user
+        .as_object_mut()
+        .and_then(|o| o.remove(super::engine::MANAGER_HINT));
+    if let Some(Value::String(m)) = hint {
+        if let Ok(links) = store.links("user") {
+            if let Some(l) = links.get(&m) {
+                let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+                if let Some(o) = user.as_object_mut() {
+                    let e = o
+                        .entry(ent)
+                        .or_insert_with(|| Value::Object(Default::default()));
+                    e["manager"] = json!({ "value": l.ironclad_id });
+                }
+            }
+        }
+    }
+    user
+}
+
+/// Creates ordered in waves: people whose manager is also being created come after them.
+fn create_waves(plan: &Plan) -> Vec<Vec<&UserPlan>> {
+    let creates: Vec<&UserPlan> = plan
+        .users
+        .iter()
+        .filter(|u| matches!(u.action, UserAction::Create { .. }))
+        .collect();
+    let key_of = |u: &UserPlan| u.source_id.clone().unwrap_or_default();
+    let manager_of = |u: &UserPlan| -> Option<String> {
+        match &u.action {
+            UserAction::Create { user } => user
+                .get(super::engine::MANAGER_HINT)
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        }
+    };
+    let by_key: HashMap<String, &UserPlan> = creates.iter().map(|u| (key_of(u), *u)).collect();
+    let mut waves: Vec<Vec<&UserPlan>> = Vec::new();
+    for u in &creates {
+        // Depth along the manager chain among joiners; a cycle stops at the bound.
+        let mut depth = 0usize;
+        let mut cur = manager_of(u);
+        while let Some(m) = cur.filter(|m| by_key.contains_key(m)) {
+            depth += 1;
+            if depth > 16 {
+                break;
+            }
+            cur = by_key.get(&m).and_then(|c| manager_of(c));
+        }
+        if waves.len() <= depth {
+            waves.resize_with(depth + 1, Vec::new);
+        }
+        if let Some(w) = waves.get_mut(depth) {
+            w.push(*u);
+        }
+    }
+    waves
+}
+
 /// Changes that bring `current` to the managed values in `desired` (used after a 409).
 fn managed_changes(desired: &Value, current: &Value) -> Vec<AttrChange> {
     let mut paths = Vec::new();
@@ -703,14 +767,27 @@ pub async fn apply(
     // Users with the most changes go by PUT (one request either way; PATCH bodies grow).
     flexible.sort_by_key(|u| std::cmp::Reverse(changes_of(u).len()));
     let mut put_left = puts;
-    let mut jobs: Vec<(&UserPlan, Option<Via>)> = Vec::new();
-    for u in plan
-        .users
-        .iter()
-        .filter(|u| matches!(u.action, UserAction::Create { .. }))
-    {
-        jobs.push((u, None));
+    let mut ops_count: BTreeMap<String, usize> = BTreeMap::new();
+    for wave in create_waves(plan) {
+        *ops_count.entry("post".into()).or_default() += wave.len();
+        let outcomes: Vec<Outcome> = futures::stream::iter(wave)
+            .map(|u| {
+                let ctx = &ctx;
+                async move {
+                    match &u.action {
+                        UserAction::Create { user } => ctx.create(u, user).await,
+                        _ => ctx.refuse(u, u.action.name(), "not a create".into()),
+                    }
+                }
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        for o in outcomes {
+            report.push(o);
+        }
     }
+    let mut jobs: Vec<(&UserPlan, Option<Via>)> = Vec::new();
     for u in flexible {
         let via = if put_left > 0 && u.seen.is_some() {
             put_left -= 1;
@@ -720,7 +797,6 @@ pub async fn apply(
         };
         jobs.push((u, Some(via)));
     }
-    let mut ops_count: BTreeMap<String, usize> = BTreeMap::new();
     for (_, via) in &jobs {
         match via {
             Some(Via::Put) => *ops_count.entry("put".into()).or_default() += 1,

@@ -81,7 +81,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.cfg.path).finish()
+        f.debug_struct("Engine")
+            .field("config", &self.cfg.path)
+            .finish()
     }
 }
 
@@ -98,32 +100,60 @@ pub struct Target {
 impl Engine {
     /// Opens the engine for a configuration.
     pub fn open(cfg: Config) -> Result<Engine, EngineError> {
-        let mapping_path = cfg
-            .mapping
-            .clone()
-            .ok_or_else(|| EngineError::Config(format!("{}: no [mapping] file = \"...\"", cfg.path.display())))?;
+        let mapping_path = cfg.mapping.clone().ok_or_else(|| {
+            EngineError::Config(format!(
+                "{}: no [mapping] file = \"...\"",
+                cfg.path.display()
+            ))
+        })?;
         let mapping = Mapping::load(&mapping_path)?;
-        let sc = cfg
-            .source
-            .as_ref()
-            .ok_or_else(|| EngineError::Config(format!("{}: no [source] section", cfg.path.display())))?;
+        let sc = cfg.source.as_ref().ok_or_else(|| {
+            EngineError::Config(format!("{}: no [source] section", cfg.path.display()))
+        })?;
         let base = cfg.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let source = source::open(sc, &base).map_err(|e| EngineError::Config(e.to_string()))?;
         let client = Arc::new(IroncladClient::new(&cfg.ironclad).map_err(EngineError::Ironclad)?);
         let store = Arc::new(Store::open(&cfg.state_path)?);
-        Ok(Engine { cfg, mapping, client, store, source })
+        Ok(Engine {
+            cfg,
+            mapping,
+            client,
+            store,
+            source,
+        })
     }
 
     /// Reads Ironclad: granted scopes, all users, all groups (when readable).
     pub async fn read_target(&self) -> Result<Target, EngineError> {
-        let granted: BTreeSet<String> = self.client.granted_scopes().await?.scopes.into_iter().collect();
-        let users = self.client.list_users(None).await?.into_iter().map(|u| u.into_value()).collect();
+        let granted: BTreeSet<String> = self
+            .client
+            .granted_scopes()
+            .await?
+            .scopes
+            .into_iter()
+            .collect();
+        let users = self
+            .client
+            .list_users(None)
+            .await?
+            .into_iter()
+            .map(|u| u.into_value())
+            .collect();
         let groups = if self.cfg.policy.manage_groups && granted.contains(scopes::READ_GROUPS) {
-            self.client.list_groups(None).await?.into_iter().map(|g| g.into_value()).collect()
+            self.client
+                .list_groups(None)
+                .await?
+                .into_iter()
+                .map(|g| g.into_value())
+                .collect()
         } else {
             Vec::new()
         };
-        Ok(Target { users, groups, granted })
+        Ok(Target {
+            users,
+            groups,
+            granted,
+        })
     }
 
     /// The planner's policy from configuration, mapping and options.
@@ -136,7 +166,11 @@ impl Engine {
         PlanPolicy {
             create_users: c.policy.create_users,
             update_users: c.policy.update_users,
-            remove: self.mapping.removal().action.unwrap_or(c.policy.remove_users),
+            remove: self
+                .mapping
+                .removal()
+                .action
+                .unwrap_or(c.policy.remove_users),
             manage_groups: c.policy.manage_groups && self.mapping.manages_groups(),
             fallback_keys: self
                 .mapping
@@ -163,14 +197,24 @@ impl Engine {
     pub async fn desired(
         &self,
         now: DateTime<Utc>,
-    ) -> (Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>, Option<Arc<Snapshot>>) {
+    ) -> (
+        Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>,
+        Option<Arc<Snapshot>>,
+    ) {
         let snap = match self.source.read().await {
             Ok(s) => Arc::new(s),
             Err(e) => return (Err(format!("the source read failed: {e}")), None),
         };
         let prepared = match self.mapping.prepare(&snap, now) {
             Ok(p) => p,
-            Err(e) => return (Err(format!("the mapping cannot be applied to this snapshot: {e}")), Some(snap)),
+            Err(e) => {
+                return (
+                    Err(format!(
+                        "the mapping cannot be applied to this snapshot: {e}"
+                    )),
+                    Some(snap),
+                )
+            }
         };
         let mut users = Vec::with_capacity(snap.users.len());
         // Entry id -> correlation key (externalId), for group members.
@@ -178,7 +222,11 @@ impl Engine {
         for r in prepared.evaluate_all() {
             match r {
                 Ok(ev) => {
-                    let key = ev.user.as_ref().map(|u| u.external_id.clone()).unwrap_or_else(|| ev.source_id.clone());
+                    let key = ev
+                        .user
+                        .as_ref()
+                        .map(|u| u.external_id.clone())
+                        .unwrap_or_else(|| ev.source_id.clone());
                     key_of.insert(ev.source_id.clone(), key.clone());
                     let state = match (&ev.user, ev.desired) {
                         (Some(u), true) => {
@@ -193,12 +241,15 @@ impl Engine {
                             }
                             let mut user = u.scim.clone();
                             if let Some(m) = &u.manager_external_id {
-                                user["__manager_external_id"] = Value::String(m.clone());
+                                user[MANAGER_HINT] = Value::String(m.clone());
                             }
                             Desired::Wanted { user, policies }
                         }
                         (None, true) => Desired::Failed {
-                            error: ev.user_error.clone().unwrap_or_else(|| "the mapping produced no user".into()),
+                            error: ev
+                                .user_error
+                                .clone()
+                                .unwrap_or_else(|| "the mapping produced no user".into()),
                         },
                         (_, false) => Desired::NotWanted {
                             reason: if ev.disabled && ev.in_scope {
@@ -208,14 +259,20 @@ impl Engine {
                             },
                         },
                     };
-                    users.push(DesiredUser { source_id: key, locator: ev.locator.clone(), state });
+                    users.push(DesiredUser {
+                        source_id: key,
+                        locator: ev.locator.clone(),
+                        state,
+                    });
                 }
                 Err(crate::mapping::MappingError::Eval(e)) => {
                     key_of.insert(e.id.clone(), e.id.clone());
                     users.push(DesiredUser {
                         source_id: e.id.clone(),
                         locator: e.locator.clone(),
-                        state: Desired::Failed { error: e.to_string() },
+                        state: Desired::Failed {
+                            error: e.to_string(),
+                        },
                     });
                 }
                 Err(e) => return (Err(format!("the mapping failed: {e}")), Some(snap)),
@@ -232,7 +289,11 @@ impl Engine {
                     source_id: g.source_id,
                     locator: g.locator,
                     display_name: g.display_name,
-                    members: g.member_source_ids.iter().filter_map(|m| key_of.get(m).cloned()).collect(),
+                    members: g
+                        .member_source_ids
+                        .iter()
+                        .filter_map(|m| key_of.get(m).cloned())
+                        .collect(),
                 });
             }
         }
@@ -259,17 +320,24 @@ impl Engine {
                     "notes": r.plan.notes,
                     "applied": r.applied.as_ref().map(|a| &a.counts),
                 });
-                self.store.finish_run(&run_id, outcome, &summary, Utc::now())?;
+                self.store
+                    .finish_run(&run_id, outcome, &summary, Utc::now())?;
             }
             Err(e) => {
                 let summary = serde_json::json!({ "error": e.to_string() });
-                self.store.finish_run(&run_id, "failed", &summary, Utc::now())?;
+                self.store
+                    .finish_run(&run_id, "failed", &summary, Utc::now())?;
             }
         }
         result
     }
 
-    async fn run_inner(&self, run_id: &str, opts: &RunOptions, now: DateTime<Utc>) -> Result<RunResult, EngineError> {
+    async fn run_inner(
+        &self,
+        run_id: &str,
+        opts: &RunOptions,
+        now: DateTime<Utc>,
+    ) -> Result<RunResult, EngineError> {
         let (desired, snapshot) = self.desired(now).await;
         let target = self.read_target().await?;
         let mut plan = self.plan_with(desired, &target, opts, now)?;
@@ -277,14 +345,27 @@ impl Engine {
             restrict(&mut plan, only);
         }
         let applied = if opts.apply {
-            let audit = Audit::open(self.store.clone(), &self.cfg.audit_log, run_id).map_err(EngineError::Config)?;
-            let report = apply::apply(&plan, &self.client, &self.store, &audit, &self.apply_options(run_id, false)).await;
+            let audit = Audit::open(self.store.clone(), &self.cfg.audit_log, run_id)
+                .map_err(EngineError::Config)?;
+            let report = apply::apply(
+                &plan,
+                &self.client,
+                &self.store,
+                &audit,
+                &self.apply_options(run_id, false),
+            )
+            .await;
             self.record_grace(&plan, now)?;
             Some(report)
         } else {
             None
         };
-        Ok(RunResult { run_id: run_id.to_string(), plan, applied, snapshot })
+        Ok(RunResult {
+            run_id: run_id.to_string(),
+            plan,
+            applied,
+            snapshot,
+        })
     }
 
     /// Apply settings for this configuration.
@@ -307,10 +388,18 @@ impl Engine {
         opts: &RunOptions,
         now: DateTime<Utc>,
     ) -> Result<Plan, EngineError> {
-        let links: BTreeMap<String, String> =
-            self.store.links("user")?.into_iter().map(|(k, v)| (k, v.ironclad_id)).collect();
-        let group_links: BTreeMap<String, String> =
-            self.store.links("group")?.into_iter().map(|(k, v)| (k, v.ironclad_id)).collect();
+        let links: BTreeMap<String, String> = self
+            .store
+            .links("user")?
+            .into_iter()
+            .map(|(k, v)| (k, v.ironclad_id))
+            .collect();
+        let group_links: BTreeMap<String, String> = self
+            .store
+            .links("group")?
+            .into_iter()
+            .map(|(k, v)| (k, v.ironclad_id))
+            .collect();
         let after = self.cfg.safety.quarantine_after;
         let quarantined: BTreeMap<String, DateTime<Utc>> = self
             .store
@@ -319,8 +408,12 @@ impl Engine {
             .filter(|q| q.failures >= after)
             .map(|q| (q.source_id, q.retry_after))
             .collect();
-        let grace: BTreeMap<String, (DateTime<Utc>, u32)> =
-            self.store.grace()?.into_values().map(|g| (g.source_id, (g.first_missing, g.missed_runs))).collect();
+        let grace: BTreeMap<String, (DateTime<Utc>, u32)> = self
+            .store
+            .grace()?
+            .into_values()
+            .map(|g| (g.source_id, (g.first_missing, g.missed_runs)))
+            .collect();
         let policy = self.plan_policy(opts);
         let (desired, groups, note) = match desired {
             Ok((mut d, g)) => {
@@ -353,9 +446,15 @@ impl Engine {
 
     fn record_grace(&self, plan: &Plan, now: DateTime<Utc>) -> Result<(), EngineError> {
         for u in &plan.users {
-            let key = u.source_id.clone().or_else(|| u.ironclad_id.clone()).unwrap_or_default();
+            let key = u
+                .source_id
+                .clone()
+                .or_else(|| u.ironclad_id.clone())
+                .unwrap_or_default();
             match &u.action {
-                UserAction::Skip { reason: super::SkipReason::Grace { .. } } => {
+                UserAction::Skip {
+                    reason: super::SkipReason::Grace { .. },
+                } => {
                     self.store.bump_grace(&key, now)?;
                 }
                 UserAction::Noop | UserAction::Update { .. } | UserAction::Rename { .. } => {
@@ -369,42 +468,87 @@ impl Engine {
 }
 
 /// Sets `manager.value` from the manager's externalId: the Ironclad id of the linked (or
-/// externalId-carrying) manager. A manager not in Ironclad yet is filled on a later run.
-fn resolve_managers(desired: &mut [DesiredUser], users: &[Value], links: &BTreeMap<String, String>) {
+/// externalId-carrying) manager. A manager not in Ironclad yet is left out of this run's
+/// comparison; for a joiner, apply resolves it when the manager's own create has landed (the
+/// `__manager_external_id` hint is never sent).
+fn resolve_managers(
+    desired: &mut [DesiredUser],
+    users: &[Value],
+    links: &BTreeMap<String, String>,
+) {
     let by_ext: HashMap<&str, &str> = users
         .iter()
         .filter_map(|u| Some((u.get("externalId")?.as_str()?, u.get("id")?.as_str()?)))
         .collect();
     const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let path = format!("{ENT}:manager");
     for d in desired {
-        let Desired::Wanted { user, .. } = &mut d.state else { continue };
-        let Some(obj) = user.as_object_mut() else { continue };
-        let Some(Value::String(m)) = obj.remove("__manager_external_id") else { continue };
-        let id = links.get(&m).map(String::as_str).or_else(|| by_ext.get(m.as_str()).copied());
-        if let Some(id) = id {
-            let ent = obj.entry(ENT).or_insert_with(|| Value::Object(Default::default()));
-            ent["manager"] = serde_json::json!({ "value": id });
+        let Desired::Wanted { user, policies } = &mut d.state else {
+            continue;
+        };
+        let Some(obj) = user.as_object_mut() else {
+            continue;
+        };
+        let Some(Value::String(m)) = obj.get(MANAGER_HINT).cloned() else {
+            continue;
+        };
+        let id = links
+            .get(&m)
+            .map(String::as_str)
+            .or_else(|| by_ext.get(m.as_str()).copied());
+        match id {
+            Some(id) => {
+                obj.remove(MANAGER_HINT);
+                let ent = obj
+                    .entry(ENT)
+                    .or_insert_with(|| Value::Object(Default::default()));
+                ent["manager"] = serde_json::json!({ "value": id });
+            }
+            None => {
+                if let Some(ent) = obj.get_mut(ENT).and_then(Value::as_object_mut) {
+                    ent.remove("manager");
+                }
+                policies.remove(&path);
+            }
         }
     }
 }
+
+/// The key carrying a joiner's manager (as a correlation key) from the plan to apply.
+pub const MANAGER_HINT: &str = "__manager_external_id";
 
 /// Keeps only the people named (source id, userName or email, case-insensitive); groups are
 /// left out of a targeted run unless they contain a named person.
 pub fn restrict(plan: &mut Plan, only: &BTreeSet<String>) {
     let only: BTreeSet<String> = only.iter().map(|s| s.trim().to_lowercase()).collect();
     let hit = |u: &super::UserPlan| {
-        u.source_id.as_deref().is_some_and(|s| only.contains(&s.to_lowercase()))
+        u.source_id
+            .as_deref()
+            .is_some_and(|s| only.contains(&s.to_lowercase()))
             || only.contains(&u.user_name.to_lowercase())
-            || u.ironclad_id.as_deref().is_some_and(|s| only.contains(&s.to_lowercase()))
-            || u.locator.as_deref().is_some_and(|s| only.contains(&s.to_lowercase()))
+            || u.ironclad_id
+                .as_deref()
+                .is_some_and(|s| only.contains(&s.to_lowercase()))
+            || u.locator
+                .as_deref()
+                .is_some_and(|s| only.contains(&s.to_lowercase()))
     };
     plan.users.retain(hit);
-    let ids: BTreeSet<String> = plan.users.iter().filter_map(|u| u.source_id.clone()).collect();
+    let ids: BTreeSet<String> = plan
+        .users
+        .iter()
+        .filter_map(|u| u.source_id.clone())
+        .collect();
     for g in &mut plan.groups {
         g.add.retain(|m| ids.contains(m));
-        g.remove.retain(|m| plan.users.iter().any(|u| u.ironclad_id.as_deref() == Some(m)));
+        g.remove.retain(|m| {
+            plan.users
+                .iter()
+                .any(|u| u.ironclad_id.as_deref() == Some(m))
+        });
     }
-    plan.groups.retain(|g| !g.add.is_empty() || !g.remove.is_empty());
+    plan.groups
+        .retain(|g| !g.add.is_empty() || !g.remove.is_empty());
     let mut summary = BTreeMap::new();
     for u in &plan.users {
         *summary.entry(u.action.name().to_string()).or_default() += 1;

@@ -164,7 +164,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(map) => {
             for (k, val) in map {
-                if k == "schemas" {
+                if k == "schemas" || k.starts_with("__") {
                     continue;
                 }
                 let p = if prefix.is_empty() {
