@@ -3,7 +3,7 @@
 //! Ironclad, so the SCIM *source* reads any SCIM 2.0 server through the same layer (with a
 //! [`StaticAuth`] and no pacer).
 //!
-//! One request goes: semaphore permit -> bucket pacing -> credentials -> send with a fresh
+//! One request goes: bucket pacing -> semaphore permit -> credentials -> send with a fresh
 //! `x-request-id` -> classify the answer:
 //! - 2xx: done. 401: ask the auth provider to refresh once, then try again at once.
 //! - 429 (any method; the server did not process it), 5xx (except 501/505), connect errors,
@@ -15,10 +15,11 @@
 //!   returns what it finds; only when the lookup finds nothing is the POST sent again. Plain
 //!   [`ScimHttp::send`] never repeats a POST with an unknown outcome.
 //!
-//! Why the permit is taken before pacing rather than after: a request granted its pacing slot
-//! and then queued on the semaphore could be released together with others later, bunching
-//! requests into one server window. Taking the permit first means a request is sent as soon as
-//! its slot comes.
+//! Order within one attempt: the bucket's pacing slot (holding only that bucket's gate), then a
+//! concurrency permit, then the gate is released and the request sent. Waiting for a slow
+//! bucket never occupies a shared permit, and a bucket's next slot is not granted before the
+//! previous request has its permit, so a queue on the permits cannot bunch one bucket's sends
+//! (see [`super::pacing`]).
 //!
 //! What does not live here: tokens (see [`super::oauth`]), paging (see [`super::paging`]),
 //! resource shapes (see [`super::types`]).
@@ -486,16 +487,23 @@ impl ScimHttp {
         bucket: &'static str,
         request_id: &str,
     ) -> Result<Answer, IroncladError> {
+        // Pacing first (holding only the bucket's gate), then a permit, then release the gate:
+        // see the module docs of `pacing` for why this order neither starves other buckets nor
+        // bunches sends.
+        let paced = match &self.pacer {
+            Some(p) => Some(p.acquire(bucket).await),
+            None => None,
+        };
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| IroncladError::Setup("request layer shut down".into()))?;
-        if let Some(p) = &self.pacer {
-            let waited = p.acquire(bucket).await;
-            if !waited.is_zero() {
-                self.stats.record_pacing_wait(waited);
+        if let Some(paced) = paced {
+            if !paced.waited.is_zero() {
+                self.stats.record_pacing_wait(paced.waited);
             }
+            drop(paced);
         }
         let creds = self.auth.credentials().await?;
         let mut headers = HeaderMap::new();
@@ -627,6 +635,7 @@ fn http_error(req: &ApiRequest, request_id: &str, a: &Answer) -> IroncladError {
 mod tests {
     use super::*;
     use crate::ironclad::pacing::single_bucket;
+    use crate::ironclad::Pacer;
     use axum::extract::State;
     use axum::http::{HeaderMap as AxHeaders, StatusCode};
     use axum::response::{IntoResponse, Response};
@@ -918,6 +927,54 @@ mod tests {
         assert_eq!(e.status(), Some(401));
         assert!(e.to_string().contains("token revoked"));
         assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
+    }
+
+    fn slow_or_fast(_: &Method, path: &str) -> &'static str {
+        if path.starts_with("/slow") {
+            "slow"
+        } else {
+            "fast"
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_bucket_does_not_starve_a_fast_one() {
+        let (_fake, base) = serve(vec![ok()]).await;
+        let pacer = Arc::new(Pacer::new(&[("slow", 60), ("fast", 60_000)], 1.0));
+        let h = Arc::new(ScimHttp::new(
+            HttpSettings {
+                base_url: url::Url::parse(&base).unwrap(),
+                max_concurrency: 2,
+                retry: RetryPolicy::default(),
+            },
+            build_reqwest(Duration::from_secs(2), Duration::from_secs(5), None).unwrap(),
+            Arc::new(StaticAuth::none()),
+            Some(pacer),
+            slow_or_fast,
+            Arc::new(ClientStats::default()),
+        ));
+        // Five requests in a 1/s bucket queue up first...
+        let mut slow = Vec::new();
+        for _ in 0..5 {
+            let h = h.clone();
+            slow.push(tokio::spawn(async move {
+                h.send(&ApiRequest::get("/slow")).await.unwrap();
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // ...and twenty fast ones still go through at once, with only two permits.
+        let t = Instant::now();
+        for _ in 0..20 {
+            h.send(&ApiRequest::get("/fast")).await.unwrap();
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(800),
+            "{:?}",
+            t.elapsed()
+        );
+        for s in slow {
+            s.abort();
+        }
     }
 
     #[test]
