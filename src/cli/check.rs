@@ -1,9 +1,90 @@
-//! `ironbridge check`: token, scopes, read probes and the source.
+//! `ironbridge check`: gets a token, lists the granted scopes, probes read access, checks the
+//! source, and prints what the configuration needs against what was granted. Exit 0 when
+//! everything the configuration needs is granted and reachable, 1 otherwise, naming what to fix.
 
 use super::Exit;
+use crate::check::{advice, missing, render_table, scope_rows, scopes};
+use crate::config::Config;
+use crate::ironclad::http::ApiRequest;
+use crate::ironclad::{IroncladClient, IroncladError, ScopeSource};
+use std::collections::BTreeSet;
 use std::path::Path;
 
-/// Runs the check.
-pub async fn run(_config: &Path) -> anyhow::Result<Exit> {
-    anyhow::bail!("check is not available in this build yet")
+/// Runs the check, printing to stdout.
+pub async fn run(config: &Path) -> anyhow::Result<Exit> {
+    let cfg = Config::load(config)?;
+    let mut ok = true;
+    println!("Ironclad: {}", cfg.ironclad.scim_url);
+    let client = IroncladClient::new(&cfg.ironclad)?;
+    let granted = match client.granted_scopes().await {
+        Ok(g) => {
+            let from = match g.source {
+                ScopeSource::TokenResponse => "the token response",
+                ScopeSource::Userinfo => "/oauth/userinfo",
+                ScopeSource::Configured => "the configuration (the server did not say)",
+            };
+            println!(
+                "token: ok; granted scopes (from {from}): {}",
+                g.scopes.join(" ")
+            );
+            g.scopes.into_iter().collect::<BTreeSet<String>>()
+        }
+        Err(e) => {
+            println!("token: FAILED: {e}");
+            return Ok(Exit::Error);
+        }
+    };
+    for (what, path, scope) in [
+        ("users", "/Users", scopes::READ_USERS),
+        ("groups", "/Groups", scopes::READ_GROUPS),
+    ] {
+        if !granted.contains(scope) {
+            println!("read {what}: not probed ({scope} not granted)");
+            continue;
+        }
+        match probe(&client, path).await {
+            Ok(total) => println!("read {what}: ok ({total} in Ironclad)"),
+            Err(e) => {
+                ok = false;
+                println!("read {what}: FAILED: {e}");
+            }
+        }
+    }
+    println!();
+    let rows = scope_rows(&cfg.policy, &granted);
+    print!("{}", render_table(&rows));
+    let lacking = missing(&rows);
+    println!("\n{}", advice(&cfg.policy, &lacking));
+    if !lacking.is_empty() {
+        ok = false;
+    }
+    if let Some(source) = &cfg.source {
+        println!();
+        match super::source::check_source(source, &cfg).await {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+            Err(e) => {
+                ok = false;
+                println!("source: FAILED: {e}");
+            }
+        }
+    }
+    Ok(if ok { Exit::Ok } else { Exit::Error })
+}
+
+/// `GET {path}?count=1`: proves read access and returns `totalResults`.
+async fn probe(client: &IroncladClient, path: &str) -> Result<u64, IroncladError> {
+    let resp = client
+        .http()
+        .send(&ApiRequest::get(path).query("count", "1"))
+        .await?;
+    Ok(resp
+        .body
+        .as_ref()
+        .and_then(|b| b.get("totalResults"))
+        .and_then(|t| t.as_u64())
+        .unwrap_or(0))
 }
