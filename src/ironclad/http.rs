@@ -325,7 +325,7 @@ impl ScimHttp {
         let repeatable = req.method != Method::POST;
         let mut schedule = Schedule::new(self.retry);
         let mut refreshed = false;
-        let mut unknown_before = false;
+        let mut maybe_applied_before = false;
         loop {
             schedule.attempt();
             let request_id = uuid::Uuid::new_v4().to_string();
@@ -342,7 +342,7 @@ impl ScimHttp {
                 .attempt(req, bucket, &request_id)
                 .instrument(span.clone())
                 .await;
-            let (err, retry_after, unknown) = match answer {
+            let (err, retry_after, maybe_applied) = match answer {
                 Ok(a) => {
                     let _g = span.enter();
                     tracing::debug!(
@@ -377,8 +377,8 @@ impl ScimHttp {
                             }
                             (err, a.retry_after, false)
                         }
-                        s if s >= 500 && s != 501 && s != 505 => (err, a.retry_after, !repeatable),
-                        404 if unknown_before && req.method == Method::DELETE => {
+                        s if s >= 500 && s != 501 && s != 505 => (err, a.retry_after, true),
+                        404 if maybe_applied_before && req.method == Method::DELETE => {
                             // An earlier attempt probably deleted it; the goal is reached.
                             tracing::info!("404 after an unknown outcome: already deleted");
                             return Ok(ApiResponse {
@@ -388,7 +388,7 @@ impl ScimHttp {
                                 recovered: true,
                             });
                         }
-                        409 if unknown_before => {
+                        409 if maybe_applied_before => {
                             if let Some(found) = self.resolve(lookup).await {
                                 return Ok(recovered(found, request_id));
                             }
@@ -397,13 +397,16 @@ impl ScimHttp {
                         _ => return Err(err),
                     }
                 }
-                Err(e) => {
-                    let unknown = e.outcome_unknown();
-                    (e, None, unknown)
+                // Only transport failures are worth another attempt here; token errors were
+                // already retried by the token cache, and setup or encoding errors will not change.
+                Err(e @ IroncladError::Transport { .. }) => {
+                    let maybe_applied = e.outcome_unknown();
+                    (e, None, maybe_applied)
                 }
+                Err(e) => return Err(e),
             };
 
-            if unknown && !repeatable {
+            if maybe_applied && !repeatable {
                 let Some(found) = lookup else {
                     tracing::warn!(error = %err, "POST outcome unknown; not repeating it");
                     return Err(err);
@@ -426,7 +429,7 @@ impl ScimHttp {
                     }
                 }
             }
-            unknown_before |= unknown;
+            maybe_applied_before |= maybe_applied;
 
             match schedule.next_delay(retry_after) {
                 Some(delay) => {
@@ -893,6 +896,26 @@ mod tests {
         };
         assert_eq!(h.send_create(&req, &lookup).await.unwrap().status, 201);
         assert_eq!(fake.hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_delete_answered_404_after_a_502_counts_as_done() {
+        let (fake, base) = serve(vec![
+            Step::Status(502, None, serde_json::json!({})),
+            Step::Status(404, None, serde_json::json!({"detail": "no such user"})),
+        ])
+        .await;
+        let h = layer(&base, Duration::from_secs(2));
+        let r = h.send(&ApiRequest::delete("/Users/1")).await.unwrap();
+        assert!(r.recovered);
+        assert_eq!(fake.hits.load(Ordering::SeqCst), 2);
+        // Without an earlier doubtful attempt, a 404 stays an error.
+        let (_fake, base) = serve(vec![Step::Status(404, None, serde_json::json!({}))]).await;
+        let e = layer(&base, Duration::from_secs(2))
+            .send(&ApiRequest::delete("/Users/1"))
+            .await
+            .unwrap_err();
+        assert!(e.is_not_found());
     }
 
     #[tokio::test]
