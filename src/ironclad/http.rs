@@ -1001,6 +1001,18 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_without_certificates_is_a_setup_error() {
+        let e = build_reqwest(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Some(b"not a certificate"),
+        )
+        .unwrap_err();
+        assert_eq!(e.metric_label(), "setup");
+        assert!(e.to_string().contains("CA certificate"), "{e}");
+    }
+
+    #[test]
     fn segments_are_encoded() {
         assert_eq!(segment("a b/c+d"), "a%20b%2Fc%2Bd");
         assert_eq!(segment("2819c223-7f76"), "2819c223-7f76");
