@@ -140,6 +140,33 @@ pub struct ConfigFile {
     /// What the bridge is allowed to do (used by `check` to say which scopes are needed).
     #[serde(default)]
     pub policy: PolicyFile,
+    /// The mapping file.
+    #[serde(default)]
+    pub mapping: Option<MappingRefFile>,
+    /// Where state is kept.
+    #[serde(default)]
+    pub state: StateFile,
+}
+
+/// `[mapping]`: which mapping file turns source entries into Ironclad users.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingRefFile {
+    /// Path of the mapping file, relative to the configuration file.
+    pub file: Spanned<PathBuf>,
+}
+
+/// `[state]`: the state store and audit log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    /// SQLite state store. Default `ironbridge-state.db` beside the configuration file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Audit log, JSON lines appended per write (intent and outcome). Default
+    /// `ironbridge-audit.jsonl` beside the configuration file.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// `[ironclad]`: where Ironclad is and how to authenticate.
@@ -279,6 +306,21 @@ pub struct PolicyFile {
     /// Push groups and their membership. Default true.
     #[serde(default = "yes")]
     pub manage_groups: bool,
+    /// Most removals one run may make, as a count. Default 50.
+    #[serde(default)]
+    pub max_removals: Option<usize>,
+    /// Most removals one run may make, as a percentage of managed users. Default 10.
+    #[serde(default)]
+    pub max_removal_percent: Option<f64>,
+    /// Runs in a row a person must be missing or out of scope before removal. Default 0.
+    #[serde(default)]
+    pub grace_runs: Option<u32>,
+    /// Hours a person must be missing or out of scope before removal. Default none.
+    #[serde(default)]
+    pub grace_hours: Option<u32>,
+    /// Consecutive failed runs after which a user is quarantined. Default 3.
+    #[serde(default)]
+    pub quarantine_after: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -292,6 +334,11 @@ impl Default for PolicyFile {
             update_users: true,
             remove_users: RemoveMode::Delete,
             manage_groups: true,
+            max_removals: None,
+            max_removal_percent: None,
+            grace_runs: None,
+            grace_hours: None,
+            quarantine_after: None,
         }
     }
 }
@@ -324,6 +371,29 @@ pub struct Config {
     pub source: Option<crate::source::SourceConfig>,
     /// What the bridge does.
     pub policy: Policy,
+    /// Safety settings.
+    pub safety: Safety,
+    /// The mapping file, when configured.
+    pub mapping: Option<PathBuf>,
+    /// The state store.
+    pub state_path: PathBuf,
+    /// The audit log (JSON lines).
+    pub audit_log: PathBuf,
+}
+
+/// Safety settings from `[policy]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Safety {
+    /// Most removals per run (count).
+    pub max_removals: usize,
+    /// Most removals per run (percent of managed users).
+    pub max_removal_percent: f64,
+    /// Runs missing before removal.
+    pub grace_runs: u32,
+    /// Time missing before removal.
+    pub grace_period: Option<chrono::Duration>,
+    /// Failed runs before quarantine.
+    pub quarantine_after: u32,
 }
 
 /// What the bridge does, as configured.
@@ -523,6 +593,31 @@ impl Config {
             None => None,
         };
         let p = parsed.policy;
+        if let Some(pct) = p.max_removal_percent {
+            if !(0.0..=100.0).contains(&pct) {
+                return Err(loc.at(
+                    0..0,
+                    "policy.max_removal_percent",
+                    "must be between 0 and 100",
+                ));
+            }
+        }
+        let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let mapping = match parsed.mapping {
+            Some(m) => {
+                let span = m.file.span();
+                let file = rel(m.file.into_inner());
+                if !file.is_file() {
+                    return Err(loc.at(
+                        span,
+                        "mapping.file",
+                        format!("{} does not exist", file.display()),
+                    ));
+                }
+                Some(file)
+            }
+            None => None,
+        };
         Ok(Config {
             path: path.to_path_buf(),
             ironclad,
@@ -533,6 +628,22 @@ impl Config {
                 remove_users: p.remove_users,
                 manage_groups: p.manage_groups,
             },
+            safety: Safety {
+                max_removals: p.max_removals.unwrap_or(50),
+                max_removal_percent: p.max_removal_percent.unwrap_or(10.0),
+                grace_runs: p.grace_runs.unwrap_or(0),
+                grace_period: p.grace_hours.map(|h| chrono::Duration::hours(i64::from(h))),
+                quarantine_after: p.quarantine_after.unwrap_or(3).max(1),
+            },
+            mapping,
+            state_path: rel(parsed
+                .state
+                .path
+                .unwrap_or_else(|| PathBuf::from("ironbridge-state.db"))),
+            audit_log: rel(parsed
+                .state
+                .audit_log
+                .unwrap_or_else(|| PathBuf::from("ironbridge-audit.jsonl"))),
         })
     }
 }

@@ -6,6 +6,7 @@
 //! Layout: [`attrs`] (attribute paths and normalised comparison), [`plan`] (the pure planner and
 //! its safety rules). What does not live here: reading sources or Ironclad, and writing.
 
+pub mod apply;
 pub mod attrs;
 pub mod plan;
 
@@ -304,6 +305,10 @@ pub struct UserPlan {
     /// The Ironclad user as read (kept so a PUT can carry unmanaged attributes unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seen: Option<Value>,
+    /// For a removal held back by a safety rule: the removal that would run. Applying a
+    /// reviewed saved plan carries it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_action: Option<UserAction>,
 }
 
 /// What happens to one group.

@@ -190,6 +190,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             action: UserAction::Noop,
             seen_version: current.and_then(version),
             seen: current.cloned(),
+            held_action: None,
         };
         if let Some(until) = input
             .quarantined
@@ -273,6 +274,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             },
             seen_version: version(u),
             seen: Some(u.clone()),
+            held_action: None,
         });
     }
 
@@ -553,6 +555,7 @@ fn apply_removal_rules(
         notes.push(format!("removals held: {rule}"));
         for i in candidates {
             if let Some(u) = users.get_mut(i) {
+                u.held_action = Some(u.action.clone());
                 u.action = UserAction::Skip {
                     reason: SkipReason::Held { rule: rule.clone() },
                 };

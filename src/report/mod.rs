@@ -471,6 +471,7 @@ mod tests {
                 },
                 seen_version: None,
                 seen: Some(json!({"secretish": "not in reports"})),
+                held_action: None,
             },
             UserPlan {
                 source_id: Some("s2".into()),
@@ -482,6 +483,7 @@ mod tests {
                 },
                 seen_version: None,
                 seen: None,
+                held_action: None,
             },
         ];
         Plan {

@@ -1,0 +1,2 @@
+//! Criterion benchmark of mapping evaluation (to be written).
+fn main() {}

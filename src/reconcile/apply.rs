@@ -1,0 +1,1031 @@
+//! Apply: carries out a [`Plan`] against Ironclad in fixed phases — groups created; users
+//! created, adopted, updated and renamed; group membership; removals last — with bounded
+//! concurrency and the client's per-bucket pacing. Every write is recorded twice in the audit
+//! (intent before sending, outcome after) in the state store and the JSON-lines audit log.
+//!
+//! Operation choice: Ironclad paces PUT/POST on /Users at 600 a minute and PATCH/DELETE at 50.
+//! An update can go as PUT (the whole user as read, only managed attributes replaced, so
+//! nothing unmanaged is lost) or as PATCH (only what changed); a deactivation likewise. The
+//! batch is split between the two buckets so that both finish at about the same time, which
+//! is when the whole batch finishes soonest.
+//!
+//! Idempotence: a create answered 409 re-correlates by userName and continues; a create whose
+//! answer was lost is looked up before any repeat (in the client); re-running after any
+//! interruption converges without duplicates because links are recorded as each write lands.
+//!
+//! What does not live here: deciding what to do (see [`super::plan`]).
+
+use super::attrs;
+use super::{AttrChange, GroupAction, Plan, UserAction, UserPlan};
+use crate::config::{RateLimits, RemoveMode};
+use crate::ironclad::http::{ApiRequest, ApiResponse};
+use crate::ironclad::{IroncladClient, IroncladError, PatchOp};
+use crate::store::{AuditEntry, Link, Store};
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::StreamExt as _;
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Where apply writes its audit lines and what it may do.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Run id for the audit.
+    pub run_id: String,
+    /// JSON-lines audit log file.
+    pub audit_log: PathBuf,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// The rate limits the client paces to (used to split PUT/PATCH).
+    pub rate_limits: RateLimits,
+    /// Consecutive failed runs after which a user is quarantined.
+    pub quarantine_after: u32,
+    /// Apply held removals too (a reviewed saved plan).
+    pub apply_held: bool,
+}
+
+/// What happened to one planned write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// userName or group displayName.
+    pub name: String,
+    /// Action.
+    pub action: String,
+    /// `applied`, `failed`, `refused`.
+    pub result: String,
+    /// Error or refusal reason.
+    pub detail: Option<String>,
+}
+
+/// The result of applying a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    /// One line per attempted write.
+    pub outcomes: Vec<Outcome>,
+    /// Counts: `applied`, `failed`, `refused`.
+    pub counts: BTreeMap<String, usize>,
+    /// How updates were sent: `put`, `patch`.
+    pub operations: BTreeMap<String, usize>,
+}
+
+impl ApplyReport {
+    fn push(&mut self, o: Outcome) {
+        *self.counts.entry(o.result.clone()).or_default() += 1;
+        self.outcomes.push(o);
+    }
+    /// Writes that failed.
+    pub fn failed(&self) -> usize {
+        self.counts.get("failed").copied().unwrap_or(0)
+    }
+    /// Writes refused (stale saved plan, conflicts found at apply time).
+    pub fn refused(&self) -> usize {
+        self.counts.get("refused").copied().unwrap_or(0)
+    }
+}
+
+/// The audit trail: state store plus JSON-lines file. The file is appended and flushed per line.
+pub struct Audit {
+    store: Arc<Store>,
+    file: Mutex<Option<std::fs::File>>,
+    run_id: String,
+}
+
+impl Audit {
+    /// Opens the JSON-lines file for appending (created mode 0600).
+    pub fn open(store: Arc<Store>, path: &std::path::Path, run_id: &str) -> Result<Audit, String> {
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            o.mode(0o600);
+        }
+        let f = o
+            .open(path)
+            .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
+        Ok(Audit {
+            store,
+            file: Mutex::new(Some(f)),
+            run_id: run_id.to_string(),
+        })
+    }
+
+    /// Records one line (errors are logged, never fatal: the store copy is the primary).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        phase: &str,
+        action: &str,
+        name: &str,
+        source_id: Option<&str>,
+        ironclad_id: Option<&str>,
+        before: Option<Value>,
+        after: Option<Value>,
+        status: Option<u16>,
+        request_id: Option<String>,
+        error: Option<String>,
+    ) {
+        let e = AuditEntry {
+            seq: 0,
+            run_id: self.run_id.clone(),
+            time: Utc::now(),
+            phase: phase.to_string(),
+            action: action.to_string(),
+            user_name: name.to_string(),
+            source_id: source_id.map(str::to_string),
+            ironclad_id: ironclad_id.map(str::to_string),
+            before,
+            after,
+            http_status: status,
+            request_id,
+            error,
+        };
+        if let Err(err) = self.store.audit(&e) {
+            tracing::error!(error = %err, "cannot write the audit entry to the state store");
+        }
+        let mut guard = match self.file.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(f) = guard.as_mut() {
+            let line = serde_json::to_string(&e).unwrap_or_default();
+            if let Err(err) = writeln!(f, "{line}").and_then(|_| f.flush()) {
+                tracing::error!(error = %err, "cannot append to the audit log");
+            }
+        }
+    }
+}
+
+/// Managed-attribute view of changes for the audit: (before, after) objects keyed by path.
+fn change_maps(changes: &[AttrChange]) -> (Value, Value) {
+    let mut b = serde_json::Map::new();
+    let mut a = serde_json::Map::new();
+    for c in changes {
+        b.insert(c.path.clone(), c.before.clone());
+        a.insert(c.path.clone(), c.after.clone());
+    }
+    (Value::Object(b), Value::Object(a))
+}
+
+fn user_path(id: &str) -> String {
+    format!("/Users/{}", crate::ironclad::http::segment(id))
+}
+
+fn group_path(id: &str) -> String {
+    format!("/Groups/{}", crate::ironclad::http::segment(id))
+}
+
+fn patch_body(ops: &[PatchOp]) -> Value {
+    crate::ironclad::types::patch_body(ops)
+}
+
+/// A PATCH operation for one attribute change (`remove` when the new value is empty).
+fn patch_op(c: &AttrChange) -> PatchOp {
+    if attrs::is_empty(&c.after) {
+        PatchOp::remove(&c.path)
+    } else {
+        PatchOp::replace(&c.path, c.after.clone())
+    }
+}
+
+/// The PUT body: the user as read, `meta` dropped, the changes applied.
+fn put_body(seen: &Value, changes: &[AttrChange]) -> Value {
+    let mut body = seen.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("meta");
+    }
+    for c in changes {
+        attrs::set(&mut body, &c.path, c.after.clone());
+    }
+    // Extension objects left empty would be sent as `{}`; drop them.
+    if let Some(o) = body.as_object_mut() {
+        o.retain(|_, v| !matches!(v, Value::Object(m) if m.is_empty()));
+    }
+    body
+}
+
+/// How many of `flexible` operations to send as PUT so both buckets finish together.
+/// `fixed_rw` already use the PUT/POST bucket (creates), `fixed_pd` the PATCH/DELETE bucket
+/// (deletes).
+pub fn put_share(flexible: usize, fixed_rw: usize, fixed_pd: usize, limits: &RateLimits) -> usize {
+    let r1 = f64::from(limits.users_read_write.max(1));
+    let r2 = f64::from(limits.users_patch_delete.max(1));
+    let f = flexible as f64;
+    let x = (r1 * (fixed_pd as f64 + f) - r2 * fixed_rw as f64) / (r1 + r2);
+    x.ceil().clamp(0.0, f) as usize
+}
+
+enum Via {
+    Put,
+    Patch,
+}
+
+struct Ctx<'a> {
+    client: &'a IroncladClient,
+    store: &'a Store,
+    audit: &'a Audit,
+    opts: &'a ApplyOptions,
+}
+
+impl Ctx<'_> {
+    fn err_text(e: &IroncladError) -> String {
+        e.to_string()
+    }
+
+    async fn send(&self, req: ApiRequest) -> Result<ApiResponse, IroncladError> {
+        self.client.http().send(&req).await
+    }
+
+    fn fail(&self, u: &UserPlan, action: &str, e: &IroncladError) -> Outcome {
+        let text = Self::err_text(e);
+        self.audit.record(
+            "outcome",
+            action,
+            &u.user_name,
+            u.source_id.as_deref(),
+            u.ironclad_id.as_deref(),
+            None,
+            None,
+            e.status(),
+            None,
+            Some(text.clone()),
+        );
+        if let Some(src) = &u.source_id {
+            let after = self.opts.quarantine_after;
+            let backoff = move |n: u32| {
+                if n >= after {
+                    chrono::Duration::minutes(15 * 2i64.pow((n - after).min(6)))
+                } else {
+                    chrono::Duration::zero()
+                }
+            };
+            if let Err(err) = self.store.record_failure(src, &text, Utc::now(), backoff) {
+                tracing::error!(error = %err, "cannot record the failure");
+            }
+        }
+        Outcome {
+            name: u.user_name.clone(),
+            action: action.into(),
+            result: "failed".into(),
+            detail: Some(text),
+        }
+    }
+
+    fn success(
+        &self,
+        u: &UserPlan,
+        action: &str,
+        id: &str,
+        user_name: &str,
+        resp: Option<&ApiResponse>,
+    ) -> Outcome {
+        self.audit.record(
+            "outcome",
+            action,
+            user_name,
+            u.source_id.as_deref(),
+            Some(id),
+            None,
+            None,
+            resp.map(|r| r.status),
+            resp.map(|r| r.request_id.clone()),
+            None,
+        );
+        if let Some(src) = &u.source_id {
+            let link = Link {
+                source_id: src.clone(),
+                ironclad_id: id.to_string(),
+                user_name: user_name.into(),
+                kind: "user".into(),
+            };
+            if let Err(e) = self.store.put_link(&link, Utc::now()) {
+                tracing::error!(error = %e, "cannot record the link");
+            }
+            let _ = self.store.clear_failure(src);
+            let _ = self.store.clear_grace(src);
+        }
+        Outcome {
+            name: user_name.to_string(),
+            action: action.into(),
+            result: "applied".into(),
+            detail: None,
+        }
+    }
+
+    async fn create(&self, u: &UserPlan, user: &Value) -> Outcome {
+        let user_name = u.user_name.clone();
+        self.audit.record(
+            "intent",
+            "create",
+            &user_name,
+            u.source_id.as_deref(),
+            None,
+            None,
+            Some(user.clone()),
+            None,
+            None,
+            None,
+        );
+        let req = ApiRequest::with_body(Method::POST, "/Users", user.clone());
+        let client = self.client;
+        let un = user_name.clone();
+        let lookup = move || -> BoxFuture<'_, Result<Option<Value>, IroncladError>> {
+            let un = un.clone();
+            Box::pin(async move {
+                Ok(client
+                    .find_user_by_user_name(&un)
+                    .await?
+                    .map(|u| u.into_value()))
+            })
+        };
+        match self.client.http().send_create(&req, &lookup).await {
+            Ok(resp) => {
+                let id = resp
+                    .body
+                    .as_ref()
+                    .and_then(|b| b.get("id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                self.success(u, "create", id, &user_name, Some(&resp))
+            }
+            Err(e) if e.status() == Some(409) => {
+                // Someone (or an earlier interrupted run) created it: re-correlate and continue.
+                match self.client.find_user_by_user_name(&user_name).await {
+                    Ok(Some(found)) => {
+                        let ext = found.external_id().unwrap_or_default().to_string();
+                        let ours = u.source_id.as_deref().unwrap_or_default();
+                        if !ext.is_empty() && ext != ours {
+                            let err = format!("409: {user_name} exists with externalId {ext}, not ours; not adopted");
+                            return self.refuse(u, "create", err);
+                        }
+                        let id = found.id().unwrap_or_default().to_string();
+                        let seen = found.into_value();
+                        let changes: Vec<AttrChange> = managed_changes(user, &seen);
+                        let mut line = u.clone();
+                        line.ironclad_id = Some(id.clone());
+                        if changes.is_empty() {
+                            return self.success(&line, "create", &id, &user_name, None);
+                        }
+                        self.update(&line, "create", &seen, &changes, Via::Put)
+                            .await
+                    }
+                    Ok(None) => self.fail(u, "create", &e),
+                    Err(e2) => self.fail(u, "create", &e2),
+                }
+            }
+            Err(e) => self.fail(u, "create", &e),
+        }
+    }
+
+    fn refuse(&self, u: &UserPlan, action: &str, why: String) -> Outcome {
+        self.audit.record(
+            "outcome",
+            action,
+            &u.user_name,
+            u.source_id.as_deref(),
+            u.ironclad_id.as_deref(),
+            None,
+            None,
+            None,
+            None,
+            Some(why.clone()),
+        );
+        Outcome {
+            name: u.user_name.clone(),
+            action: action.into(),
+            result: "refused".into(),
+            detail: Some(why),
+        }
+    }
+
+    async fn update(
+        &self,
+        u: &UserPlan,
+        action: &str,
+        seen: &Value,
+        changes: &[AttrChange],
+        via: Via,
+    ) -> Outcome {
+        let Some(id) = u.ironclad_id.clone() else {
+            return self.refuse(u, action, "no Ironclad id to update".into());
+        };
+        let (before, after) = change_maps(changes);
+        self.audit.record(
+            "intent",
+            action,
+            &u.user_name,
+            u.source_id.as_deref(),
+            Some(&id),
+            Some(before),
+            Some(after),
+            None,
+            None,
+            None,
+        );
+        let req = match via {
+            Via::Put => ApiRequest::with_body(Method::PUT, user_path(&id), put_body(seen, changes)),
+            Via::Patch => {
+                let ops: Vec<PatchOp> = changes.iter().map(patch_op).collect();
+                ApiRequest::with_body(Method::PATCH, user_path(&id), patch_body(&ops))
+            }
+        };
+        let new_name = changes
+            .iter()
+            .find(|c| c.path == "userName")
+            .and_then(|c| c.after.as_str())
+            .unwrap_or(&u.user_name)
+            .to_string();
+        match self.send(req).await {
+            Ok(resp) => self.success(u, action, &id, &new_name, Some(&resp)),
+            Err(e) => self.fail(u, action, &e),
+        }
+    }
+
+    async fn remove(&self, u: &UserPlan, how: RemoveMode, via: Via) -> Outcome {
+        let Some(id) = u.ironclad_id.clone() else {
+            return self.refuse(u, "remove", "no Ironclad id".into());
+        };
+        self.audit.record(
+            "intent",
+            "remove",
+            &u.user_name,
+            u.source_id.as_deref(),
+            Some(&id),
+            None,
+            Some(json!({"how": how})),
+            None,
+            None,
+            None,
+        );
+        let req = match (how, via) {
+            (RemoveMode::Delete, _) | (RemoveMode::Keep, _) => ApiRequest::delete(user_path(&id)),
+            (RemoveMode::Deactivate, Via::Put) => {
+                let mut body = u.seen.clone().unwrap_or_else(|| json!({}));
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("meta");
+                    o.insert("active".into(), Value::Bool(false));
+                }
+                ApiRequest::with_body(Method::PUT, user_path(&id), body)
+            }
+            (RemoveMode::Deactivate, Via::Patch) => ApiRequest::with_body(
+                Method::PATCH,
+                user_path(&id),
+                patch_body(&[PatchOp::replace("active", Value::Bool(false))]),
+            ),
+        };
+        let result = match self.send(req).await {
+            Ok(resp) => Ok(Some(resp)),
+            // Already gone: the goal is reached.
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(resp) => {
+                self.audit.record(
+                    "outcome",
+                    "remove",
+                    &u.user_name,
+                    u.source_id.as_deref(),
+                    Some(&id),
+                    None,
+                    None,
+                    resp.as_ref().map(|r| r.status).or(Some(404)),
+                    resp.map(|r| r.request_id),
+                    None,
+                );
+                if let Some(src) = &u.source_id {
+                    let _ = self.store.delete_link(src);
+                    let _ = self.store.clear_grace(src);
+                    let _ = self.store.clear_failure(src);
+                }
+                Outcome {
+                    name: u.user_name.clone(),
+                    action: "remove".into(),
+                    result: "applied".into(),
+                    detail: None,
+                }
+            }
+            Err(e) => self.fail(u, "remove", &e),
+        }
+    }
+}
+
+/// Changes that bring `current` to the managed values in `desired` (used after a 409).
+fn managed_changes(desired: &Value, current: &Value) -> Vec<AttrChange> {
+    let mut paths = Vec::new();
+    collect_paths("", desired, &mut paths);
+    paths
+        .into_iter()
+        .filter(|p| p != "schemas")
+        .filter_map(|p| {
+            let want = attrs::get(desired, &p);
+            let have = attrs::get(current, &p);
+            (!attrs::same(&p, &want, &have)).then_some(AttrChange {
+                path: p,
+                before: have,
+                after: want,
+            })
+        })
+        .collect()
+}
+
+fn collect_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    let Some(map) = v.as_object() else { return };
+    for (k, val) in map {
+        if k == "schemas" {
+            continue;
+        }
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else if prefix.starts_with("urn:") {
+            format!("{prefix}:{k}")
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match val {
+            Value::Object(_) if k.starts_with("urn:") || k == "name" => {
+                collect_paths(&path, val, out)
+            }
+            _ => out.push(path),
+        }
+    }
+}
+
+/// Applies a plan. Returns what happened to each write. One failing user never stops the run.
+pub async fn apply(
+    plan: &Plan,
+    client: &IroncladClient,
+    store: &Store,
+    audit: &Audit,
+    opts: &ApplyOptions,
+) -> ApplyReport {
+    let ctx = Ctx {
+        client,
+        store,
+        audit,
+        opts,
+    };
+    let mut report = ApplyReport::default();
+    let conc = opts.concurrency.max(1);
+
+    // Phase 1: groups created (membership comes in phase 3).
+    let mut group_ids: HashMap<String, String> = HashMap::new();
+    for g in &plan.groups {
+        if g.action != GroupAction::Create {
+            continue;
+        }
+        let Some(src) = &g.source_id else { continue };
+        let body = json!({
+            "schemas": [crate::ironclad::types::GROUP_SCHEMA],
+            "displayName": g.display_name,
+            "externalId": src,
+        });
+        audit.record(
+            "intent",
+            "group_create",
+            &g.display_name,
+            Some(src),
+            None,
+            None,
+            Some(body.clone()),
+            None,
+            None,
+            None,
+        );
+        match client.create_group(&crate::ironclad::ScimGroup(body)).await {
+            Ok(created) => {
+                let id = created.id().unwrap_or_default().to_string();
+                audit.record(
+                    "outcome",
+                    "group_create",
+                    &g.display_name,
+                    Some(src),
+                    Some(&id),
+                    None,
+                    None,
+                    Some(201),
+                    None,
+                    None,
+                );
+                let _ = store.put_link(
+                    &Link {
+                        source_id: src.clone(),
+                        ironclad_id: id.clone(),
+                        user_name: g.display_name.clone(),
+                        kind: "group".into(),
+                    },
+                    Utc::now(),
+                );
+                group_ids.insert(src.clone(), id);
+                report.push(Outcome {
+                    name: g.display_name.clone(),
+                    action: "group_create".into(),
+                    result: "applied".into(),
+                    detail: None,
+                });
+            }
+            Err(e) => {
+                audit.record(
+                    "outcome",
+                    "group_create",
+                    &g.display_name,
+                    Some(src),
+                    None,
+                    None,
+                    None,
+                    e.status(),
+                    None,
+                    Some(e.to_string()),
+                );
+                report.push(Outcome {
+                    name: g.display_name.clone(),
+                    action: "group_create".into(),
+                    result: "failed".into(),
+                    detail: Some(e.to_string()),
+                });
+            }
+        }
+    }
+
+    // Phase 2: users. Split updates between PUT and PATCH so both buckets finish together.
+    let creates = plan
+        .users
+        .iter()
+        .filter(|u| matches!(u.action, UserAction::Create { .. }))
+        .count();
+    let deletes = plan
+        .users
+        .iter()
+        .filter(|u| {
+            matches!(
+                u.action,
+                UserAction::Remove {
+                    how: RemoveMode::Delete,
+                    ..
+                }
+            )
+        })
+        .count();
+    let mut flexible: Vec<&UserPlan> = plan
+        .users
+        .iter()
+        .filter(|u| {
+            matches!(
+                u.action,
+                UserAction::Update { .. } | UserAction::Adopt { .. } | UserAction::Rename { .. }
+            )
+        })
+        .collect();
+    let deactivations = plan
+        .users
+        .iter()
+        .filter(|u| {
+            matches!(
+                u.action,
+                UserAction::Remove {
+                    how: RemoveMode::Deactivate,
+                    ..
+                }
+            )
+        })
+        .count();
+    let puts = put_share(
+        flexible.len() + deactivations,
+        creates,
+        deletes,
+        &opts.rate_limits,
+    );
+    // Users with the most changes go by PUT (one request either way; PATCH bodies grow).
+    flexible.sort_by_key(|u| std::cmp::Reverse(changes_of(u).len()));
+    let mut put_left = puts;
+    let mut jobs: Vec<(&UserPlan, Option<Via>)> = Vec::new();
+    for u in plan
+        .users
+        .iter()
+        .filter(|u| matches!(u.action, UserAction::Create { .. }))
+    {
+        jobs.push((u, None));
+    }
+    for u in flexible {
+        let via = if put_left > 0 && u.seen.is_some() {
+            put_left -= 1;
+            Via::Put
+        } else {
+            Via::Patch
+        };
+        jobs.push((u, Some(via)));
+    }
+    let mut ops_count: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, via) in &jobs {
+        match via {
+            Some(Via::Put) => *ops_count.entry("put".into()).or_default() += 1,
+            Some(Via::Patch) => *ops_count.entry("patch".into()).or_default() += 1,
+            None => *ops_count.entry("post".into()).or_default() += 1,
+        }
+    }
+    let outcomes: Vec<Outcome> = futures::stream::iter(jobs)
+        .map(|(u, via)| {
+            let ctx = &ctx;
+            async move {
+                match (&u.action, via) {
+                    (UserAction::Create { user }, _) => ctx.create(u, user).await,
+                    (UserAction::Update { changes }, Some(v)) => {
+                        ctx.update(u, "update", seen_of(u), changes, v).await
+                    }
+                    (UserAction::Adopt { changes, .. }, Some(v)) => {
+                        ctx.update(u, "adopt", seen_of(u), changes, v).await
+                    }
+                    (UserAction::Rename { changes, .. }, Some(v)) => {
+                        ctx.update(u, "rename", seen_of(u), changes, v).await
+                    }
+                    _ => ctx.refuse(u, u.action.name(), "not a user write".into()),
+                }
+            }
+        })
+        .buffer_unordered(conc)
+        .collect()
+        .await;
+    for o in outcomes {
+        report.push(o);
+    }
+
+    // Phase 3: group membership (and renames), resolving source ids through the links.
+    let links = store.links("user").unwrap_or_default();
+    for g in &plan.groups {
+        let id = match (&g.ironclad_id, &g.source_id) {
+            (Some(id), _) => id.clone(),
+            (None, Some(src)) => match group_ids.get(src) {
+                Some(id) => id.clone(),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if !matches!(
+            g.action,
+            GroupAction::Create | GroupAction::Rename { .. } | GroupAction::Members
+        ) {
+            continue;
+        }
+        let add: Vec<&str> = g
+            .add
+            .iter()
+            .filter_map(|s| links.get(s).map(|l| l.ironclad_id.as_str()))
+            .collect();
+        let remove: Vec<&str> = g.remove.iter().map(String::as_str).collect();
+        let mut ops = Vec::new();
+        if let GroupAction::Rename { .. } = g.action {
+            ops.push(PatchOp::replace(
+                "displayName",
+                Value::String(g.display_name.clone()),
+            ));
+        }
+        if !add.is_empty() {
+            ops.push(PatchOp::add_members(add.iter().copied()));
+        }
+        if !remove.is_empty() {
+            ops.push(PatchOp::remove_members(remove.iter().copied()));
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        let after = json!({"add": add, "remove": remove});
+        audit.record(
+            "intent",
+            "group_members",
+            &g.display_name,
+            g.source_id.as_deref(),
+            Some(&id),
+            None,
+            Some(after),
+            None,
+            None,
+            None,
+        );
+        let req = ApiRequest::with_body(Method::PATCH, group_path(&id), patch_body(&ops));
+        match client.http().send(&req).await {
+            Ok(resp) => {
+                audit.record(
+                    "outcome",
+                    "group_members",
+                    &g.display_name,
+                    g.source_id.as_deref(),
+                    Some(&id),
+                    None,
+                    None,
+                    Some(resp.status),
+                    Some(resp.request_id),
+                    None,
+                );
+                if let Some(src) = &g.source_id {
+                    let _ = store.put_link(
+                        &Link {
+                            source_id: src.clone(),
+                            ironclad_id: id.clone(),
+                            user_name: g.display_name.clone(),
+                            kind: "group".into(),
+                        },
+                        Utc::now(),
+                    );
+                }
+                report.push(Outcome {
+                    name: g.display_name.clone(),
+                    action: "group_members".into(),
+                    result: "applied".into(),
+                    detail: None,
+                });
+            }
+            Err(e) => {
+                audit.record(
+                    "outcome",
+                    "group_members",
+                    &g.display_name,
+                    g.source_id.as_deref(),
+                    Some(&id),
+                    None,
+                    None,
+                    e.status(),
+                    None,
+                    Some(e.to_string()),
+                );
+                report.push(Outcome {
+                    name: g.display_name.clone(),
+                    action: "group_members".into(),
+                    result: "failed".into(),
+                    detail: Some(e.to_string()),
+                });
+            }
+        }
+    }
+
+    // Phase 4: removals, last (the safety rules already ran in the planner).
+    let removal_lines: Vec<(&UserPlan, RemoveMode)> = plan
+        .users
+        .iter()
+        .filter_map(|u| {
+            let a = match (&u.action, &u.held_action) {
+                (UserAction::Remove { how, .. }, _) => Some(*how),
+                (_, Some(UserAction::Remove { how, .. })) if opts.apply_held => Some(*how),
+                _ => None,
+            };
+            a.map(|how| (u, how))
+        })
+        .collect();
+    let mut deact_put = puts.saturating_sub(ops_count.get("put").copied().unwrap_or(0));
+    let removal_jobs: Vec<(&UserPlan, RemoveMode, Via)> = removal_lines
+        .into_iter()
+        .map(|(u, how)| {
+            let via = if how == RemoveMode::Deactivate && deact_put > 0 && u.seen.is_some() {
+                deact_put -= 1;
+                Via::Put
+            } else {
+                Via::Patch
+            };
+            (u, how, via)
+        })
+        .collect();
+    let outcomes: Vec<Outcome> = futures::stream::iter(removal_jobs)
+        .map(|(u, how, via)| {
+            let ctx = &ctx;
+            async move { ctx.remove(u, how, via).await }
+        })
+        .buffer_unordered(conc)
+        .collect()
+        .await;
+    for o in outcomes {
+        report.push(o);
+    }
+    for g in &plan.groups {
+        if g.action != GroupAction::Delete {
+            continue;
+        }
+        let Some(id) = &g.ironclad_id else { continue };
+        audit.record(
+            "intent",
+            "group_delete",
+            &g.display_name,
+            g.source_id.as_deref(),
+            Some(id),
+            None,
+            None,
+            None,
+            None,
+            None,
+        );
+        match client
+            .http()
+            .send(&ApiRequest::delete(group_path(id)))
+            .await
+        {
+            Ok(_) => {
+                if let Some(src) = &g.source_id {
+                    let _ = store.delete_link(src);
+                }
+                audit.record(
+                    "outcome",
+                    "group_delete",
+                    &g.display_name,
+                    g.source_id.as_deref(),
+                    Some(id),
+                    None,
+                    None,
+                    Some(204),
+                    None,
+                    None,
+                );
+                report.push(Outcome {
+                    name: g.display_name.clone(),
+                    action: "group_delete".into(),
+                    result: "applied".into(),
+                    detail: None,
+                });
+            }
+            Err(e) => {
+                audit.record(
+                    "outcome",
+                    "group_delete",
+                    &g.display_name,
+                    g.source_id.as_deref(),
+                    Some(id),
+                    None,
+                    None,
+                    e.status(),
+                    None,
+                    Some(e.to_string()),
+                );
+                report.push(Outcome {
+                    name: g.display_name.clone(),
+                    action: "group_delete".into(),
+                    result: "failed".into(),
+                    detail: Some(e.to_string()),
+                });
+            }
+        }
+    }
+    report.operations = ops_count;
+    report
+}
+
+fn changes_of(u: &UserPlan) -> &[AttrChange] {
+    match &u.action {
+        UserAction::Update { changes }
+        | UserAction::Adopt { changes, .. }
+        | UserAction::Rename { changes, .. } => changes,
+        _ => &[],
+    }
+}
+
+fn seen_of(u: &UserPlan) -> &Value {
+    static EMPTY: Value = Value::Null;
+    u.seen.as_ref().unwrap_or(&EMPTY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_share_balances_the_buckets() {
+        let l = RateLimits::default();
+        // 1000 updates, no creates/deletes: x/600 = (1000-x)/50 -> x ~ 923.
+        let x = put_share(1000, 0, 0, &l);
+        assert!((920..=925).contains(&x), "{x}");
+        // Many creates already fill the PUT/POST bucket: more goes to PATCH.
+        assert!(put_share(100, 10_000, 0, &l) < 100);
+        assert_eq!(put_share(0, 5, 5, &l), 0);
+    }
+
+    #[test]
+    fn put_body_keeps_unmanaged_attributes() {
+        let seen = json!({"id": "1", "userName": "a@x", "title": "Old", "meta": {"lastModified": "x"},
+                          "urn:ietf:params:scim:schemas:extension:ironclad:2.0:User": {"provider": "saml"}});
+        let body = put_body(
+            &seen,
+            &[AttrChange {
+                path: "title".into(),
+                before: json!("Old"),
+                after: json!("New"),
+            }],
+        );
+        assert_eq!(body["title"], "New");
+        assert_eq!(
+            body["urn:ietf:params:scim:schemas:extension:ironclad:2.0:User"]["provider"],
+            "saml"
+        );
+        assert!(body.get("meta").is_none());
+    }
+
+    #[test]
+    fn empty_new_value_becomes_a_remove_op() {
+        let op = patch_op(&AttrChange {
+            path: "title".into(),
+            before: json!("x"),
+            after: Value::Null,
+        });
+        assert_eq!(serde_json::to_value(&op).unwrap()["op"], "remove");
+    }
+}
