@@ -3,7 +3,7 @@
 //! Ironclad, so the SCIM *source* reads any SCIM 2.0 server through the same layer (with a
 //! [`StaticAuth`] and no pacer).
 //!
-//! One request goes: semaphore permit -> bucket pacing -> credentials -> send with a fresh
+//! One request goes: bucket pacing -> semaphore permit -> credentials -> send with a fresh
 //! `x-request-id` -> classify the answer:
 //! - 2xx: done. 401: ask the auth provider to refresh once, then try again at once.
 //! - 429 (any method; the server did not process it), 5xx (except 501/505), connect errors,
@@ -15,10 +15,11 @@
 //!   returns what it finds; only when the lookup finds nothing is the POST sent again. Plain
 //!   [`ScimHttp::send`] never repeats a POST with an unknown outcome.
 //!
-//! Why the permit is taken before pacing rather than after: a request granted its pacing slot
-//! and then queued on the semaphore could be released together with others later, bunching
-//! requests into one server window. Taking the permit first means a request is sent as soon as
-//! its slot comes.
+//! Order within one attempt: the bucket's pacing slot (holding only that bucket's gate), then a
+//! concurrency permit, then the gate is released and the request sent. Waiting for a slow
+//! bucket never occupies a shared permit, and a bucket's next slot is not granted before the
+//! previous request has its permit, so a queue on the permits cannot bunch one bucket's sends
+//! (see [`super::pacing`]).
 //!
 //! What does not live here: tokens (see [`super::oauth`]), paging (see [`super::paging`]),
 //! resource shapes (see [`super::types`]).
@@ -324,7 +325,7 @@ impl ScimHttp {
         let repeatable = req.method != Method::POST;
         let mut schedule = Schedule::new(self.retry);
         let mut refreshed = false;
-        let mut unknown_before = false;
+        let mut maybe_applied_before = false;
         loop {
             schedule.attempt();
             let request_id = uuid::Uuid::new_v4().to_string();
@@ -341,7 +342,7 @@ impl ScimHttp {
                 .attempt(req, bucket, &request_id)
                 .instrument(span.clone())
                 .await;
-            let (err, retry_after, unknown) = match answer {
+            let (err, retry_after, maybe_applied) = match answer {
                 Ok(a) => {
                     let _g = span.enter();
                     tracing::debug!(
@@ -376,8 +377,8 @@ impl ScimHttp {
                             }
                             (err, a.retry_after, false)
                         }
-                        s if s >= 500 && s != 501 && s != 505 => (err, a.retry_after, !repeatable),
-                        404 if unknown_before && req.method == Method::DELETE => {
+                        s if s >= 500 && s != 501 && s != 505 => (err, a.retry_after, true),
+                        404 if maybe_applied_before && req.method == Method::DELETE => {
                             // An earlier attempt probably deleted it; the goal is reached.
                             tracing::info!("404 after an unknown outcome: already deleted");
                             return Ok(ApiResponse {
@@ -387,7 +388,7 @@ impl ScimHttp {
                                 recovered: true,
                             });
                         }
-                        409 if unknown_before => {
+                        409 if maybe_applied_before => {
                             if let Some(found) = self.resolve(lookup).await {
                                 return Ok(recovered(found, request_id));
                             }
@@ -396,13 +397,16 @@ impl ScimHttp {
                         _ => return Err(err),
                     }
                 }
-                Err(e) => {
-                    let unknown = e.outcome_unknown();
-                    (e, None, unknown)
+                // Only transport failures are worth another attempt here; token errors were
+                // already retried by the token cache, and setup or encoding errors will not change.
+                Err(e @ IroncladError::Transport { .. }) => {
+                    let maybe_applied = e.outcome_unknown();
+                    (e, None, maybe_applied)
                 }
+                Err(e) => return Err(e),
             };
 
-            if unknown && !repeatable {
+            if maybe_applied && !repeatable {
                 let Some(found) = lookup else {
                     tracing::warn!(error = %err, "POST outcome unknown; not repeating it");
                     return Err(err);
@@ -425,7 +429,7 @@ impl ScimHttp {
                     }
                 }
             }
-            unknown_before |= unknown;
+            maybe_applied_before |= maybe_applied;
 
             match schedule.next_delay(retry_after) {
                 Some(delay) => {
@@ -486,16 +490,23 @@ impl ScimHttp {
         bucket: &'static str,
         request_id: &str,
     ) -> Result<Answer, IroncladError> {
+        // Pacing first (holding only the bucket's gate), then a permit, then release the gate:
+        // see the module docs of `pacing` for why this order neither starves other buckets nor
+        // bunches sends.
+        let paced = match &self.pacer {
+            Some(p) => Some(p.acquire(bucket).await),
+            None => None,
+        };
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| IroncladError::Setup("request layer shut down".into()))?;
-        if let Some(p) = &self.pacer {
-            let waited = p.acquire(bucket).await;
-            if !waited.is_zero() {
-                self.stats.record_pacing_wait(waited);
+        if let Some(paced) = paced {
+            if !paced.waited.is_zero() {
+                self.stats.record_pacing_wait(paced.waited);
             }
+            drop(paced);
         }
         let creds = self.auth.credentials().await?;
         let mut headers = HeaderMap::new();
@@ -627,6 +638,7 @@ fn http_error(req: &ApiRequest, request_id: &str, a: &Answer) -> IroncladError {
 mod tests {
     use super::*;
     use crate::ironclad::pacing::single_bucket;
+    use crate::ironclad::Pacer;
     use axum::extract::State;
     use axum::http::{HeaderMap as AxHeaders, StatusCode};
     use axum::response::{IntoResponse, Response};
@@ -887,6 +899,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_delete_answered_404_after_a_502_counts_as_done() {
+        let (fake, base) = serve(vec![
+            Step::Status(502, None, serde_json::json!({})),
+            Step::Status(404, None, serde_json::json!({"detail": "no such user"})),
+        ])
+        .await;
+        let h = layer(&base, Duration::from_secs(2));
+        let r = h.send(&ApiRequest::delete("/Users/1")).await.unwrap();
+        assert!(r.recovered);
+        assert_eq!(fake.hits.load(Ordering::SeqCst), 2);
+        // Without an earlier doubtful attempt, a 404 stays an error.
+        let (_fake, base) = serve(vec![Step::Status(404, None, serde_json::json!({}))]).await;
+        let e = layer(&base, Duration::from_secs(2))
+            .send(&ApiRequest::delete("/Users/1"))
+            .await
+            .unwrap_err();
+        assert!(e.is_not_found());
+    }
+
+    #[tokio::test]
     async fn connect_errors_are_transport_errors_not_http_errors() {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -918,6 +950,66 @@ mod tests {
         assert_eq!(e.status(), Some(401));
         assert!(e.to_string().contains("token revoked"));
         assert_eq!(fake.hits.load(Ordering::SeqCst), 1);
+    }
+
+    fn slow_or_fast(_: &Method, path: &str) -> &'static str {
+        if path.starts_with("/slow") {
+            "slow"
+        } else {
+            "fast"
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_bucket_does_not_starve_a_fast_one() {
+        let (_fake, base) = serve(vec![ok()]).await;
+        let pacer = Arc::new(Pacer::new(&[("slow", 60), ("fast", 60_000)], 1.0));
+        let h = Arc::new(ScimHttp::new(
+            HttpSettings {
+                base_url: url::Url::parse(&base).unwrap(),
+                max_concurrency: 2,
+                retry: RetryPolicy::default(),
+            },
+            build_reqwest(Duration::from_secs(2), Duration::from_secs(5), None).unwrap(),
+            Arc::new(StaticAuth::none()),
+            Some(pacer),
+            slow_or_fast,
+            Arc::new(ClientStats::default()),
+        ));
+        // Five requests in a 1/s bucket queue up first...
+        let mut slow = Vec::new();
+        for _ in 0..5 {
+            let h = h.clone();
+            slow.push(tokio::spawn(async move {
+                h.send(&ApiRequest::get("/slow")).await.unwrap();
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // ...and twenty fast ones still go through at once, with only two permits.
+        let t = Instant::now();
+        for _ in 0..20 {
+            h.send(&ApiRequest::get("/fast")).await.unwrap();
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(800),
+            "{:?}",
+            t.elapsed()
+        );
+        for s in slow {
+            s.abort();
+        }
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_a_setup_error() {
+        let e = build_reqwest(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Some(b"not a certificate"),
+        )
+        .unwrap_err();
+        assert_eq!(e.metric_label(), "setup");
+        assert!(e.to_string().contains("CA certificate"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,14 @@
 //! `Retry-After` pauses the whole bucket until then, so requests queued behind the one that was
 //! refused do not walk into the same wall.
 //!
+//! Each bucket also has a FIFO gate: a request holds it from the moment it starts waiting for
+//! its slot until it holds a concurrency permit and is about to send (see [`Paced`]). So a
+//! request never sits on one of the shared concurrency permits while it waits for its bucket
+//! (a slow PATCH/DELETE bucket cannot starve the fast buckets), and the next request of the
+//! bucket cannot be granted its slot before the previous one is on its way, which bounds how
+//! much a wait for a permit can bunch sends: any server window sees at most one request more
+//! than the limiter's `ceil(R·W)`, which the headroom covers.
+//!
 //! What does not live here: the per-request retry delay (see [`super::retry`]) and the
 //! concurrency limit (a semaphore in [`super::http`]). [`ironclad_bucket`] is the only
 //! Ironclad-specific piece: other SCIM servers get no pacer, or their own classifier.
@@ -79,6 +87,8 @@ struct BucketState {
 #[derive(Debug)]
 struct Bucket {
     name: &'static str,
+    /// The FIFO gate (tokio's mutex queues waiters fairly).
+    gate: Arc<tokio::sync::Mutex<()>>,
     /// Requests per minute aimed at, headroom already applied.
     per_minute: f64,
     /// std `Mutex`: held only to read or swap the state, never across an `.await`.
@@ -92,6 +102,15 @@ fn limiter(per_minute: f64) -> Arc<DefaultDirectRateLimiter> {
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::MIN);
     Arc::new(RateLimiter::direct(quota))
+}
+
+/// A granted slot: how long the request waited for it, and the bucket's gate, held until the
+/// request has its concurrency permit.
+#[derive(Debug)]
+pub struct Paced {
+    /// Time spent waiting for the gate and the slot.
+    pub waited: Duration,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// Per-bucket pacing. Cheap to share behind an `Arc`.
@@ -112,6 +131,7 @@ impl Pacer {
                 let per_minute = f64::from(*limit) * headroom;
                 Bucket {
                     name,
+                    gate: Arc::new(tokio::sync::Mutex::new(())),
                     per_minute,
                     state: Mutex::new(BucketState {
                         limiter: limiter(per_minute),
@@ -160,17 +180,25 @@ impl Pacer {
         Some(b.per_minute * st.factor)
     }
 
-    /// Waits until a request in `bucket` may start; returns how long it waited. Unknown buckets
-    /// are not paced.
-    pub async fn acquire(&self, bucket: &str) -> Duration {
+    /// Waits until a request in `bucket` may start. Keep the returned [`Paced`] until the
+    /// request holds its concurrency permit, then drop it. Unknown buckets are not paced.
+    pub async fn acquire(&self, bucket: &str) -> Paced {
         let Some(b) = self.bucket(bucket) else {
-            return Duration::ZERO;
+            return Paced {
+                waited: Duration::ZERO,
+                _gate: None,
+            };
         };
         let start = Instant::now();
+        let gate = b.gate.clone().lock_owned().await;
+        let done = |start: Instant| Paced {
+            waited: start.elapsed(),
+            _gate: Some(gate),
+        };
         loop {
             let (lim, pause) = {
                 let Ok(mut st) = b.state.lock() else {
-                    return start.elapsed();
+                    return done(start);
                 };
                 let now = Instant::now();
                 if let Some(at) = st.restore_at {
@@ -204,7 +232,7 @@ impl Pacer {
                 .and_then(|st| st.paused_until)
                 .is_some_and(|t| t > Instant::now());
             if !paused {
-                return start.elapsed();
+                return done(start);
             }
         }
     }
@@ -282,8 +310,9 @@ mod tests {
             handles.push(tokio::spawn(async move {
                 let mut times = Vec::new();
                 for _ in 0..6 {
-                    p.acquire("b").await;
+                    let slot = p.acquire("b").await;
                     times.push(started.elapsed());
+                    drop(slot);
                 }
                 times
             }));
@@ -316,7 +345,7 @@ mod tests {
         pacer.throttled("b", Some(Duration::from_millis(300)));
         pacer.throttled("b", None);
         assert_eq!(pacer.current_rate("b"), Some(300.0));
-        let waited = pacer.acquire("b").await;
+        let waited = pacer.acquire("b").await.waited;
         assert!(waited >= Duration::from_millis(280), "{waited:?}");
         // After the recovery period the rate doubles back.
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -327,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_buckets_are_not_paced() {
         let pacer = Pacer::new(&[("b", 1)], 1.0);
-        assert_eq!(pacer.acquire("nope").await, Duration::ZERO);
+        assert_eq!(pacer.acquire("nope").await.waited, Duration::ZERO);
         assert_eq!(pacer.current_rate("nope"), None);
     }
 }
