@@ -499,6 +499,7 @@ async fn check_reports_bind_and_counts() {
         "{text}"
     );
     assert!(text.contains("no TLS"), "{text}");
+    assert_eq!(check.lines().len(), 3);
 }
 
 /// What the proxy does to the n-th connection's server-to-client bytes.

@@ -230,6 +230,13 @@ pub struct SearchCount {
     pub entries: usize,
 }
 
+impl LdapCheck {
+    /// The report as lines (the first names server, security and bind; one per search).
+    pub fn lines(&self) -> Vec<String> {
+        self.to_string().lines().map(str::to_string).collect()
+    }
+}
+
 impl fmt::Display for LdapCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
