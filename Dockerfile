@@ -11,6 +11,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY mappings ./mappings
 COPY benches ./benches
+COPY examples ./examples
 RUN cargo build --release --locked --bin ironbridge \
  && strip target/release/ironbridge
 

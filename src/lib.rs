@@ -14,6 +14,12 @@
 //!   per-bucket pacing. It translates; it never decides what should happen.
 //! - [`model`]: the source-neutral model of directory entries every source yields.
 //! - [`source`]: directory sources (LDAP, SCIM 2.0, LDIF) producing complete snapshots.
+//! - [`mapping`]: mapping files: scope rules, correlation, attribute expressions, groups, removal.
+//! - [`reconcile`]: the pure planner and its safety rules, apply in fixed phases, the engine
+//!   every trigger calls.
+//! - [`report`]: text, JSON, Markdown, CSV and HTML renderings of a plan.
+//! - [`store`]: the SQLite state store: links, runs, audit, quarantine, grace, run lock.
+//! - [`check`]: what the configuration needs from Ironclad against what was granted.
 //! - [`sim`]: `ironclad-sim`, an HTTP simulator of Ironclad's SCIM and OAuth APIs.
 //! - [`cli`]: the `ironbridge` command line: subcommands and their exit codes.
 //!
