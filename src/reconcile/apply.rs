@@ -693,26 +693,15 @@ pub async fn apply(
                     detail: None,
                 });
             }
-            Err(e) => {
-                audit.record(
-                    "outcome",
-                    "group_create",
-                    &g.display_name,
-                    Some(src),
-                    None,
-                    None,
-                    None,
-                    e.status(),
-                    None,
-                    Some(e.to_string()),
-                );
-                report.push(Outcome {
-                    name: g.display_name.clone(),
-                    action: "group_create".into(),
-                    result: "failed".into(),
-                    detail: Some(e.to_string()),
-                });
-            }
+            Err(e) => group_failed(
+                audit,
+                &mut report,
+                "group_create",
+                &g.display_name,
+                Some(src),
+                None,
+                &e,
+            ),
         }
     }
 
@@ -915,26 +904,15 @@ pub async fn apply(
                     detail: None,
                 });
             }
-            Err(e) => {
-                audit.record(
-                    "outcome",
-                    "group_members",
-                    &g.display_name,
-                    g.source_id.as_deref(),
-                    Some(&id),
-                    None,
-                    None,
-                    e.status(),
-                    None,
-                    Some(e.to_string()),
-                );
-                report.push(Outcome {
-                    name: g.display_name.clone(),
-                    action: "group_members".into(),
-                    result: "failed".into(),
-                    detail: Some(e.to_string()),
-                });
-            }
+            Err(e) => group_failed(
+                audit,
+                &mut report,
+                "group_members",
+                &g.display_name,
+                g.source_id.as_deref(),
+                Some(&id),
+                &e,
+            ),
         }
     }
 
@@ -1020,30 +998,50 @@ pub async fn apply(
                     detail: None,
                 });
             }
-            Err(e) => {
-                audit.record(
-                    "outcome",
-                    "group_delete",
-                    &g.display_name,
-                    g.source_id.as_deref(),
-                    Some(id),
-                    None,
-                    None,
-                    e.status(),
-                    None,
-                    Some(e.to_string()),
-                );
-                report.push(Outcome {
-                    name: g.display_name.clone(),
-                    action: "group_delete".into(),
-                    result: "failed".into(),
-                    detail: Some(e.to_string()),
-                });
-            }
+            Err(e) => group_failed(
+                audit,
+                &mut report,
+                "group_delete",
+                &g.display_name,
+                g.source_id.as_deref(),
+                Some(id),
+                &e,
+            ),
         }
     }
     report.operations = ops_count;
     report
+}
+
+/// Records a failed group write in the audit and the report.
+fn group_failed(
+    audit: &Audit,
+    report: &mut ApplyReport,
+    action: &str,
+    name: &str,
+    source_id: Option<&str>,
+    id: Option<&str>,
+    e: &IroncladError,
+) {
+    let text = e.to_string();
+    audit.record(
+        "outcome",
+        action,
+        name,
+        source_id,
+        id,
+        None,
+        None,
+        e.status(),
+        None,
+        Some(text.clone()),
+    );
+    report.push(Outcome {
+        name: name.to_string(),
+        action: action.into(),
+        result: "failed".into(),
+        detail: Some(text),
+    });
 }
 
 fn changes_of(u: &UserPlan) -> &[AttrChange] {
