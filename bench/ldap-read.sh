@@ -176,7 +176,7 @@ LS_RSS=$(( LS_RSS_U > LS_RSS_G ? LS_RSS_U : LS_RSS_G ))
 
 cat <<EOF
 
-LDAP full read: $USERS users + $NGROUPS groups, page size $PAGE, $(nproc) cores
+LDAP full read: $USERS users + $NGROUPS groups, page size $PAGE, $(nproc) cores, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)
   ironbridge ($IB_WHAT)
     median wall $(printf '%.3f' "$IB_MED") s, peak RSS $((IB_RSS / 1024)) MiB
   ldapsearch -E pr=$PAGE/noprompt (users search, then groups search)

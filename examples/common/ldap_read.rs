@@ -1,5 +1,5 @@
-//! The body shared by the `ldap_read` and `ldap_read_mimalloc` examples (see
-//! `examples/ldap_read/main.rs`).
+//! The body of the `ldap_read` example (see `examples/ldap_read/main.rs`), kept apart so
+//! that variants (another allocator, another runtime) can share it when measuring.
 
 use ironbridge::source::ldap::LdapSource;
 use ironbridge::source::SourceConfig;

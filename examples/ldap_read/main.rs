@@ -4,8 +4,6 @@
 //!
 //! Usage: `cargo run --release --example ldap_read -- CONFIG.toml > snapshot.json`
 //! (other tables of the file are ignored; relative paths are resolved against its directory).
-//! It uses the system allocator, like the `ironbridge` binary; `ldap_read_mimalloc` is the
-//! same program with mimalloc, to measure what the allocator changes.
 
 #[path = "../common/ldap_read.rs"]
 mod common;

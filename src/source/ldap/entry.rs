@@ -100,27 +100,59 @@ const BINARY_ATTRIBUTES: &[&str] = &[
     "userparameters",
 ];
 
-/// Converts one value. objectGUID and objectSid get their Active Directory text forms; known
-/// binary attributes and bytes that are not UTF-8 stay bytes.
-pub fn convert_value(lower_name: &str, bytes: Vec<u8>) -> Value {
-    match lower_name {
-        "objectguid" | "ms-ds-consistencyguid" | "msexchmailboxguid" if bytes.len() == 16 => {
-            return Value::Text(guid_text(&bytes));
-        }
-        "objectsid" | "sidhistory" => {
-            if let Some(s) = sid_text(&bytes) {
-                return Value::Text(s);
+/// How an attribute's values are converted, decided once per attribute from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A 16-byte GUID: the Active Directory text form.
+    Guid,
+    /// A security identifier: `S-1-5-...`.
+    Sid,
+    /// Always bytes.
+    Binary,
+    /// Text when the bytes are UTF-8, bytes otherwise.
+    Text,
+}
+
+/// Classifies an attribute (any letter case) without allocating.
+pub fn classify(name: &str) -> ValueKind {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    if is("objectGUID") || is("ms-DS-ConsistencyGuid") || is("msExchMailboxGuid") {
+        ValueKind::Guid
+    } else if is("objectSid") || is("sIDHistory") {
+        ValueKind::Sid
+    } else if BINARY_ATTRIBUTES.iter().any(|b| is(b))
+        || (name.len() >= 7 && name[name.len() - 7..].eq_ignore_ascii_case(";binary"))
+    {
+        ValueKind::Binary
+    } else {
+        ValueKind::Text
+    }
+}
+
+/// Converts one value of an attribute of the given kind.
+pub fn convert_kind(kind: ValueKind, bytes: Vec<u8>) -> Value {
+    match kind {
+        ValueKind::Guid if bytes.len() == 16 => return Value::Text(guid_text(&bytes)),
+        ValueKind::Guid => return Value::Binary(bytes),
+        ValueKind::Sid => {
+            return match sid_text(&bytes) {
+                Some(s) => Value::Text(s),
+                None => Value::Binary(bytes),
             }
         }
-        _ => {}
-    }
-    if BINARY_ATTRIBUTES.contains(&lower_name) || lower_name.ends_with(";binary") {
-        return Value::Binary(bytes);
+        ValueKind::Binary => return Value::Binary(bytes),
+        ValueKind::Text => {}
     }
     match String::from_utf8(bytes) {
         Ok(s) => Value::Text(s),
         Err(e) => Value::Binary(e.into_bytes()),
     }
+}
+
+/// Converts one value. objectGUID and objectSid get their Active Directory text forms; known
+/// binary attributes and bytes that are not UTF-8 stay bytes. `name` in any letter case.
+pub fn convert_value(name: &str, bytes: Vec<u8>) -> Value {
+    convert_kind(classify(name), bytes)
 }
 
 /// The canonical GUID text form Active Directory tools print: the first three fields are
@@ -167,13 +199,14 @@ pub fn sid_text(b: &[u8]) -> Option<String> {
 
 /// The text form of an id value: GUID form for 16-byte objectGUIDs, the text itself, or
 /// base64 for other binary ids.
-pub fn id_text(lower_name: &str, bytes: &[u8]) -> String {
-    if lower_name != "objectguid" && lower_name != "objectsid" {
+pub fn id_text(name: &str, bytes: &[u8]) -> String {
+    let kind = classify(name);
+    if kind == ValueKind::Text {
         if let Ok(s) = std::str::from_utf8(bytes) {
             return s.to_string();
         }
     }
-    match convert_value(lower_name, bytes.to_vec()) {
+    match convert_kind(kind, bytes.to_vec()) {
         Value::Text(s) => s,
         v @ Value::Binary(_) => v.as_text().into_owned(),
     }
@@ -323,18 +356,17 @@ pub fn to_attributes(
     // attribute; only ranged descriptions (and the rare repeated name) need merging.
     let any_ranged = attrs.iter().any(|(d, _)| split_range(d).is_some());
     if !any_ranged {
+        let mut seen: Vec<String> = Vec::with_capacity(attrs.len());
         for (name, values) in attrs {
-            let lower = name.to_ascii_lowercase();
-            let converted: Vec<Value> = values
-                .into_iter()
-                .map(|v| convert_value(&lower, v))
-                .collect();
-            if out.has(&name) {
+            let kind = classify(&name);
+            let converted: Vec<Value> = values.into_iter().map(|v| convert_kind(kind, v)).collect();
+            if seen.iter().any(|s| s.eq_ignore_ascii_case(&name)) {
                 let mut existing = out.remove(&name).unwrap_or_default();
                 existing.extend(converted);
                 out.set(&name, existing);
             } else {
                 out.set(&name, converted);
+                seen.push(name);
             }
         }
         return (out, ranges);
@@ -353,10 +385,8 @@ pub fn to_attributes(
         if range.is_some() && plain_with_values.contains(&lower) {
             continue;
         }
-        let converted: Vec<Value> = values
-            .into_iter()
-            .map(|v| convert_value(&lower, v))
-            .collect();
+        let kind = classify(&name);
+        let converted: Vec<Value> = values.into_iter().map(|v| convert_kind(kind, v)).collect();
         if let Some(end) = range {
             ranges.push((lower.clone(), end));
         }
@@ -408,6 +438,10 @@ mod tests {
             convert_value("cn", "Zoë".as_bytes().to_vec()),
             Value::Text("Zoë".into())
         );
+        assert_eq!(classify("JPEGPhoto"), ValueKind::Binary);
+        assert_eq!(classify("userCertificate;binary"), ValueKind::Binary);
+        assert_eq!(classify("ObjectGuid"), ValueKind::Guid);
+        assert_eq!(classify("mail"), ValueKind::Text);
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn take_id(raw: &RawEntry, id_attr: &str, kind: SearchKind) -> Result<String, Ld
     raw.attrs
         .iter()
         .find(|(n, v)| n.eq_ignore_ascii_case(id_attr) && !v.is_empty())
-        .and_then(|(n, v)| v.first().map(|b| id_text(&n.to_ascii_lowercase(), b)))
+        .and_then(|(n, v)| v.first().map(|b| id_text(n, b)))
         .ok_or_else(|| LdapError::MissingId {
             search: kind,
             dn: raw.dn.clone(),

@@ -132,6 +132,15 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The `samba` daemon (in /usr/sbin, which a non-login PATH may lack).
+fn samba_bin() -> PathBuf {
+    ["/usr/sbin/samba", "/usr/local/sbin/samba"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("samba"))
+}
+
 fn listening(port: u16) -> bool {
     TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -181,7 +190,7 @@ fn patch_smb_conf(dir: &Path) {
 fn start_samba(dir: &Path) -> u32 {
     use std::os::unix::process::CommandExt as _;
     let log = std::fs::File::create(dir.join("log/samba.out")).unwrap();
-    let child = Command::new("samba")
+    let child = Command::new(samba_bin())
         .args(["--foreground", "--no-process-group", "-s"])
         .arg(dir.join("etc/smb.conf"))
         .stdin(Stdio::null())
@@ -242,7 +251,7 @@ fn ldap_modify(args: &[&str], ldif: &str, dir: &Path, name: &str) {
 
 fn cache_key(ldif: &str) -> String {
     use std::hash::{Hash, Hasher};
-    let version = run(Command::new("samba").arg("-V"));
+    let version = run(Command::new(samba_bin()).arg("-V"));
     let mut h = std::collections::hash_map::DefaultHasher::new();
     version.hash(&mut h);
     ldif.hash(&mut h);
@@ -281,7 +290,7 @@ fn provision(dir: &Path, ldif: &str) {
 fn start() -> SambaDc {
     let t0 = Instant::now();
     assert!(
-        Path::new("/usr/sbin/samba").exists() || run(Command::new("sh").args(["-c", "command -v samba || true"])).trim() != "",
+        Command::new(samba_bin()).arg("-V").output().is_ok(),
         "samba is not installed: scripts/test.sh installs samba samba-ad-dc samba-ad-provision samba-dsdb-modules"
     );
     assert!(

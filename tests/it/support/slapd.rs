@@ -660,22 +660,3 @@ pub fn start(fx: Fixture) -> Slapd {
         watchdog: Mutex::new(Some(stdin)),
     }
 }
-
-/// Runs `ldapsearch` against the shared instance as the reader (for cross-checks).
-pub fn ldapsearch(s: &Slapd, base: &str, filter: &str, attrs: &[&str]) -> String {
-    run(Command::new("ldapsearch")
-        .args([
-            "-x",
-            "-LLL",
-            "-o",
-            "ldif-wrap=no",
-            "-H",
-            &s.ldap_url,
-            "-D",
-            READER_DN,
-            "-w",
-        ])
-        .arg(READER_PASSWORD)
-        .args(["-b", base, filter])
-        .args(attrs))
-}
