@@ -91,20 +91,20 @@ fn unknown_key_is_located() {
 
 #[test]
 fn bad_expression_points_at_the_fault_inside_the_string() {
-    // `lowr` starts at column 30 of line 6.
+    // `lowr` starts at column 32 of line 6.
     let (file, e) = one_problem(&format!(
         "{HEAD}title = {{ expr = \"attr.title | lowr\", apply = \"always\" }}\n"
     ));
     assert_eq!(
         (e.line, e.column, e.key.as_str()),
-        (6, 30, "attributes.title.expr"),
+        (6, 32, "attributes.title.expr"),
         "{e}"
     );
     assert!(e.message.contains("unknown filter `lowr`"), "{e}");
-    assert!(e.to_string().starts_with(&format!("{file}:6:30: ")), "{e}");
-    // A syntax error inside the expression: the dangling `|` at column 24.
+    assert!(e.to_string().starts_with(&format!("{file}:6:32: ")), "{e}");
+    // A syntax error inside the expression: the dangling `|` at column 21.
     let (_, e) = one_problem(&format!("{HEAD}title = \"attr.title |\"\n"));
-    assert_eq!((e.line, e.column), (6, 22), "{e}");
+    assert_eq!((e.line, e.column), (6, 21), "{e}");
     assert!(e.message.contains("invalid expression"), "{e}");
     // An unknown variable in a scope rule.
     let (_, e) = one_problem(
