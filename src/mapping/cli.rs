@@ -165,7 +165,7 @@ fn print_evaluation(ev: &Evaluation, out: &mut dyn Write) {
             let _ = writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(&u.scim).unwrap_or_default()
+                serde_json::to_string_pretty(&u.scim()).unwrap_or_default()
             );
         }
         None => {

@@ -1,15 +1,16 @@
 //! Evaluation: one source entry to an [`Evaluation`] (in scope or not and which rule decided,
-//! disabled or not, and the desired Ironclad user as SCIM JSON with each attribute's apply
-//! policy), and a snapshot's groups to [`DesiredGroup`]s. Pure: no I/O, time is a parameter.
+//! disabled or not, and the desired Ironclad user with each attribute's value and apply
+//! policy, as SCIM JSON on request), and a snapshot's groups to [`DesiredGroup`]s. Pure: no
+//! I/O, time is a parameter.
 //!
-//! Batch callers (the reconciler) call [`Mapping::prepare`] once per snapshot and evaluate
-//! every entry through the returned [`Prepared`]; [`Mapping::evaluate`] is the one-entry
-//! convenience (it builds the snapshot tables each time).
+//! Batch callers (the reconciler) call [`Mapping::prepare_shared`] (or [`Mapping::prepare`])
+//! once per snapshot and evaluate every entry through the returned [`Prepared`];
+//! [`Mapping::evaluate`] is the one-entry convenience (it indexes the snapshot each time).
 //!
 //! What does not live here: comparing desired users with Ironclad's (the reconciler).
 
 use super::expr::{is_absent, now_value, text_of, Ctx, MAX_VALUES, MAX_VALUE_BYTES};
-use super::index::{EntryData, Index};
+use super::index::{group_name, EntryHandle, Index};
 use super::target::{Apply, Kind, Target, UserJson};
 use super::{EvalError, Mapping, MappingError};
 use crate::config::ConfigError;
@@ -54,36 +55,83 @@ pub struct ScopeDecision {
     /// Line of the rule (or of `default`) in the mapping file.
     pub line: usize,
     /// The rule as text: its `description`, or its action and conditions.
-    pub text: String,
+    #[serde(serialize_with = "arc_str")]
+    pub text: Arc<str>,
 }
 
-/// The Ironclad user a source entry maps to.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+fn arc_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
+/// The Ironclad user a source entry maps to. Serializes with its SCIM JSON (`scim`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DesiredUser {
     /// `externalId`: the stable correlation key.
     pub external_id: String,
     /// `userName`.
     pub user_name: String,
-    /// The email addresses, primary first (empty when `emails` is not managed).
-    pub emails: Vec<String>,
-    /// The manager's externalId, when `manager` is managed and has a value. The reconciler
-    /// turns it into the manager's Ironclad id for `manager.value`.
-    pub manager_external_id: Option<String>,
-    /// The user as SCIM JSON (core + enterprise + Ironclad extension, `schemas` filled). Only
-    /// managed attributes with a value appear.
-    pub scim: Json,
     /// Every managed attribute with its value (`None`: no value) and apply policy,
     /// `externalId` first, then in mapping-file order.
     pub attributes: Vec<AttributeValue>,
 }
 
+impl DesiredUser {
+    /// The user as SCIM JSON (core + enterprise + Ironclad extension, `schemas` filled). Only
+    /// managed attributes with a value appear.
+    pub fn scim(&self) -> Json {
+        let mut json = UserJson::default();
+        for a in &self.attributes {
+            if let Some(v) = &a.value {
+                json.set(a.target, v.clone());
+            }
+        }
+        json.finish()
+    }
+
+    /// The value of one managed attribute (`None` when unmanaged or without a value).
+    pub fn value(&self, target: Target) -> Option<&Json> {
+        self.attributes
+            .iter()
+            .find(|a| a.target == target)
+            .and_then(|a| a.value.as_ref())
+    }
+
+    /// The email addresses, primary first (empty when `emails` is not managed).
+    pub fn emails(&self) -> Vec<&str> {
+        self.value(Target::Emails)
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("value").and_then(Json::as_str))
+            .collect()
+    }
+
+    /// The manager's externalId, when `manager` is managed and has a value. The reconciler
+    /// turns it into the manager's Ironclad id for `manager.value`.
+    pub fn manager_external_id(&self) -> Option<&str> {
+        self.value(Target::Manager).and_then(Json::as_str)
+    }
+}
+
+impl Serialize for DesiredUser {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("DesiredUser", 6)?;
+        st.serialize_field("external_id", &self.external_id)?;
+        st.serialize_field("user_name", &self.user_name)?;
+        st.serialize_field("emails", &self.emails())?;
+        st.serialize_field("manager_external_id", &self.manager_external_id())?;
+        st.serialize_field("attributes", &self.attributes)?;
+        st.serialize_field("scim", &self.scim())?;
+        st.end()
+    }
+}
+
 /// One managed attribute's desired value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttributeValue {
-    /// The Ironclad attribute.
+    /// The Ironclad attribute (its SCIM path for PATCH: [`Target::scim_path`]).
     pub target: Target,
-    /// Its SCIM path (for PATCH).
-    pub path: String,
     /// The value in SCIM JSON form, or `None` when the mapping gives none (with `always`,
     /// the reconciler clears it in Ironclad).
     pub value: Option<Json>,
@@ -91,6 +139,19 @@ pub struct AttributeValue {
     pub apply: Apply,
     /// Whether `value` is the attribute's `default` (the expression gave nothing).
     pub from_default: bool,
+}
+
+impl Serialize for AttributeValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("AttributeValue", 5)?;
+        st.serialize_field("target", &self.target)?;
+        st.serialize_field("path", &self.target.scim_path())?;
+        st.serialize_field("value", &self.value)?;
+        st.serialize_field("apply", &self.apply)?;
+        st.serialize_field("from_default", &self.from_default)?;
+        st.end()
+    }
 }
 
 /// A source group that becomes an Ironclad group.
@@ -123,7 +184,7 @@ fn errors_as_text<S: serde::Serializer>(e: &[MappingError], s: S) -> Result<S::O
 }
 
 /// A mapping bound to one snapshot and one run time, ready to evaluate entries. Building it
-/// indexes the snapshot once.
+/// indexes the snapshot once. `Send + Sync`: entries may be evaluated from several threads.
 #[derive(Debug)]
 pub struct Prepared<'m> {
     mapping: &'m Mapping,
@@ -131,15 +192,28 @@ pub struct Prepared<'m> {
     now: Value,
     /// Per scope rule: positions of the groups its `member_of` names.
     rule_groups: Vec<Vec<usize>>,
+    /// Per scope rule: its text, shared by every evaluation it decides.
+    rule_texts: Vec<Arc<str>>,
+    default_text: Arc<str>,
 }
 
 impl Mapping {
-    /// Binds the mapping to a snapshot and run time. Fails when a scope rule's `member_of`
+    /// Binds the mapping to a snapshot and run time, copying the snapshot once (use
+    /// [`Mapping::prepare_shared`] to avoid the copy). Fails when a scope rule's `member_of`
     /// names a group the snapshot lacks: evaluating anyway would silently drop its members
     /// from scope.
     pub fn prepare(
         &self,
         snapshot: &Snapshot,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared<'_>, MappingError> {
+        self.prepare_shared(Arc::new(snapshot.clone()), now)
+    }
+
+    /// [`Mapping::prepare`] for a snapshot already shared: nothing is copied.
+    pub fn prepare_shared(
+        &self,
+        snapshot: Arc<Snapshot>,
         now: DateTime<Utc>,
     ) -> Result<Prepared<'_>, MappingError> {
         let index = Arc::new(Index::build(snapshot));
@@ -156,7 +230,7 @@ impl Mapping {
                         key: at.key.clone(),
                         message: format!(
                             "group `{name}` is not in the source snapshot ({}); check the name or the source's group search",
-                            snapshot.source
+                            index.snapshot.source
                         ),
                     }));
                 }
@@ -169,12 +243,25 @@ impl Mapping {
             index,
             now: now_value(now),
             rule_groups,
+            rule_texts: self
+                .rules
+                .iter()
+                .map(|r| Arc::from(r.text.as_str()))
+                .collect(),
+            default_text: Arc::from(format!(
+                "no rule matched: default {}",
+                if self.scope_default_include {
+                    "include"
+                } else {
+                    "exclude"
+                }
+            )),
         })
     }
 
     /// Evaluates one entry against a snapshot (which supplies group membership and lookups).
-    /// Builds the snapshot tables on every call: to evaluate many entries, use
-    /// [`Mapping::prepare`].
+    /// Indexes the snapshot on every call: to evaluate many entries, use
+    /// [`Mapping::prepare_shared`].
     pub fn evaluate(
         &self,
         entry: &Entry,
@@ -191,28 +278,28 @@ impl Mapping {
 }
 
 impl Prepared<'_> {
-    /// Evaluates an entry. Its group membership comes from the snapshot entry with the same
+    /// Evaluates an entry. Its group membership comes from the snapshot user with the same
     /// id, if any; its attributes are the ones given.
     pub fn evaluate(&self, entry: &Entry) -> Result<Evaluation, MappingError> {
         let pos = self.index.user_position(&entry.id);
-        self.run(EntryData::from_entry(entry), pos)
+        self.run(EntryHandle::Own(Arc::new(entry.clone())), pos)
     }
 
     /// Evaluates the snapshot user with this stable id, if there is one.
     pub fn evaluate_id(&self, id: &str) -> Option<Result<Evaluation, MappingError>> {
         let pos = self.index.user_position(id)?;
-        Some(self.run(self.index.entries[pos].clone(), Some(pos)))
+        Some(self.run(EntryHandle::InSnapshot(self.index.clone(), pos), Some(pos)))
     }
 
     /// Evaluates every user of the snapshot, in snapshot order. One entry's error does not
     /// stop the others.
     pub fn evaluate_all(&self) -> Vec<Result<Evaluation, MappingError>> {
         (0..self.index.n_users)
-            .map(|p| self.run(self.index.entries[p].clone(), Some(p)))
+            .map(|p| self.run(EntryHandle::InSnapshot(self.index.clone(), p), Some(p)))
             .collect()
     }
 
-    fn err(&self, expr: usize, entry: &EntryData, message: String) -> MappingError {
+    fn err(&self, expr: usize, entry: &Entry, message: String) -> MappingError {
         let m = self.mapping;
         let (key, line, column) = m
             .exprs
@@ -220,7 +307,7 @@ impl Prepared<'_> {
             .map(|e| (e.key.clone(), e.line, e.column))
             .unwrap_or_else(|| ("-".into(), 0, 0));
         MappingError::Eval(Box::new(EvalError {
-            locator: entry.dn.clone(),
+            locator: entry.locator.clone(),
             id: entry.id.clone(),
             key,
             message,
@@ -230,7 +317,7 @@ impl Prepared<'_> {
         }))
     }
 
-    fn eval(&self, expr: usize, root: &Value, entry: &EntryData) -> Result<Value, MappingError> {
+    fn eval(&self, expr: usize, root: &Value, entry: &Entry) -> Result<Value, MappingError> {
         let Some(e) = self.mapping.expr(expr) else {
             return Err(self.err(expr, entry, "expression missing".into()));
         };
@@ -238,50 +325,34 @@ impl Prepared<'_> {
             .map_err(|e| self.err(expr, entry, engine_message(&e)))
     }
 
-    fn condition(
-        &self,
-        expr: usize,
-        root: &Value,
-        entry: &EntryData,
-    ) -> Result<bool, MappingError> {
+    fn condition(&self, expr: usize, root: &Value, entry: &Entry) -> Result<bool, MappingError> {
         let v = self.eval(expr, root, entry)?;
         Ok(bool_of(&v)
             .map_err(|m| self.err(expr, entry, m))?
             .unwrap_or(false))
     }
 
-    fn run(&self, entry: Arc<EntryData>, pos: Option<usize>) -> Result<Evaluation, MappingError> {
-        let m = self.mapping;
-        let ctx = Ctx::new(self.index.clone(), entry.clone(), pos, self.now.clone());
+    fn run(&self, handle: EntryHandle, pos: Option<usize>) -> Result<Evaluation, MappingError> {
+        let ctx = Ctx::new(self.index.clone(), handle.clone(), pos, self.now.clone());
         let root = ctx.value();
-        let disabled = match m.disabled {
-            Some(id) => self.condition(id, &root, &entry)?,
-            None => false,
-        };
-        ctx.set_disabled(disabled);
-        let mut decided = None;
-        for (i, rule) in m.rules.iter().enumerate() {
-            if !rule.member_of.is_empty() {
-                let mine = pos.map(|p| self.index.groups_of(p)).unwrap_or(&[]);
-                if !self.rule_groups[i].iter().any(|g| mine.contains(g)) {
-                    continue;
-                }
-            }
-            if let Some(w) = rule.when {
-                if !self.condition(w, &root, &entry)? {
-                    continue;
-                }
-            }
-            decided = Some(i);
-            break;
+        let entry = handle.get();
+        // Fast path: every expression in one evaluation. Any failure there is redone step by
+        // step, which gives the exact error and the first-match-wins semantics.
+        if let Some(ev) = self.run_combined(&root, entry, pos) {
+            return Ok(ev);
         }
-        let (in_scope, decided_by) = match decided {
+        self.run_stepwise(&ctx, &root, entry, pos)
+    }
+
+    fn decide(&self, rule: Option<usize>) -> (bool, ScopeDecision) {
+        let m = self.mapping;
+        match rule {
             Some(i) => (
                 m.rules[i].include,
                 ScopeDecision {
                     rule: Some(i),
                     line: m.rules[i].line,
-                    text: m.rules[i].text.clone(),
+                    text: self.rule_texts[i].clone(),
                 },
             ),
             None => (
@@ -289,26 +360,47 @@ impl Prepared<'_> {
                 ScopeDecision {
                     rule: None,
                     line: m.scope_default_line,
-                    text: format!(
-                        "no rule matched: default {}",
-                        if m.scope_default_include {
-                            "include"
-                        } else {
-                            "exclude"
-                        }
-                    ),
+                    text: self.default_text.clone(),
                 },
             ),
-        };
+        }
+    }
+
+    fn member_ok(&self, rule: usize, pos: Option<usize>) -> bool {
+        if self.mapping.rules[rule].member_of.is_empty() {
+            return true;
+        }
+        let mine = pos.map(|p| self.index.groups_of(p)).unwrap_or(&[]);
+        self.rule_groups[rule].iter().any(|g| mine.contains(g))
+    }
+
+    fn run_combined(&self, root: &Value, entry: &Entry, pos: Option<usize>) -> Option<Evaluation> {
+        let m = self.mapping;
+        let n_rules = m.rules.len();
+        let v = m.expr(m.combined)?.eval(root.clone()).ok()?;
+        let values: Vec<Value> = v.try_iter().ok()?.collect();
+        if values.len() != n_rules + m.attributes.len() + 2 {
+            return None;
+        }
+        let disabled = bool_of(&values[0]).ok()?.unwrap_or(false);
+        let mut decided = None;
+        for i in 0..n_rules {
+            if self.member_ok(i, pos) && bool_of(&values[1 + i]).ok()?.unwrap_or(false) {
+                decided = Some(i);
+                break;
+            }
+        }
+        let (in_scope, decided_by) = self.decide(decided);
         let desired = in_scope && !disabled;
-        let (user, user_error) = match self.user(&root, &entry) {
+        let (user, user_error) = match self.user(&values[1 + n_rules..], entry) {
             Ok(u) => (Some(u), None),
             Err(e) if !desired => (None, Some(e.to_string())),
-            Err(e) => return Err(e),
+            // Redone step by step, which reports the error.
+            Err(_) => return None,
         };
-        Ok(Evaluation {
+        Some(Evaluation {
             source_id: entry.id.clone(),
-            locator: entry.dn.clone(),
+            locator: entry.locator.clone(),
             in_scope,
             decided_by,
             disabled,
@@ -318,24 +410,56 @@ impl Prepared<'_> {
         })
     }
 
-    /// All attribute expressions in one evaluation; on failure, each alone to name the one
-    /// at fault.
-    fn attribute_values(
+    fn run_stepwise(
         &self,
+        ctx: &Ctx,
         root: &Value,
-        entry: &EntryData,
-    ) -> Result<Vec<Value>, MappingError> {
+        entry: &Entry,
+        pos: Option<usize>,
+    ) -> Result<Evaluation, MappingError> {
         let m = self.mapping;
-        let n = m.attributes.len() + 1;
-        if let Ok(v) = self.eval(m.combined, root, entry) {
-            if let Ok(it) = v.try_iter() {
-                let values: Vec<Value> = it.collect();
-                if values.len() == n {
-                    return Ok(values);
+        let disabled = match m.disabled {
+            Some(id) => self.condition(id, root, entry)?,
+            None => false,
+        };
+        ctx.set_disabled(disabled);
+        let mut decided = None;
+        for (i, rule) in m.rules.iter().enumerate() {
+            if !self.member_ok(i, pos) {
+                continue;
+            }
+            if let Some(w) = rule.when {
+                if !self.condition(w, root, entry)? {
+                    continue;
                 }
             }
+            decided = Some(i);
+            break;
         }
-        let mut values = Vec::with_capacity(n);
+        let (in_scope, decided_by) = self.decide(decided);
+        let desired = in_scope && !disabled;
+        let values = self.attribute_values(root, entry);
+        let (user, user_error) = match values.and_then(|v| self.user(&v, entry)) {
+            Ok(u) => (Some(u), None),
+            Err(e) if !desired => (None, Some(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        Ok(Evaluation {
+            source_id: entry.id.clone(),
+            locator: entry.locator.clone(),
+            in_scope,
+            decided_by,
+            disabled,
+            desired,
+            user,
+            user_error,
+        })
+    }
+
+    /// Each attribute expression alone (externalId first), so an error names its attribute.
+    fn attribute_values(&self, root: &Value, entry: &Entry) -> Result<Vec<Value>, MappingError> {
+        let m = self.mapping;
+        let mut values = Vec::with_capacity(m.attributes.len() + 1);
         values.push(self.eval(m.external_id, root, entry)?);
         for a in &m.attributes {
             values.push(self.eval(a.expr, root, entry)?);
@@ -343,13 +467,15 @@ impl Prepared<'_> {
         Ok(values)
     }
 
-    fn user(&self, root: &Value, entry: &EntryData) -> Result<DesiredUser, MappingError> {
+    /// Builds the user from the attribute values (externalId first).
+    fn user(&self, values: &[Value], entry: &Entry) -> Result<DesiredUser, MappingError> {
         let m = self.mapping;
-        let values = self.attribute_values(root, entry)?;
-        let mut values = values.into_iter();
-        let ext_value = values.next().unwrap_or(Value::UNDEFINED);
+        let (ext_value, values) = match values.split_first() {
+            Some((first, rest)) => (first, rest),
+            None => (&Value::UNDEFINED, values),
+        };
         let external_id =
-            match convert(Target::ExternalId, &ext_value) {
+            match convert(Target::ExternalId, ext_value) {
                 Ok(Some(Json::String(s))) => s,
                 Ok(_) => return Err(self.err(
                     m.external_id,
@@ -359,20 +485,16 @@ impl Prepared<'_> {
                 )),
                 Err(msg) => return Err(self.err(m.external_id, entry, msg)),
             };
-        let mut json = UserJson::default();
-        json.set(Target::ExternalId, Json::String(external_id.clone()));
-        let mut attributes = vec![AttributeValue {
+        let mut attributes = Vec::with_capacity(m.attributes.len() + 1);
+        attributes.push(AttributeValue {
             target: Target::ExternalId,
-            path: Target::ExternalId.scim_path(),
             value: Some(Json::String(external_id.clone())),
             apply: Apply::Always,
             from_default: false,
-        }];
+        });
         let mut user_name = None;
-        let mut emails = Vec::new();
-        let mut manager = None;
         for (a, v) in m.attributes.iter().zip(values) {
-            let converted = convert(a.target, &v).map_err(|msg| self.err(a.expr, entry, msg))?;
+            let converted = convert(a.target, v).map_err(|msg| self.err(a.expr, entry, msg))?;
             let (value, from_default) = match converted {
                 Some(j) => (Some(j), false),
                 None => match &a.default {
@@ -384,26 +506,11 @@ impl Prepared<'_> {
                     None => (None, false),
                 },
             };
-            if let Some(j) = &value {
-                match a.target {
-                    Target::UserName => user_name = j.as_str().map(str::to_string),
-                    Target::Manager => manager = j.as_str().map(str::to_string),
-                    Target::Emails => {
-                        emails = j
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|e| e.get("value").and_then(Json::as_str))
-                            .map(str::to_string)
-                            .collect();
-                    }
-                    _ => {}
-                }
-                json.set(a.target, j.clone());
+            if a.target == Target::UserName {
+                user_name = value.as_ref().and_then(Json::as_str).map(str::to_string);
             }
             attributes.push(AttributeValue {
                 target: a.target,
-                path: a.target.scim_path(),
                 value,
                 apply: a.apply,
                 from_default,
@@ -432,9 +539,6 @@ impl Prepared<'_> {
         Ok(DesiredUser {
             external_id,
             user_name,
-            emails,
-            manager_external_id: manager,
-            scim: json.finish(),
             attributes,
         })
     }
@@ -469,16 +573,17 @@ impl Prepared<'_> {
             }
         }
         let mut seen_names: std::collections::HashMap<String, String> = Default::default();
-        for pos in ix.n_users..ix.entries.len() {
-            let entry = ix.entries[pos].clone();
-            let name = entry.group_name();
-            let ctx = Ctx::new(ix.clone(), entry.clone(), Some(pos), self.now.clone());
+        for pos in ix.n_users..ix.len() {
+            let handle = EntryHandle::InSnapshot(ix.clone(), pos);
+            let entry = handle.get();
+            let name = group_name(entry);
+            let ctx = Ctx::new(ix.clone(), handle.clone(), Some(pos), self.now.clone());
             let root = ctx.value();
             let mut selected =
                 named.contains(&pos) || spec.name_regex.iter().any(|r| r.is_match(&name));
             if !selected {
                 if let Some(w) = spec.when {
-                    match self.condition(w, &root, &entry) {
+                    match self.condition(w, &root, entry) {
                         Ok(b) => selected = b,
                         Err(e) => {
                             out.errors.push(e);
@@ -493,7 +598,7 @@ impl Prepared<'_> {
             let display_name = match spec.display_name {
                 None => name,
                 Some(d) => {
-                    let v = match self.eval(d, &root, &entry) {
+                    let v = match self.eval(d, &root, entry) {
                         Ok(v) => v,
                         Err(e) => {
                             out.errors.push(e);
@@ -505,13 +610,13 @@ impl Prepared<'_> {
                         Ok(_) => {
                             out.errors.push(self.err(
                                 d,
-                                &entry,
+                                entry,
                                 "the group's displayName expression gave no value".into(),
                             ));
                             continue;
                         }
                         Err(msg) => {
-                            out.errors.push(self.err(d, &entry, msg));
+                            out.errors.push(self.err(d, entry, msg));
                             continue;
                         }
                     }
@@ -520,7 +625,7 @@ impl Prepared<'_> {
             let lower = display_name.to_lowercase();
             if let Some(first) = seen_names.get(&lower) {
                 out.errors.push(MappingError::Eval(Box::new(EvalError {
-                    locator: entry.dn.clone(),
+                    locator: entry.locator.clone(),
                     id: entry.id.clone(),
                     key: "groups.display_name".into(),
                     message: format!(
@@ -532,25 +637,18 @@ impl Prepared<'_> {
                 })));
                 continue;
             }
-            seen_names.insert(lower, entry.dn.clone());
-            let members = if spec.flatten {
-                ix.flat_members.get(&pos).cloned().unwrap_or_default()
-            } else {
-                let mut direct: Vec<String> = ix
-                    .direct_members
-                    .get(&pos)
-                    .into_iter()
-                    .flatten()
-                    .filter(|id| ix.user_position(id).is_some())
-                    .cloned()
-                    .collect();
-                direct.sort();
-                direct.dedup();
-                direct
-            };
+            seen_names.insert(lower, entry.locator.clone());
+            let mut members: Vec<String> = ix
+                .members_of(pos, spec.flatten)
+                .iter()
+                .filter_map(|p| ix.entry(*p))
+                .map(|e| e.id.clone())
+                .collect();
+            members.sort();
+            members.dedup();
             out.groups.push(DesiredGroup {
                 source_id: entry.id.clone(),
-                locator: entry.dn.clone(),
+                locator: entry.locator.clone(),
                 display_name,
                 member_source_ids: members,
             });
@@ -620,8 +718,16 @@ fn looks_like_email(s: &str) -> bool {
 }
 
 fn checked_text(v: &Value) -> Result<Option<String>, String> {
-    let Some(s) = text_of(v).map_err(|e| engine_message(&e))? else {
-        return Ok(None);
+    let owned;
+    let s = match v.as_str() {
+        Some(s) => s,
+        None => match text_of(v).map_err(|e| engine_message(&e))? {
+            Some(s) => {
+                owned = s;
+                owned.as_str()
+            }
+            None => return Ok(None),
+        },
     };
     let s = s.trim();
     if s.is_empty() {
@@ -834,14 +940,15 @@ display_name = "'IC ' ~ attr.cn"
         let u = e.user.unwrap();
         assert_eq!(u.user_name, "ann@example.com");
         assert_eq!(u.external_id, "u1");
-        assert_eq!(u.emails, vec!["Ann@Example.com"]);
-        assert_eq!(u.scim["title"], "Counsel");
-        assert_eq!(u.scim["active"], true);
-        assert_eq!(u.scim["name"]["givenName"], "Ann");
-        assert_eq!(u.scim["emails"][0]["primary"], true);
-        assert_eq!(u.scim["emails"][0]["type"], "work");
+        assert_eq!(u.emails(), vec!["Ann@Example.com"]);
+        let scim = u.scim();
+        assert_eq!(scim["title"], "Counsel");
+        assert_eq!(scim["active"], true);
+        assert_eq!(scim["name"]["givenName"], "Ann");
+        assert_eq!(scim["emails"][0]["primary"], true);
+        assert_eq!(scim["emails"][0]["type"], "work");
         assert_eq!(
-            u.scim["schemas"],
+            scim["schemas"],
             serde_json::json!(["urn:ietf:params:scim:schemas:core:2.0:User"])
         );
         let dept = u
@@ -862,8 +969,8 @@ display_name = "'IC ' ~ attr.cn"
             .evaluate(&snapshot().users[1], &snapshot(), now())
             .unwrap();
         let g = bob.user.unwrap();
-        assert_eq!(g.scim["name"]["givenName"], "Unknown");
-        assert_eq!(g.scim["active"], false);
+        assert_eq!(g.scim()["name"]["givenName"], "Unknown");
+        assert_eq!(g.scim()["active"], false);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! What does not live here: which expression runs when (see [`super::eval`]) and where
 //! positions in the mapping file come from (see [`super::load`]).
 
-use super::index::{EntryData, Index};
+use super::index::{group_name, EntryHandle, Index};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use minijinja::value::{Enumerator, Object, Rest};
@@ -160,6 +160,11 @@ pub(crate) fn environment(fuel: u64) -> Environment<'static> {
             Ok(Value::from(re.replace_all(&text, replacement).into_owned()))
         },
     );
+    env.add_filter("as_bool", |v: &Value| -> Result<bool, Error> {
+        super::eval::bool_of(v)
+            .map(|b| b.unwrap_or(false))
+            .map_err(invalid)
+    });
     env.add_filter("normalize_diacritics", |v: &Value| {
         map_text(v, |s| Ok(Value::from(fold_diacritics(s))))
     });
@@ -283,6 +288,13 @@ pub(crate) fn environment(fuel: u64) -> Environment<'static> {
             ))
         })
     });
+    env.add_function(
+        REMEMBER_DISABLED,
+        |state: &State, d: bool| -> Result<bool, Error> {
+            ctx_of(state)?.set_disabled(d);
+            Ok(d)
+        },
+    );
     env.add_function("coalesce", |args: Rest<Value>| -> Value {
         args.0
             .into_iter()
@@ -293,23 +305,30 @@ pub(crate) fn environment(fuel: u64) -> Environment<'static> {
         "lookup",
         |state: &State, key: &Value, attribute: Option<&str>| -> Result<Value, Error> {
             let ctx = ctx_of(state)?;
-            let Some(key) = text_of(key)? else {
+            let owned;
+            let key = match key.as_str() {
+                Some(k) => k,
+                None => match text_of(key)? {
+                    Some(k) => {
+                        owned = k;
+                        owned.as_str()
+                    }
+                    None => return Ok(Value::UNDEFINED),
+                },
+            };
+            let Some(pos) = ctx.index.find(key) else {
                 return Ok(Value::UNDEFINED);
             };
-            let Some(pos) = ctx.index.find(&key) else {
-                return Ok(Value::UNDEFINED);
-            };
-            let entry = ctx.index.entries[pos].clone();
             Ok(match attribute {
                 None => Value::from_object(EntryView {
-                    entry,
+                    entry: EntryHandle::InSnapshot(ctx.index.clone(), pos),
                     index: ctx.index.clone(),
                     pos: Some(pos),
                 }),
-                Some(a) => entry
-                    .attrs
-                    .get(a)
-                    .first()
+                Some(a) => ctx
+                    .index
+                    .entry(pos)
+                    .and_then(|e| attr_values(&e.attrs, a).first())
                     .map(model_value)
                     .unwrap_or(Value::UNDEFINED),
             })
@@ -338,6 +357,9 @@ fn invalid(m: String) -> Error {
 }
 
 fn regex_match(cache: &RegexCache, v: &Value, pattern: &str) -> Result<bool, Error> {
+    if let Some(s) = v.as_str() {
+        return Ok(cache.get(pattern)?.is_match(s));
+    }
     let Some(text) = text_of(v)? else {
         return Ok(false);
     };
@@ -390,6 +412,9 @@ pub(crate) fn text_of(v: &Value) -> Result<Option<String>, Error> {
 }
 
 fn map_text(v: &Value, f: impl FnOnce(&str) -> Result<Value, Error>) -> Result<Value, Error> {
+    if let Some(s) = v.as_str() {
+        return f(s);
+    }
     match text_of(v)? {
         None => Ok(Value::UNDEFINED),
         Some(s) => f(&s),
@@ -401,13 +426,22 @@ fn int_of(v: &Value) -> Result<Option<i64>, Error> {
     if is_absent(v) {
         return Ok(None);
     }
-    if let Some(i) = v.as_i64() {
-        return Ok(Some(i));
+    if v.kind() == minijinja::value::ValueKind::Number {
+        if let Some(i) = v.as_i64() {
+            return Ok(Some(i));
+        }
     }
-    let Some(s) = text_of(v)? else {
-        return Ok(None);
+    let owned;
+    let t = match v.as_str() {
+        Some(s) => s.trim(),
+        None => {
+            let Some(s) = text_of(v)? else {
+                return Ok(None);
+            };
+            owned = s;
+            owned.trim()
+        }
     };
-    let t = s.trim();
     if t.is_empty() {
         return Ok(None);
     }
@@ -435,16 +469,42 @@ pub(crate) fn model_value(v: &crate::model::Value) -> Value {
     }
 }
 
+/// The values of an attribute, names compared case-insensitively (as [`Attributes::get`]
+/// does, without allocating: this runs for every attribute an expression reads).
+///
+/// [`Attributes::get`]: crate::model::Attributes::get
+pub(crate) fn attr_values<'a>(
+    attrs: &'a crate::model::Attributes,
+    name: &str,
+) -> &'a [crate::model::Value] {
+    // Attributes iterate in lower-cased name order, so the scan stops at the first name
+    // whose first letter comes after the wanted one's.
+    let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
+    for (n, v) in attrs.iter() {
+        if n.len() == name.len() && n.eq_ignore_ascii_case(name) {
+            return v;
+        }
+        if n.as_bytes().first().map(u8::to_ascii_lowercase) > first {
+            break;
+        }
+    }
+    &[]
+}
+
 /// `attr` (first values) or `attrs` (all values) of one entry; names case-insensitive.
 #[derive(Debug)]
 struct AttrView {
-    entry: Arc<EntryData>,
+    entry: EntryHandle,
     all: bool,
 }
 
 impl Object for AttrView {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let values = self.entry.attrs.get(key.as_str()?);
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let values = attr_values(&self.entry.get().attrs, key);
         if self.all {
             Some(Value::from(
                 values.iter().map(model_value).collect::<Vec<_>>(),
@@ -457,6 +517,7 @@ impl Object for AttrView {
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         let names: Vec<Value> = self
             .entry
+            .get()
             .attrs
             .iter()
             .map(|(n, _)| Value::from(n))
@@ -468,14 +529,18 @@ impl Object for AttrView {
 /// The entry `lookup(key)` returns: `.attr`, `.attrs`, `.id`, `.dn`, `.groups`.
 #[derive(Debug)]
 struct EntryView {
-    entry: Arc<EntryData>,
+    entry: EntryHandle,
     index: Arc<Index>,
     pos: Option<usize>,
 }
 
 impl Object for EntryView {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        entry_field(&self.entry, &self.index, self.pos, key.as_str()?)
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        entry_field(&self.entry, &self.index, self.pos, key)
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
@@ -484,7 +549,7 @@ impl Object for EntryView {
 }
 
 fn entry_field(
-    entry: &Arc<EntryData>,
+    entry: &EntryHandle,
     index: &Arc<Index>,
     pos: Option<usize>,
     key: &str,
@@ -498,14 +563,15 @@ fn entry_field(
             entry: entry.clone(),
             all: true,
         }),
-        "id" => Value::from(entry.id.as_str()),
-        "dn" => Value::from(entry.dn.as_str()),
+        "id" => Value::from(entry.get().id.as_str()),
+        "dn" => Value::from(entry.get().locator.as_str()),
         "groups" => {
             let names: Vec<Value> = pos
                 .map(|p| index.groups_of(p))
                 .unwrap_or(&[])
                 .iter()
-                .map(|g| Value::from(index.entries[*g].group_name()))
+                .filter_map(|g| index.entry(*g))
+                .map(|e| Value::from(group_name(e)))
                 .collect();
             Value::from(names)
         }
@@ -517,7 +583,7 @@ fn entry_field(
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub index: Arc<Index>,
-    pub entry: Arc<EntryData>,
+    pub entry: EntryHandle,
     /// The entry's position in the index, when it is part of the snapshot.
     pub pos: Option<usize>,
     pub now: Value,
@@ -526,6 +592,10 @@ pub(crate) struct Ctx {
     disabled: AtomicU8,
 }
 
+/// The internal function that records the `disabled` condition during the one-pass
+/// evaluation. Names starting with `__` are refused in mapping files.
+pub(crate) const REMEMBER_DISABLED: &str = "__ironbridge_remember_disabled";
+
 /// The hidden variable through which functions reach the evaluation root. Not a legal
 /// identifier in a mapping (load rejects unknown variables), so expressions cannot use it.
 const CTX_VAR: &str = "__ironbridge_ctx";
@@ -533,7 +603,7 @@ const CTX_VAR: &str = "__ironbridge_ctx";
 impl Ctx {
     pub(crate) fn new(
         index: Arc<Index>,
-        entry: Arc<EntryData>,
+        entry: EntryHandle,
         pos: Option<usize>,
         now: Value,
     ) -> Arc<Ctx> {
@@ -563,7 +633,11 @@ impl Ctx {
 
 impl Object for Ctx {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        match key.as_str()? {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        match key {
             "attr" => Some(self.attr.clone()),
             "now" => Some(self.now.clone()),
             "disabled" => match self.disabled.load(Ordering::Relaxed) {
@@ -755,22 +829,25 @@ pub(crate) fn normalize_dn(dn: &str) -> String {
                 if i > 0 {
                     out.push(',');
                 }
-                let mut avas: Vec<String> = r
-                    .avas
-                    .iter()
-                    .map(|a| {
-                        format!(
-                            "{}={}",
-                            a.typ.to_ascii_lowercase(),
-                            a.value
-                                .to_lowercase()
-                                .replace(',', "\\,")
-                                .replace('+', "\\+")
-                        )
-                    })
-                    .collect();
-                avas.sort();
-                out.push_str(&avas.join("+"));
+                let ava = |a: &Ava| {
+                    let mut s = String::with_capacity(a.typ.len() + a.value.len() + 1);
+                    s.push_str(&a.typ.to_ascii_lowercase());
+                    s.push('=');
+                    for c in a.value.chars().flat_map(char::to_lowercase) {
+                        if matches!(c, ',' | '+' | '\\') {
+                            s.push('\\');
+                        }
+                        s.push(c);
+                    }
+                    s
+                };
+                if let [one] = r.avas.as_slice() {
+                    out.push_str(&ava(one));
+                } else {
+                    let mut avas: Vec<String> = r.avas.iter().map(ava).collect();
+                    avas.sort();
+                    out.push_str(&avas.join("+"));
+                }
             }
             out
         }
@@ -921,6 +998,15 @@ pub(crate) fn check_expression(
         }
     })?;
     let tokens = tokenize(src);
+    if let Some(t) = tokens
+        .iter()
+        .find(|t| t.role.is_some() && t.text.starts_with("__"))
+    {
+        return Err(ExprProblem {
+            offset: t.start,
+            message: format!("`{}`: names starting with `__` are reserved", t.text),
+        });
+    }
     let undeclared = compiled.undeclared_variables(false);
     let globals: Vec<String> = env.globals().map(|(n, _)| n.to_string()).collect();
     for name in &undeclared {
@@ -1197,12 +1283,11 @@ mod tests {
         let env = env();
         check_expression(&env, src, ENTRY_VARS_WITH_DISABLED)
             .unwrap_or_else(|p| panic!("{src}: {p:?}"));
-        let snap = snapshot();
-        let index = Arc::new(Index::build(&snap));
+        let index = Arc::new(Index::build(Arc::new(snapshot())));
         let pos = index.find(id).unwrap();
         let ctx = Ctx::new(
             index.clone(),
-            index.entries[pos].clone(),
+            EntryHandle::InSnapshot(index.clone(), pos),
             Some(pos),
             now_value(
                 DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")
@@ -1293,6 +1378,13 @@ mod tests {
             Some("Jo.Doe@corp.example")
         );
         assert!(eval("'x' | regex_capture('y(.)')").is_undefined());
+    }
+
+    #[test]
+    fn as_bool_is_strict() {
+        assert!(eval("'Yes' | as_bool").is_true());
+        assert!(!eval("attr.nothing | as_bool").is_true());
+        assert!(eval_on("'maybe' | as_bool", "jo").is_err());
     }
 
     #[test]
@@ -1439,6 +1531,8 @@ mod tests {
         assert!(p.message.contains("unknown variable `disabled`"), "{p:?}");
         let p = problem("attr.mail | safe");
         assert!(p.message.contains("unknown filter"), "{p:?}");
+        let p = problem("__ironbridge_remember_disabled(true)");
+        assert!(p.message.contains("reserved"), "{p:?}");
         let p = problem("  ");
         assert!(p.message.contains("empty"), "{p:?}");
         // Words inside strings, attribute names and keyword arguments are not names.

@@ -1,135 +1,164 @@
 //! Lookup tables over one snapshot, built once per evaluation run: every entry by stable id and
-//! by normalized DN, every group by name, and each user's groups with nested membership
-//! followed. Expressions (`lookup`, `member_of`, `groups`) and scope rules read them.
+//! by DN, every group by name, and group membership with nesting followed (by position, so no
+//! id is copied). Expressions (`lookup`, `member_of`, `groups`) and scope rules read them.
 //!
-//! The tables own a copy of each entry (expression values must be `'static`), so building
-//! them costs one pass over the snapshot; evaluating an entry then costs no copy at all.
-//! What does not live here: deciding scope or attributes (see [`super::eval`]).
+//! The tables share the snapshot through an `Arc` (expression values must be `'static`) and
+//! never copy an entry. What does not live here: deciding scope or attributes (see
+//! [`super::eval`]).
 
 use super::expr::{dn_rdns, normalize_dn};
-use crate::model::{Attributes, Entry, Snapshot};
+use crate::model::{Entry, Snapshot};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-/// One entry as expressions see it.
+/// The lookup tables. Positions number users first (snapshot order), then groups.
 #[derive(Debug)]
-pub(crate) struct EntryData {
-    /// Stable source id.
-    pub id: String,
-    /// DN or resource URL.
-    pub dn: String,
-    /// Attributes.
-    pub attrs: Attributes,
-}
-
-impl EntryData {
-    pub(crate) fn from_entry(e: &Entry) -> Arc<EntryData> {
-        Arc::new(EntryData {
-            id: e.id.clone(),
-            dn: e.locator.clone(),
-            attrs: e.attrs.clone(),
-        })
-    }
-
-    /// A group's name: its `cn`, else `displayName`, else `name`, else the first RDN value of
-    /// its DN, else its id.
-    pub(crate) fn group_name(&self) -> String {
-        for a in ["cn", "displayName", "name"] {
-            if let Some(v) = self.attrs.first_text(a) {
-                if !v.trim().is_empty() {
-                    return v.into_owned();
-                }
-            }
-        }
-        dn_rdns(&self.dn)
-            .ok()
-            .and_then(|r| r.into_iter().next())
-            .and_then(|r| r.avas.into_iter().next())
-            .map(|a| a.value)
-            .unwrap_or_else(|| self.id.clone())
-    }
-}
-
-/// The lookup tables.
-#[derive(Debug, Default)]
 pub(crate) struct Index {
-    /// Users first (in snapshot order), then groups.
-    pub entries: Vec<Arc<EntryData>>,
-    /// Number of users at the head of `entries`.
+    pub snapshot: Arc<Snapshot>,
+    /// Number of users (positions below it are users).
     pub n_users: usize,
     /// Stable id -> position.
     by_id: HashMap<String, usize>,
-    /// Normalized DN -> position.
+    /// DN exactly as written -> position.
     by_dn: HashMap<String, usize>,
+    /// Normalized DN -> position; built on the first lookup the exact table cannot answer.
+    by_normalized_dn: OnceLock<HashMap<String, usize>>,
     /// Lower-cased group names (`cn`, `displayName`, `name`) -> group positions.
     group_by_name: HashMap<String, Vec<usize>>,
-    /// User position -> positions of the groups it belongs to, directly or through nesting.
-    user_groups: HashMap<usize, Vec<usize>>,
-    /// Group position -> direct member ids, as read.
-    pub direct_members: HashMap<usize, Vec<String>>,
-    /// Group position -> user member ids with nesting followed, sorted.
-    pub flat_members: HashMap<usize, Vec<String>>,
+    /// User position -> the groups it belongs to, directly or through nesting.
+    user_groups: Vec<Vec<usize>>,
+    /// Group index (position - n_users) -> user positions, nesting followed, sorted.
+    flat_members: Vec<Vec<usize>>,
+    /// Group index -> direct user member positions, sorted.
+    direct_members: Vec<Vec<usize>>,
 }
 
 impl Index {
     /// Builds the tables for a snapshot.
-    pub(crate) fn build(snapshot: &Snapshot) -> Index {
-        let mut ix = Index {
-            n_users: snapshot.users.len(),
-            ..Index::default()
-        };
-        ix.entries
-            .reserve(snapshot.users.len() + snapshot.groups.len());
-        for u in &snapshot.users {
-            ix.entries.push(EntryData::from_entry(u));
-        }
-        for g in &snapshot.groups {
-            ix.entries.push(EntryData::from_entry(&g.entry));
-        }
-        for (pos, e) in ix.entries.iter().enumerate() {
-            ix.by_id.entry(e.id.clone()).or_insert(pos);
-            if !e.dn.is_empty() {
-                ix.by_dn.entry(normalize_dn(&e.dn)).or_insert(pos);
+    pub(crate) fn build(snapshot: Arc<Snapshot>) -> Index {
+        let n_users = snapshot.users.len();
+        let n_groups = snapshot.groups.len();
+        let total = n_users + n_groups;
+        let mut by_id = HashMap::with_capacity(total);
+        let mut by_dn = HashMap::with_capacity(total);
+        let entries = snapshot
+            .users
+            .iter()
+            .chain(snapshot.groups.iter().map(|g| &g.entry));
+        for (pos, e) in entries.enumerate() {
+            by_id.entry(e.id.clone()).or_insert(pos);
+            if !e.locator.is_empty() {
+                by_dn.entry(e.locator.clone()).or_insert(pos);
             }
         }
-        let flat = snapshot.flattened_members();
+        let mut group_by_name: HashMap<String, Vec<usize>> = HashMap::new();
         for (gi, g) in snapshot.groups.iter().enumerate() {
-            let pos = ix.n_users + gi;
-            let data = &ix.entries[pos];
             let mut names: Vec<String> = ["cn", "displayName", "name"]
                 .iter()
-                .flat_map(|a| data.attrs.get(a).iter())
+                .flat_map(|a| g.entry.attrs.get(a).iter())
                 .map(|v| v.as_text().to_lowercase())
                 .collect();
-            names.push(data.group_name().to_lowercase());
+            names.push(group_name(&g.entry).to_lowercase());
             names.sort();
             names.dedup();
             for n in names {
-                ix.group_by_name.entry(n).or_default().push(pos);
+                group_by_name.entry(n).or_default().push(n_users + gi);
             }
-            ix.direct_members.insert(pos, g.members.clone());
-            let members: Vec<String> = flat
-                .get(&g.entry.id)
-                .map(|s| s.iter().cloned().collect())
-                .unwrap_or_default();
-            for m in &members {
-                if let Some(&upos) = ix.by_id.get(m) {
-                    if upos < ix.n_users {
-                        ix.user_groups.entry(upos).or_default().push(pos);
-                    }
+        }
+        // Membership by position: direct user members, then a walk through nested groups
+        // (each group visited once per walk, so cycles end).
+        let resolve = |id: &String| by_id.get(id.as_str()).copied();
+        let mut direct_members = Vec::with_capacity(n_groups);
+        let mut direct_groups = Vec::with_capacity(n_groups);
+        for g in &snapshot.groups {
+            let mut users = Vec::new();
+            let mut groups = Vec::new();
+            for m in &g.members {
+                match resolve(m) {
+                    Some(p) if p < n_users => users.push(p),
+                    Some(p) => groups.push(p - n_users),
+                    None => {}
                 }
             }
-            ix.flat_members.insert(pos, members);
+            users.sort_unstable();
+            users.dedup();
+            direct_members.push(users);
+            direct_groups.push(groups);
         }
-        ix
+        let mut user_groups = vec![Vec::new(); n_users];
+        let mut flat_members = Vec::with_capacity(n_groups);
+        let mut seen = vec![usize::MAX; n_groups];
+        for gi in 0..n_groups {
+            let mut users = Vec::new();
+            let mut stack = vec![gi];
+            while let Some(g) = stack.pop() {
+                if seen[g] == gi {
+                    continue;
+                }
+                seen[g] = gi;
+                users.extend_from_slice(&direct_members[g]);
+                stack.extend(direct_groups[g].iter().copied());
+            }
+            users.sort_unstable();
+            users.dedup();
+            for &u in &users {
+                user_groups[u].push(n_users + gi);
+            }
+            flat_members.push(users);
+        }
+        Index {
+            snapshot,
+            n_users,
+            by_id,
+            by_dn,
+            by_normalized_dn: OnceLock::new(),
+            group_by_name,
+            user_groups,
+            flat_members,
+            direct_members,
+        }
     }
 
-    /// Finds an entry by stable id or DN.
-    pub(crate) fn find(&self, key: &str) -> Option<usize> {
-        if let Some(&p) = self.by_id.get(key) {
-            return Some(p);
+    /// Number of entries (users and groups).
+    pub(crate) fn len(&self) -> usize {
+        self.n_users + self.snapshot.groups.len()
+    }
+
+    /// The entry at a position.
+    pub(crate) fn entry(&self, pos: usize) -> Option<&Entry> {
+        if pos < self.n_users {
+            self.snapshot.users.get(pos)
+        } else {
+            self.snapshot
+                .groups
+                .get(pos - self.n_users)
+                .map(|g| &g.entry)
         }
-        self.by_dn.get(&normalize_dn(key)).copied()
+    }
+
+    /// Finds an entry by stable id or DN (exact first, then normalized).
+    pub(crate) fn find(&self, key: &str) -> Option<usize> {
+        // A DN (the usual key, e.g. a manager) is tried as a DN first.
+        let tables = if key.contains('=') && key.contains(',') {
+            [&self.by_dn, &self.by_id]
+        } else {
+            [&self.by_id, &self.by_dn]
+        };
+        for t in tables {
+            if let Some(&p) = t.get(key) {
+                return Some(p);
+            }
+        }
+        if !key.contains('=') {
+            return None;
+        }
+        let normalized = self.by_normalized_dn.get_or_init(|| {
+            self.by_dn
+                .iter()
+                .map(|(dn, p)| (normalize_dn(dn), *p))
+                .collect()
+        });
+        normalized.get(&normalize_dn(key)).copied()
     }
 
     /// The position of the snapshot user with this stable id.
@@ -139,22 +168,82 @@ impl Index {
 
     /// The groups a name designates: by DN, by stable id, or by name (case-insensitive).
     pub(crate) fn groups_named(&self, name: &str) -> Vec<usize> {
-        if let Some(p) = self.find(name) {
-            if p >= self.n_users {
-                return vec![p];
+        for p in [self.by_id.get(name), self.by_dn.get(name)]
+            .into_iter()
+            .flatten()
+        {
+            if *p >= self.n_users {
+                return vec![*p];
             }
         }
-        self.group_by_name
-            .get(&name.to_lowercase())
-            .cloned()
-            .unwrap_or_default()
+        if let Some(found) = self.group_by_name.get(&name.to_lowercase()) {
+            return found.clone();
+        }
+        match self.find(name) {
+            Some(p) if p >= self.n_users => vec![p],
+            _ => Vec::new(),
+        }
     }
 
     /// The groups (positions) a user (position) belongs to, nesting followed.
     pub(crate) fn groups_of(&self, user: usize) -> &[usize] {
-        self.user_groups
-            .get(&user)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.user_groups.get(user).map(Vec::as_slice).unwrap_or(&[])
     }
+
+    /// A group's user members (positions): nesting followed when `flatten`, else direct.
+    pub(crate) fn members_of(&self, group: usize, flatten: bool) -> &[usize] {
+        let gi = group.wrapping_sub(self.n_users);
+        let table = if flatten {
+            &self.flat_members
+        } else {
+            &self.direct_members
+        };
+        table.get(gi).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// A group's name: its `cn`, else `displayName`, else `name`, else the first RDN value of its
+/// DN, else its id.
+pub(crate) fn group_name(e: &Entry) -> String {
+    for a in ["cn", "displayName", "name"] {
+        if let Some(v) = e.attrs.first_text(a) {
+            if !v.trim().is_empty() {
+                return v.into_owned();
+            }
+        }
+    }
+    dn_rdns(&e.locator)
+        .ok()
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.avas.into_iter().next())
+        .map(|a| a.value)
+        .unwrap_or_else(|| e.id.clone())
+}
+
+/// An entry as expressions see it: one in the snapshot (no copy), or one given on its own.
+#[derive(Debug, Clone)]
+pub(crate) enum EntryHandle {
+    /// The entry at a position of the index.
+    InSnapshot(Arc<Index>, usize),
+    /// An entry outside the snapshot (or with attributes that differ from it).
+    Own(Arc<Entry>),
+}
+
+impl EntryHandle {
+    pub(crate) fn get(&self) -> &Entry {
+        match self {
+            EntryHandle::InSnapshot(ix, pos) => ix.entry(*pos).unwrap_or_else(|| empty()),
+            EntryHandle::Own(e) => e,
+        }
+    }
+}
+
+/// Stands in for a position that does not exist (never the case for handles made here).
+fn empty() -> &'static Entry {
+    static EMPTY: OnceLock<Entry> = OnceLock::new();
+    EMPTY.get_or_init(|| Entry {
+        id: String::new(),
+        locator: String::new(),
+        attrs: crate::model::Attributes::new(),
+    })
 }

@@ -59,9 +59,11 @@ impl Mapping {
         let mut l = Loader {
             loc,
             errors: Vec::new(),
-            env: expr::environment(
-                FUEL_PER_EXPRESSION.saturating_mul(parsed.attributes.get_ref().0.len() as u64 + 2),
-            ),
+            env: expr::environment(FUEL_PER_EXPRESSION.saturating_mul(
+                parsed.attributes.get_ref().0.len() as u64
+                    + parsed.scope.get_ref().rules.len() as u64
+                    + 3,
+            )),
             exprs: Vec::new(),
         };
         let m = l.build(parsed);
@@ -521,9 +523,23 @@ impl Loader<'_> {
             }
         }
 
-        // All attribute expressions as one list, evaluated once per entry.
+        // Everything an entry needs as one list, evaluated once per entry, left to right:
+        // the disabled condition (remembered, so later items see `disabled`), each rule's
+        // condition, externalId, then each attribute.
         let external_id = external_id?;
-        let mut parts = vec![format!("({})", self.exprs[external_id].source)];
+        let disabled_src = disabled.map(|id| self.exprs[id].source.clone());
+        let mut parts = vec![format!(
+            "{}(({}) | as_bool)",
+            expr::REMEMBER_DISABLED,
+            disabled_src.as_deref().unwrap_or("false")
+        )];
+        for r in &rules {
+            parts.push(match r.when {
+                Some(w) => format!("({})", self.exprs[w].source),
+                None => "true".to_string(),
+            });
+        }
+        parts.push(format!("({})", self.exprs[external_id].source));
         for a in &attributes {
             parts.push(format!("({})", self.exprs[a.expr].source));
         }

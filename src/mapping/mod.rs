@@ -35,6 +35,8 @@ pub mod schema;
 pub mod target;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod golden;
 
 pub use eval::{
