@@ -380,7 +380,7 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
             if let Some(u) = &ev.user {
                 println!(
                     "   Ironclad user:\n{}",
-                    indent(&serde_json::to_string_pretty(&u.scim)?)
+                    indent(&serde_json::to_string_pretty(&u.scim())?)
                 );
             }
         }

@@ -237,11 +237,11 @@ impl Engine {
                                     Apply::OnCreate => super::ApplyPolicy::OnCreate,
                                     Apply::IfEmpty => super::ApplyPolicy::IfEmpty,
                                 };
-                                policies.insert(a.path.clone(), p);
+                                policies.insert(a.target.scim_path(), p);
                             }
-                            let mut user = u.scim.clone();
-                            if let Some(m) = &u.manager_external_id {
-                                user[MANAGER_HINT] = Value::String(m.clone());
+                            let mut user = u.scim();
+                            if let Some(m) = u.manager_external_id() {
+                                user[MANAGER_HINT] = Value::String(m.to_string());
                             }
                             Desired::Wanted { user, policies }
                         }
