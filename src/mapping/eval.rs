@@ -9,7 +9,9 @@
 //!
 //! What does not live here: comparing desired users with Ironclad's (the reconciler).
 
-use super::expr::{is_absent, now_value, text_of, Ctx, MAX_VALUES, MAX_VALUE_BYTES};
+use super::expr::{
+    attr_values, is_absent, model_value, now_value, text_of, Ctx, MAX_VALUES, MAX_VALUE_BYTES,
+};
 use super::index::{group_name, EntryHandle, Index};
 use super::target::{Apply, Kind, Target, UserJson};
 use super::{EvalError, Mapping, MappingError};
@@ -379,7 +381,7 @@ impl Prepared<'_> {
         let n_rules = m.rules.len();
         let v = m.expr(m.combined)?.eval(root.clone()).ok()?;
         let values: Vec<Value> = v.try_iter().ok()?.collect();
-        if values.len() != n_rules + m.attributes.len() + 2 {
+        if values.len() != n_rules + m.engine_attributes + 2 {
             return None;
         }
         let disabled = bool_of(&values[0]).ok()?.unwrap_or(false);
@@ -457,11 +459,12 @@ impl Prepared<'_> {
     }
 
     /// Each attribute expression alone (externalId first), so an error names its attribute.
+    /// Direct attributes are left out, as in the one-pass evaluation.
     fn attribute_values(&self, root: &Value, entry: &Entry) -> Result<Vec<Value>, MappingError> {
         let m = self.mapping;
         let mut values = Vec::with_capacity(m.attributes.len() + 1);
         values.push(self.eval(m.external_id, root, entry)?);
-        for a in &m.attributes {
+        for a in m.attributes.iter().filter(|a| a.direct.is_none()) {
             values.push(self.eval(a.expr, root, entry)?);
         }
         Ok(values)
@@ -493,7 +496,19 @@ impl Prepared<'_> {
             from_default: false,
         });
         let mut user_name = None;
-        for (a, v) in m.attributes.iter().zip(values) {
+        let mut engine_values = values.iter();
+        for a in &m.attributes {
+            let direct;
+            let v = match &a.direct {
+                Some(name) => {
+                    direct = attr_values(&entry.attrs, name)
+                        .first()
+                        .map(model_value)
+                        .unwrap_or(Value::UNDEFINED);
+                    &direct
+                }
+                None => engine_values.next().unwrap_or(&Value::UNDEFINED),
+            };
             let converted = convert(a.target, v).map_err(|msg| self.err(a.expr, entry, msg))?;
             let (value, from_default) = match converted {
                 Some(j) => (Some(j), false),

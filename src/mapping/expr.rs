@@ -1075,6 +1075,31 @@ pub(crate) fn check_expression(
     Ok(())
 }
 
+/// The attribute name when `src` is nothing but `attr.NAME`, `attr['NAME']` or
+/// `attr["NAME"]`.
+pub(crate) fn direct_attribute(src: &str) -> Option<String> {
+    let s = src.trim();
+    let rest = s.strip_prefix("attr")?;
+    let name = if let Some(n) = rest.strip_prefix('.') {
+        n
+    } else {
+        let inner = rest.strip_prefix('[')?.strip_suffix(']')?.trim();
+        let quote = inner.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+        inner.strip_prefix(quote)?.strip_suffix(quote)?
+    };
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | ';'));
+    let identifier = rest.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    (plain && (identifier || rest.starts_with('['))).then(|| name.to_string())
+}
+
 fn line_offset(src: &str, line: usize) -> usize {
     if line <= 1 {
         return 0;
@@ -1381,6 +1406,30 @@ mod tests {
     }
 
     #[test]
+    fn direct_attributes_are_recognized() {
+        assert_eq!(direct_attribute(" attr.title ").as_deref(), Some("title"));
+        assert_eq!(
+            direct_attribute("attr['name.givenName']").as_deref(),
+            Some("name.givenName")
+        );
+        assert_eq!(
+            direct_attribute("attr[\"urn:x:User:department\"]").as_deref(),
+            Some("urn:x:User:department")
+        );
+        for not_direct in [
+            "attr.title | lower",
+            "attr.a or attr.b",
+            "attr.x.y",
+            "attrs.title",
+            "attr['a'] ~ attr['b']",
+            "attr[x]",
+            "attr.",
+        ] {
+            assert_eq!(direct_attribute(not_direct), None, "{not_direct}");
+        }
+    }
+
+    #[test]
     fn as_bool_is_strict() {
         assert!(eval("'Yes' | as_bool").is_true());
         assert!(!eval("attr.nothing | as_bool").is_true());
@@ -1542,5 +1591,121 @@ mod tests {
             ENTRY_VARS,
         )
         .unwrap();
+    }
+}
+
+/// The expression reference in docs/mapping.md is checked against the environment: every
+/// filter, test and function it names exists, every filter this module adds is documented, and
+/// every example made only of literals gives the result the document shows.
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    fn reference() -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/mapping.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = doc.find("## Expression reference").unwrap();
+        let end = doc[start..].find("\n## JSON entries").unwrap() + start;
+        doc[start..end].to_string()
+    }
+
+    /// Table rows: (names, kind, example cell).
+    fn rows(doc: &str) -> Vec<(Vec<String>, String, String)> {
+        let mut out = Vec::new();
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<String> = line
+                .replace("\\|", "\u{1}")
+                .split('|')
+                .map(|c| c.trim().replace('\u{1}', "|"))
+                .collect();
+            let names = cells[1]
+                .split(',')
+                .map(|n| n.trim().trim_matches('`').to_string())
+                .collect();
+            out.push((names, cells[2].clone(), cells[4].clone()));
+        }
+        out
+    }
+
+    #[test]
+    fn every_documented_name_exists() {
+        let env = environment(FUEL_PER_EXPRESSION);
+        let globals: Vec<String> = env.globals().map(|(n, _)| n.to_string()).collect();
+        let rows = rows(&reference());
+        assert!(rows.len() > 40, "{}", rows.len());
+        for (names, kind, _) in &rows {
+            for n in names {
+                let ok = match kind.as_str() {
+                    "filter" => env_has(&env, "filter", n),
+                    "test" => env_has(&env, "test", n),
+                    "function" => globals.contains(n),
+                    "variable" => ENTRY_VARS.contains(&n.as_str()),
+                    other => panic!("unknown kind {other} for {n}"),
+                };
+                assert!(ok, "documented {kind} `{n}` does not exist");
+            }
+        }
+        for custom in [
+            "split",
+            "regex_match",
+            "regex_capture",
+            "regex_replace",
+            "as_bool",
+            "normalize_diacritics",
+            "email_local",
+            "email_domain",
+            "bitand",
+            "has_bit",
+            "rdn_value",
+            "rdn_type",
+            "parent_dn",
+            "dn_values",
+            "filetime",
+            "generalized_time",
+            "iso_date",
+            "guid",
+            "b64",
+            "coalesce",
+            "lookup",
+            "member_of",
+            "matching",
+        ] {
+            assert!(
+                rows.iter()
+                    .any(|(names, _, _)| names.iter().any(|n| n == custom)),
+                "`{custom}` is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn literal_examples_give_the_documented_result() {
+        let env = environment(FUEL_PER_EXPRESSION);
+        let mut checked = 0;
+        for (_, _, example) in rows(&reference()) {
+            // `expr` → `result`; examples reading entries are checked by other tests.
+            let parts: Vec<&str> = example.split(" → ").collect();
+            let [expr, result] = parts.as_slice() else {
+                continue;
+            };
+            let expr = expr.trim().trim_matches('`').replace("\\\\", "\\");
+            let result = result
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('`');
+            if check_expression(&env, &expr, &[]).is_err() {
+                continue;
+            }
+            let got = env.compile_expression(&expr).unwrap().eval(()).unwrap();
+            let shown = match got.kind() {
+                minijinja::value::ValueKind::Bool => got.to_string().to_lowercase(),
+                _ => got.to_string().replace('"', "'"),
+            };
+            assert_eq!(shown, result, "example `{expr}`");
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} examples checked");
     }
 }

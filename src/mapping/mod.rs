@@ -230,8 +230,10 @@ pub struct Mapping {
     pub(crate) external_id: usize,
     /// The `[attributes]` entries other than externalId, in file order.
     pub(crate) attributes: Vec<load::AttrSpec>,
-    /// All attribute expressions (externalId first) evaluated as one list, for speed.
+    /// Everything an entry needs, evaluated as one list, for speed (see `load`).
     pub(crate) combined: usize,
+    /// Attributes computed by the expression engine (not read directly).
+    pub(crate) engine_attributes: usize,
     pub(crate) groups: Option<GroupSpec>,
     pub(crate) removal: Removal,
 }
