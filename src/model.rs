@@ -8,17 +8,53 @@
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// One attribute value: text, or bytes that are not UTF-8 text (objectGUID, jpegPhoto).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
+///
+/// Serialized as a JSON string; binary values as `"base64:<standard base64>"`, and read back
+/// as binary from that form. A text value that itself starts with `base64:` is written in the
+/// binary form of its UTF-8 bytes (it reads back as those bytes: no text is lost, and no
+/// binary value is ever mistaken for text).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Value {
     /// A text value.
     Text(String),
     /// A binary value; its canonical text form is standard base64.
-    Binary(#[serde(with = "b64")] Vec<u8>),
+    Binary(Vec<u8>),
 }
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = match self {
+            Value::Text(t) if !t.starts_with(BINARY_PREFIX) => return s.serialize_str(t),
+            Value::Text(t) => t.as_bytes(),
+            Value::Binary(b) => b.as_slice(),
+        };
+        s.serialize_str(&format!(
+            "{BINARY_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.strip_prefix(BINARY_PREFIX) {
+            None => Ok(Value::Text(s)),
+            Some(body) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .map_err(|e| serde::de::Error::custom(format!("`{BINARY_PREFIX}` value: {e}")))?;
+                Ok(Value::Binary(bytes))
+            }
+        }
+    }
+}
+
+/// The prefix of a binary value's serialized form.
+pub const BINARY_PREFIX: &str = "base64:";
 
 impl Value {
     /// The canonical text form: the text itself, or base64 of the bytes.
@@ -43,31 +79,27 @@ impl From<String> for Value {
     }
 }
 
-mod b64 {
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!(
-            "base64:{}",
-            base64::engine::general_purpose::STANDARD.encode(b)
-        ))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        let body = s
-            .strip_prefix("base64:")
-            .ok_or_else(|| serde::de::Error::custom("not base64:"))?;
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .map_err(serde::de::Error::custom)
-    }
+/// Attributes with case-insensitive names (ASCII), kept in one vector sorted by lower-cased
+/// name: a lookup is a binary search comparing names case-insensitively, without allocating.
+/// The name as first seen is kept for display. Values keep their order as read.
+///
+/// Serialized as a JSON object `{ "name": [values] }` (binary values as `"base64:..."`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes {
+    items: Vec<Attr>,
 }
 
-/// Attributes with case-insensitive names. Keys are stored lower-cased (ASCII); the name as
-/// first seen is kept for display. Values keep their order as read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attributes {
-    map: BTreeMap<String, (String, Vec<Value>)>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attr {
+    name: Box<str>,
+    values: Vec<Value>,
+}
+
+/// Compares two attribute names as their ASCII-lower-cased forms would compare.
+fn cmp_ci(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 impl Attributes {
@@ -75,29 +107,56 @@ impl Attributes {
     pub fn new() -> Self {
         Self::default()
     }
+    /// An empty set with room for `n` attributes.
+    pub fn with_capacity(n: usize) -> Self {
+        Attributes {
+            items: Vec::with_capacity(n),
+        }
+    }
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.items.binary_search_by(|a| cmp_ci(&a.name, name))
+    }
     /// Appends a value to an attribute (created if absent).
     pub fn push(&mut self, name: &str, value: impl Into<Value>) {
-        self.map
-            .entry(name.to_ascii_lowercase())
-            .or_insert_with(|| (name.to_string(), Vec::new()))
-            .1
-            .push(value.into());
+        match self.find(name) {
+            Ok(i) => self.items[i].values.push(value.into()),
+            Err(i) => self.items.insert(
+                i,
+                Attr {
+                    name: name.into(),
+                    values: vec![value.into()],
+                },
+            ),
+        }
     }
-    /// Replaces all values of an attribute.
+    /// Replaces all values of an attribute (the display name becomes `name`).
     pub fn set(&mut self, name: &str, values: Vec<Value>) {
-        self.map
-            .insert(name.to_ascii_lowercase(), (name.to_string(), values));
+        let attr = Attr {
+            name: name.into(),
+            values,
+        };
+        match self.find(name) {
+            Ok(i) => self.items[i] = attr,
+            Err(i) => self.items.insert(i, attr),
+        }
     }
     /// Removes an attribute, returning its values.
     pub fn remove(&mut self, name: &str) -> Option<Vec<Value>> {
-        self.map.remove(&name.to_ascii_lowercase()).map(|(_, v)| v)
+        self.find(name).ok().map(|i| self.items.remove(i).values)
     }
     /// All values of an attribute (empty if absent).
     pub fn get(&self, name: &str) -> &[Value] {
-        self.map
-            .get(&name.to_ascii_lowercase())
-            .map(|(_, v)| v.as_slice())
-            .unwrap_or(&[])
+        match self.find(name) {
+            Ok(i) => &self.items[i].values,
+            Err(_) => &[],
+        }
+    }
+    /// The values of an attribute, mutable (None if absent).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Vec<Value>> {
+        match self.find(name) {
+            Ok(i) => Some(&mut self.items[i].values),
+            Err(_) => None,
+        }
     }
     /// The first value's text form.
     pub fn first_text(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
@@ -109,15 +168,52 @@ impl Attributes {
     }
     /// (display name, values) in lower-cased name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[Value])> {
-        self.map.values().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.items.iter().map(|a| (&*a.name, a.values.as_slice()))
     }
     /// Number of attributes.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.items.len()
     }
     /// Whether there are no attributes.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.items.is_empty()
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(Some(self.items.len()))?;
+        for a in &self.items {
+            m.serialize_entry(&*a.name, &a.values)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Attributes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of attribute name to a list of values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Attributes, A::Error> {
+                let mut out = Attributes::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((name, values)) = map.next_entry::<String, Vec<Value>>()? {
+                    match out.get_mut(&name) {
+                        Some(v) => v.extend(values),
+                        None => out.set(&name, values),
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -235,6 +331,45 @@ mod tests {
         let f = snap.flattened_members();
         assert_eq!(f["g1"].len(), 2);
         assert_eq!(f["g2"].len(), 2);
+    }
+
+    #[test]
+    fn attributes_serialize_as_an_object_and_read_back() {
+        let mut a = Attributes::new();
+        a.push("objectGUID", Value::Binary(vec![0xff, 0, 7]));
+        a.push("cn", "Zoë");
+        a.push("CN", "second");
+        a.push("note", "base64:not really");
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cn":["Zoë","second"],"note":["base64:YmFzZTY0Om5vdCByZWFsbHk="],"objectGUID":["base64:/wAH"]}"#
+        );
+        let back: Attributes = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.get("objectguid"), &[Value::Binary(vec![0xff, 0, 7])]);
+        assert_eq!(back.get("CN").len(), 2);
+        assert_eq!(
+            back.get("note"),
+            &[Value::Binary(b"base64:not really".to_vec())]
+        );
+        let bad = serde_json::from_str::<Attributes>(r#"{"x":["base64:%%"]}"#).unwrap_err();
+        assert!(bad.to_string().contains("base64:"), "{bad}");
+    }
+
+    #[test]
+    fn lookups_ignore_case_and_keep_order() {
+        let mut a = Attributes::new();
+        for n in ["sn", "Mail", "givenName", "cn", "memberOf", "uid"] {
+            a.push(n, n);
+        }
+        let names: Vec<&str> = a.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["cn", "givenName", "Mail", "memberOf", "sn", "uid"]);
+        assert_eq!(a.first_text("MAIL").unwrap(), "Mail");
+        assert!(a.has("GIVENNAME") && !a.has("given"));
+        assert_eq!(a.remove("MemberOf").unwrap(), vec![Value::from("memberOf")]);
+        assert_eq!(a.len(), 5);
+        a.set("SN", vec![]);
+        assert!(!a.has("sn"));
     }
 
     #[test]

@@ -291,30 +291,8 @@ impl AnyEntry {
     fn into_entry(self) -> Result<Entry, String> {
         match self {
             AnyEntry::Readable(r) => r.into_entry(),
-            AnyEntry::Model(mut e) => {
-                // The model writes binary values as "base64:..." text; read them back as binary.
-                let names: Vec<String> = e.attrs.iter().map(|(n, _)| n.to_string()).collect();
-                for name in names {
-                    let values = e
-                        .attrs
-                        .get(&name)
-                        .iter()
-                        .map(|v| match v {
-                            Value::Text(t) => t
-                                .strip_prefix("base64:")
-                                .and_then(|b| {
-                                    use base64::Engine as _;
-                                    base64::engine::general_purpose::STANDARD.decode(b).ok()
-                                })
-                                .map(Value::Binary)
-                                .unwrap_or_else(|| v.clone()),
-                            other => other.clone(),
-                        })
-                        .collect();
-                    e.attrs.set(&name, values);
-                }
-                Ok(e)
-            }
+            // The model reads binary values back from their "base64:..." form itself.
+            AnyEntry::Model(e) => Ok(e),
         }
     }
 }

@@ -477,18 +477,7 @@ pub(crate) fn attr_values<'a>(
     attrs: &'a crate::model::Attributes,
     name: &str,
 ) -> &'a [crate::model::Value] {
-    // Attributes iterate in lower-cased name order, so the scan stops at the first name
-    // whose first letter comes after the wanted one's.
-    let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
-    for (n, v) in attrs.iter() {
-        if n.len() == name.len() && n.eq_ignore_ascii_case(name) {
-            return v;
-        }
-        if n.as_bytes().first().map(u8::to_ascii_lowercase) > first {
-            break;
-        }
-    }
-    &[]
+    attrs.get(name)
 }
 
 /// `attr` (first values) or `attrs` (all values) of one entry; names case-insensitive.

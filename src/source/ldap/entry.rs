@@ -350,23 +350,18 @@ fn normalize_ava(ava: &str) -> String {
 pub fn to_attributes(
     attrs: Vec<(String, Vec<Vec<u8>>)>,
 ) -> (Attributes, Vec<(String, Option<u64>)>) {
-    let mut out = Attributes::new();
+    let mut out = Attributes::with_capacity(attrs.len());
     let mut ranges = Vec::new();
     // Attribute descriptions of one entry are distinct, so the common case is one `set` per
     // attribute; only ranged descriptions (and the rare repeated name) need merging.
     let any_ranged = attrs.iter().any(|(d, _)| split_range(d).is_some());
     if !any_ranged {
-        let mut seen: Vec<String> = Vec::with_capacity(attrs.len());
         for (name, values) in attrs {
             let kind = classify(&name);
             let converted: Vec<Value> = values.into_iter().map(|v| convert_kind(kind, v)).collect();
-            if seen.iter().any(|s| s.eq_ignore_ascii_case(&name)) {
-                let mut existing = out.remove(&name).unwrap_or_default();
-                existing.extend(converted);
-                out.set(&name, existing);
-            } else {
-                out.set(&name, converted);
-                seen.push(name);
+            match out.get_mut(&name) {
+                Some(existing) => existing.extend(converted),
+                None => out.set(&name, converted),
             }
         }
         return (out, ranges);
