@@ -181,6 +181,7 @@ mod tests {
             update_users: true,
             remove_users: RemoveMode::Delete,
             manage_groups: true,
+            write_method: crate::config::WriteMethod::Balanced,
         };
         let rows = scope_rows(&policy, &least_privilege());
         assert_eq!(
@@ -201,6 +202,7 @@ mod tests {
             update_users: true,
             remove_users: RemoveMode::Delete,
             manage_groups: false,
+            write_method: crate::config::WriteMethod::Balanced,
         };
         assert!(missing(&scope_rows(&policy, &least_privilege())).is_empty());
     }
@@ -212,6 +214,7 @@ mod tests {
             update_users: false,
             remove_users: RemoveMode::Deactivate,
             manage_groups: false,
+            write_method: crate::config::WriteMethod::Balanced,
         };
         let granted: BTreeSet<String> = [scopes::READ_USERS.to_string()].into();
         assert_eq!(

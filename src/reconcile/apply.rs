@@ -47,6 +47,8 @@ pub struct ApplyOptions {
     pub quarantine_after: u32,
     /// Apply held removals too (a reviewed saved plan).
     pub apply_held: bool,
+    /// Which requests carry updates and deactivations.
+    pub write_method: crate::config::WriteMethod,
 }
 
 /// What happened to one planned write.
@@ -747,12 +749,15 @@ pub async fn apply(
             )
         })
         .count();
-    let puts = put_share(
-        flexible.len() + deactivations,
-        creates,
-        deletes,
-        &opts.rate_limits,
-    );
+    let puts = match opts.write_method {
+        crate::config::WriteMethod::Balanced => put_share(
+            flexible.len() + deactivations,
+            creates,
+            deletes,
+            &opts.rate_limits,
+        ),
+        crate::config::WriteMethod::Patch => 0,
+    };
     // Users with the most changes go by PUT (one request either way; PATCH bodies grow).
     flexible.sort_by_key(|u| std::cmp::Reverse(changes_of(u).len()));
     let mut put_left = puts;

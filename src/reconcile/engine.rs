@@ -377,6 +377,7 @@ impl Engine {
             rate_limits: self.cfg.ironclad.rate_limits,
             quarantine_after: self.cfg.safety.quarantine_after,
             apply_held,
+            write_method: self.cfg.policy.write_method,
         }
     }
 

@@ -1,5 +1,5 @@
-//! One full read: users, groups, ranged membership follow-ups and in-chain searches on one
-//! connection, then membership resolved to ids. The whole read restarts on a new connection
+//! One full read: users and groups (with ranged membership follow-ups) searched at the same
+//! time on two connections, then in-chain searches, then membership resolved to ids. The whole read restarts on a new connection
 //! when the connection drops (bounded by `max_reconnects`); any other failure ends it. Either
 //! a complete [`Snapshot`] comes out or an error, never what was gathered so far.
 //!
@@ -94,90 +94,24 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
     let read_at = chrono::Utc::now();
     let cfg = &src.cfg;
     let id_attr = cfg.id_attribute().to_string();
-    let membership = cfg.groups.as_ref().map(|g| g.membership);
-    let mut conn = conn::open(&src.settings, attempt == 0).await?;
-
-    // Users.
-    let mut user_extra: Vec<&str> = vec![&id_attr];
-    match membership {
-        Some(Membership::MemberOf) => user_extra.push("memberOf"),
-        Some(Membership::MemberUid) => user_extra.push("uid"),
-        _ => {}
-    }
-    let user_attrs = with_attrs(&cfg.users.attributes, &user_extra);
     let users_filter = cfg.users_filter().to_string();
-    let mut users: Vec<Entry> = Vec::new();
-    {
-        let search = Search {
-            kind: SearchKind::Users,
-            base: &cfg.users.base_dn,
-            scope: cfg.users.scope.to_ldap(),
-            filter: &users_filter,
-            attrs: &user_attrs,
-            paged: true,
-        };
-        conn.search(&search, |raw| {
-            let id = take_id(&raw, &id_attr, SearchKind::Users)?;
-            let (attrs, _) = to_attributes(raw.attrs);
-            users.push(Entry {
-                id,
-                locator: raw.dn,
-                attrs,
-            });
-            Ok(())
-        })
-        .await?;
-    }
-
-    // Groups.
-    let mut groups: Vec<PendingGroup> = Vec::new();
-    if let Some(gcfg) = &cfg.groups {
-        let member_attr = match gcfg.membership {
-            Membership::MemberOf => "memberOf".to_string(),
-            m => match cfg.member_range_size {
-                Some(n) if m != Membership::MemberUid => {
-                    format!("{};range=0-{}", m.attribute(), n.saturating_sub(1))
-                }
-                _ => m.attribute().to_string(),
-            },
-        };
-        let group_attrs = with_attrs(&gcfg.attributes, &[&id_attr, &member_attr]);
-        let filter = cfg.groups_filter().unwrap_or_default().to_string();
-        let search = Search {
-            kind: SearchKind::Groups,
-            base: &gcfg.base_dn,
-            scope: gcfg.scope.to_ldap(),
-            filter: &filter,
-            attrs: &group_attrs,
-            paged: true,
-        };
-        let watched = gcfg.membership.attribute().to_ascii_lowercase();
-        conn.search(&search, |raw| {
-            let id = take_id(&raw, &id_attr, SearchKind::Groups)?;
-            let (attrs, ranges) = to_attributes(raw.attrs);
-            let next_range = ranges
-                .into_iter()
-                .find(|(name, _)| *name == watched)
-                .and_then(|(name, end)| end.map(|e| (name, e + 1)));
-            groups.push(PendingGroup {
-                entry: Entry {
-                    id,
-                    locator: raw.dn,
-                    attrs,
-                },
-                next_range,
-            });
-            Ok(())
-        })
-        .await?;
-
-        // Ranged membership: keep asking for the next range until one ends with `*`.
-        for g in groups.iter_mut() {
-            if let Some((attr, start)) = g.next_range.take() {
-                read_ranges(&mut conn, cfg.member_range_size, g, &attr, start).await?;
-            }
-        }
-    }
+    // Users and groups are read at the same time on two connections: the server prepares
+    // both answers in parallel, and the two conversions overlap with each other's waits.
+    let mut conn = conn::open(&src.settings, attempt == 0).await?;
+    let (users, groups) = if cfg.groups.is_some() {
+        let mut group_conn = conn::open(&src.settings, attempt == 0).await?;
+        let both = tokio::try_join!(
+            read_users(src, &mut conn, &id_attr, &users_filter),
+            read_groups(src, &mut group_conn, &id_attr)
+        );
+        group_conn.close().await;
+        both?
+    } else {
+        (
+            read_users(src, &mut conn, &id_attr, &users_filter).await?,
+            Vec::new(),
+        )
+    };
 
     // In-chain membership (Active Directory): the server flattens nesting for us.
     let mut in_chain: HashMap<usize, Vec<String>> = HashMap::new();
@@ -223,6 +157,104 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
         users,
         groups,
     })
+}
+
+/// The users search, converted into entries as they arrive.
+async fn read_users(
+    src: &LdapSource,
+    conn: &mut Conn,
+    id_attr: &str,
+    users_filter: &str,
+) -> Result<Vec<Entry>, LdapError> {
+    let cfg = &src.cfg;
+    let mut user_extra: Vec<&str> = vec![id_attr];
+    match cfg.groups.as_ref().map(|g| g.membership) {
+        Some(Membership::MemberOf) => user_extra.push("memberOf"),
+        Some(Membership::MemberUid) => user_extra.push("uid"),
+        _ => {}
+    }
+    let user_attrs = with_attrs(&cfg.users.attributes, &user_extra);
+    let mut users: Vec<Entry> = Vec::new();
+    let search = Search {
+        kind: SearchKind::Users,
+        base: &cfg.users.base_dn,
+        scope: cfg.users.scope.to_ldap(),
+        filter: users_filter,
+        attrs: &user_attrs,
+        paged: true,
+    };
+    conn.search(&search, |raw| {
+        let id = take_id(&raw, id_attr, SearchKind::Users)?;
+        let (attrs, _) = to_attributes(raw.attrs);
+        users.push(Entry {
+            id,
+            locator: raw.dn,
+            attrs,
+        });
+        Ok(())
+    })
+    .await?;
+    Ok(users)
+}
+
+/// The groups search and, for groups whose membership came in ranges, the follow-up range
+/// reads.
+async fn read_groups(
+    src: &LdapSource,
+    conn: &mut Conn,
+    id_attr: &str,
+) -> Result<Vec<PendingGroup>, LdapError> {
+    let cfg = &src.cfg;
+    let mut groups: Vec<PendingGroup> = Vec::new();
+    let Some(gcfg) = &cfg.groups else {
+        return Ok(groups);
+    };
+    let member_attr = match gcfg.membership {
+        Membership::MemberOf => "memberOf".to_string(),
+        m => match cfg.member_range_size {
+            Some(n) if m != Membership::MemberUid => {
+                format!("{};range=0-{}", m.attribute(), n.saturating_sub(1))
+            }
+            _ => m.attribute().to_string(),
+        },
+    };
+    let group_attrs = with_attrs(&gcfg.attributes, &[id_attr, &member_attr]);
+    let filter = cfg.groups_filter().unwrap_or_default().to_string();
+    let search = Search {
+        kind: SearchKind::Groups,
+        base: &gcfg.base_dn,
+        scope: gcfg.scope.to_ldap(),
+        filter: &filter,
+        attrs: &group_attrs,
+        paged: true,
+    };
+    let watched = gcfg.membership.attribute().to_ascii_lowercase();
+    conn.search(&search, |raw| {
+        let id = take_id(&raw, id_attr, SearchKind::Groups)?;
+        let (attrs, ranges) = to_attributes(raw.attrs);
+        let next_range = ranges
+            .into_iter()
+            .find(|(name, _)| *name == watched)
+            .and_then(|(name, end)| end.map(|e| (name, e + 1)));
+        groups.push(PendingGroup {
+            entry: Entry {
+                id,
+                locator: raw.dn,
+                attrs,
+            },
+            next_range,
+        });
+        Ok(())
+    })
+    .await?;
+
+    // Ranged membership: keep asking for the next range until one ends with `*`.
+    for g in groups.iter_mut() {
+        if let Some((attr, start)) = g.next_range.take() {
+            read_ranges(conn, cfg.member_range_size, g, &attr, start).await?;
+        }
+    }
+    Ok(groups)
 }
 
 /// Every stable id must be unique across users and groups.
