@@ -148,7 +148,10 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
         report::render(&plan, Format::Text, std::io::stdout().is_terminal())?
     );
     print_outcomes(&report);
-    Ok(if report.failed() > 0 {
+    if !plan.source_complete {
+        eprintln!("the source could not be read: nothing was removed (see the notes above)");
+    }
+    Ok(if report.failed() > 0 || !plan.source_complete {
         Exit::Error
     } else if report.refused() > 0 || plan.has_held() {
         Exit::Pending
