@@ -1111,7 +1111,9 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
         });
     }
     let w = World::new("killed", slapd::small(), &people, &[], "");
-    // One write at a time, each slowed down, so the kill lands between known writes.
+    // One write at a time, each answered 60 ms after it was applied: the kill most often lands
+    // on a write the simulator applied but whose answer ironbridge never saw (an unknown
+    // outcome the re-run must resolve without a duplicate).
     let cfg = std::fs::read_to_string(&w.cfg).unwrap().replace(
         "[ironclad]\nbase_url",
         "[ironclad]\nmax_concurrency = 1\nbase_url",
@@ -1119,11 +1121,12 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
     std::fs::write(&w.cfg, cfg).unwrap();
     w.rt.block_on(set_faults(
         &w.sim.base_url,
-        json!({"latency_ms": 60, "methods": ["POST", "PUT", "PATCH", "DELETE"]}),
+        json!({"latency_after_ms": 60, "methods": ["POST", "PUT", "PATCH", "DELETE"]}),
     ));
     // 1 group create + 27 user creates + 1 membership change.
     let total = 29;
-    let kill_after = rand::rng().random_range(1..total - 1);
+    // Writes 2..=28 are user creates: kill while one of them is applied but unanswered.
+    let kill_after = rand::rng().random_range(1..total - 2);
     eprintln!("killing ironbridge after {kill_after} of {total} writes");
     let mut child = Command::new(bin("ironbridge"))
         .args(["--log", "warn", "apply", "--yes", "--config"])
@@ -1138,9 +1141,16 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
             .filter(|r| (200..300).contains(&r.status))
             .collect()
     };
+    let user_posts = |d: &[SimRequest]| {
+        d.iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/Users"))
+            .count()
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if completed(&w).len() >= kill_after {
+        let done = completed(&w);
+        // A create the simulator applied but has not answered yet (60 ms window).
+        if done.len() >= kill_after && w.users().len() - 1 > user_posts(&done) {
             break;
         }
         assert!(
@@ -1148,7 +1158,7 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
             "ironbridge finished before write {kill_after}"
         );
         assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -1202,6 +1212,13 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
     );
     // Every created id in an outcome exists in the simulator.
     let state_ids: BTreeSet<String> = w.users().iter().map(id).collect();
+    eprintln!(
+        "after the kill: {} completed writes logged, {} outcomes, {} intents, {} users in the simulator",
+        done.len(),
+        outcomes.len(),
+        intents,
+        state_ids.len()
+    );
     for o in outcomes.iter().filter(|o| o["action"] == "create") {
         assert!(
             state_ids.contains(o["ironclad_id"].as_str().unwrap()),
@@ -1209,6 +1226,22 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
         );
         assert_eq!(o["http_status"], 201);
     }
+    // The write in flight: its intent is logged, the user exists, its outcome is unknown.
+    assert_eq!(intents, outcomes.len() + 1);
+    assert_eq!(
+        state_ids.len() - 1,
+        outcomes_of("create") + 1,
+        "one user was created whose answer never reached ironbridge"
+    );
+    let last = first.iter().rfind(|l| l["phase"] == "intent").unwrap();
+    assert_eq!(last["action"], "create");
+    assert!(
+        !outcomes.iter().any(|o| o["user_name"] == last["user_name"]),
+        "{last}"
+    );
+    let in_flight = w
+        .user(last["user_name"].as_str().unwrap())
+        .expect("applied");
 
     // Re-run: converges, no duplicates.
     w.rt.block_on(set_faults(&w.sim.base_url, json!({})));
@@ -1216,6 +1249,11 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
     assert_eq!(code, 0, "{out}");
     w.assert_converged();
     let users = w.users();
+    assert_eq!(
+        w.user(in_flight["userName"].as_str().unwrap()).unwrap()["id"],
+        in_flight["id"],
+        "the unanswered create was linked, not repeated"
+    );
     assert_eq!(users.len(), 28, "27 people and the admin");
     let names: BTreeSet<String> = users
         .iter()
