@@ -8,6 +8,7 @@ use super::Exit;
 use crate::config::Config;
 use crate::reconcile::apply::{self, ApplyReport, Audit};
 use crate::reconcile::engine::{Engine, RunOptions};
+use crate::reconcile::progress;
 use crate::reconcile::{GroupAction, Plan, UserAction};
 use crate::report::{self, Format};
 use serde::{Deserialize, Serialize};
@@ -33,12 +34,11 @@ pub async fn plan(
     format: Format,
 ) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(config)?)?;
-    let r = engine
-        .run(&RunOptions {
-            trigger: "cli".into(),
-            ..Default::default()
-        })
-        .await?;
+    let r = with_progress(engine.run(&RunOptions {
+        trigger: "cli".into(),
+        ..Default::default()
+    }))
+    .await?;
     emit_report(&r.plan, report_file, format)?;
     if let Some(path) = out {
         let saved = SavedPlan {
@@ -54,6 +54,15 @@ pub async fn plan(
         );
     }
     Ok(plan_exit(&r.plan))
+}
+
+/// Runs `fut` with progress shown: bars on a terminal, structured log lines otherwise. Bars are
+/// cleared before the report is printed.
+async fn with_progress<F: std::future::Future>(fut: F) -> F::Output {
+    let observer = progress::for_cli();
+    let out = progress::scope(observer.clone(), fut).await;
+    observer.finish();
+    out
 }
 
 fn plan_exit(plan: &Plan) -> Exit {
@@ -130,18 +139,17 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     }
     let (plan, report) = match &args.plan {
         None => {
-            let r = engine
-                .run(&RunOptions {
-                    apply: true,
-                    allow_removals: args.allow_removals,
-                    only,
-                    trigger: "cli".into(),
-                })
-                .await?;
+            let r = with_progress(engine.run(&RunOptions {
+                apply: true,
+                allow_removals: args.allow_removals,
+                only,
+                trigger: "cli".into(),
+            }))
+            .await?;
             let report = r.applied.unwrap_or_default();
             (r.plan, report)
         }
-        Some(path) => apply_saved(&engine, path, only.as_ref()).await?,
+        Some(path) => with_progress(apply_saved(&engine, path, only.as_ref())).await?,
     };
     print!(
         "{}",

@@ -636,14 +636,24 @@ pub async fn apply(
     };
     let mut report = ApplyReport::default();
     let conc = opts.concurrency.max(1);
+    let progress = super::progress::current();
+    let ok = |o: &Outcome| o.result == "applied";
+    let tick = |phase: &str, report: &ApplyReport| {
+        progress.write_done(phase, report.outcomes.last().is_some_and(ok));
+    };
 
     // Phase 1: groups created (membership comes in phase 3).
     let mut group_ids: HashMap<String, String> = HashMap::new();
-    for g in &plan.groups {
-        if g.action != GroupAction::Create {
-            continue;
-        }
-        let Some(src) = &g.source_id else { continue };
+    let group_creates: Vec<(&super::GroupPlan, &String)> = plan
+        .groups
+        .iter()
+        .filter(|g| g.action == GroupAction::Create)
+        .filter_map(|g| Some((g, g.source_id.as_ref()?)))
+        .collect();
+    if !group_creates.is_empty() {
+        progress.phase_start("groups", group_creates.len());
+    }
+    for (g, src) in group_creates.iter().copied() {
         let body = json!({
             "schemas": [crate::ironclad::types::GROUP_SCHEMA],
             "displayName": g.display_name,
@@ -703,6 +713,10 @@ pub async fn apply(
                 &e,
             ),
         }
+        tick("groups", &report);
+    }
+    if !group_creates.is_empty() {
+        progress.phase_end("groups");
     }
 
     // Phase 2: users. Split updates between PUT and PATCH so both buckets finish together.
@@ -757,6 +771,10 @@ pub async fn apply(
     flexible.sort_by_key(|u| std::cmp::Reverse(changes_of(u).len()));
     let mut put_left = puts;
     let mut ops_count: BTreeMap<String, usize> = BTreeMap::new();
+    let user_writes = creates + flexible.len();
+    if user_writes > 0 {
+        progress.phase_start("users", user_writes);
+    }
     for wave in create_waves(plan) {
         *ops_count.entry("post".into()).or_default() += wave.len();
         let outcomes: Vec<Outcome> = futures::stream::iter(wave)
@@ -770,6 +788,7 @@ pub async fn apply(
                 }
             })
             .buffer_unordered(conc)
+            .inspect(|o| progress.write_done("users", ok(o)))
             .collect()
             .await;
         for o in outcomes {
@@ -813,29 +832,43 @@ pub async fn apply(
             }
         })
         .buffer_unordered(conc)
+        .inspect(|o| progress.write_done("users", ok(o)))
         .collect()
         .await;
     for o in outcomes {
         report.push(o);
     }
+    if user_writes > 0 {
+        progress.phase_end("users");
+    }
 
     // Phase 3: group membership (and renames), resolving source ids through the links.
     let links = store.links("user").unwrap_or_default();
-    for g in &plan.groups {
-        let id = match (&g.ironclad_id, &g.source_id) {
-            (Some(id), _) => id.clone(),
-            (None, Some(src)) => match group_ids.get(src) {
-                Some(id) => id.clone(),
-                None => continue,
-            },
-            _ => continue,
-        };
-        if !matches!(
-            g.action,
-            GroupAction::Create | GroupAction::Rename { .. } | GroupAction::Members
-        ) {
-            continue;
-        }
+    let membership: Vec<(&super::GroupPlan, String)> = plan
+        .groups
+        .iter()
+        .filter(|g| {
+            matches!(
+                g.action,
+                GroupAction::Create | GroupAction::Rename { .. } | GroupAction::Members
+            ) && (matches!(g.action, GroupAction::Rename { .. })
+                || !g.add.is_empty()
+                || !g.remove.is_empty())
+        })
+        .filter_map(|g| {
+            let id = match (&g.ironclad_id, &g.source_id) {
+                (Some(id), _) => id.clone(),
+                (None, Some(src)) => group_ids.get(src)?.clone(),
+                _ => return None,
+            };
+            Some((g, id))
+        })
+        .collect();
+    let membership_total = membership.len();
+    if membership_total > 0 {
+        progress.phase_start("membership", membership_total);
+    }
+    for (g, id) in membership {
         let add: Vec<&str> = g
             .add
             .iter()
@@ -856,6 +889,8 @@ pub async fn apply(
             ops.push(PatchOp::remove_members(remove.iter().copied()));
         }
         if ops.is_empty() {
+            // Every member to add is unlinked (its create failed): nothing to send.
+            progress.write_done("membership", true);
             continue;
         }
         let after = json!({"add": add, "remove": remove});
@@ -914,6 +949,10 @@ pub async fn apply(
                 &e,
             ),
         }
+        tick("membership", &report);
+    }
+    if membership_total > 0 {
+        progress.phase_end("membership");
     }
 
     // Phase 4: removals, last (the safety rules already ran in the planner).
@@ -942,22 +981,29 @@ pub async fn apply(
             (u, how, via)
         })
         .collect();
+    let group_deletes: Vec<(&super::GroupPlan, &String)> = plan
+        .groups
+        .iter()
+        .filter(|g| g.action == GroupAction::Delete)
+        .filter_map(|g| Some((g, g.ironclad_id.as_ref()?)))
+        .collect();
+    let removals_total = removal_jobs.len() + group_deletes.len();
+    if removals_total > 0 {
+        progress.phase_start("removals", removals_total);
+    }
     let outcomes: Vec<Outcome> = futures::stream::iter(removal_jobs)
         .map(|(u, how, via)| {
             let ctx = &ctx;
             async move { ctx.remove(u, how, via).await }
         })
         .buffer_unordered(conc)
+        .inspect(|o| progress.write_done("removals", ok(o)))
         .collect()
         .await;
     for o in outcomes {
         report.push(o);
     }
-    for g in &plan.groups {
-        if g.action != GroupAction::Delete {
-            continue;
-        }
-        let Some(id) = &g.ironclad_id else { continue };
+    for (g, id) in group_deletes {
         audit.record(
             "intent",
             "group_delete",
@@ -1008,6 +1054,10 @@ pub async fn apply(
                 &e,
             ),
         }
+        tick("removals", &report);
+    }
+    if removals_total > 0 {
+        progress.phase_end("removals");
     }
     report.operations = ops_count;
     report

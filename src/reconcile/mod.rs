@@ -10,6 +10,7 @@ pub mod apply;
 pub mod attrs;
 pub mod engine;
 pub mod plan;
+pub mod progress;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

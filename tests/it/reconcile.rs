@@ -466,8 +466,44 @@ fn joiners_are_created_by_a_dry_run_reviewed_apply_and_a_second_run_writes_nothi
         .collect();
     assert_eq!(adds, ids.iter().map(String::as_str).collect());
 
-    let (code, out) = w.apply(&[]);
-    assert_eq!(code, 0, "{out}");
+    // Applied with JSON logs (standard error is not a terminal): structured progress lines.
+    let out = Command::new(bin("ironbridge"))
+        .args([
+            "--log",
+            "info",
+            "--log-format",
+            "json",
+            "apply",
+            "--yes",
+            "--config",
+        ])
+        .arg(&w.cfg)
+        .env_remove("IRONBRIDGE_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let progress: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "apply progress")
+        .map(|l| l["fields"].clone())
+        .collect();
+    let last_of = |phase: &str| -> (u64, u64) {
+        let l = progress
+            .iter()
+            .rfind(|l| l["phase"] == phase)
+            .unwrap_or_else(|| panic!("no {phase} progress: {progress:#?}"));
+        (l["done"].as_u64().unwrap(), l["total"].as_u64().unwrap())
+    };
+    assert_eq!(last_of("groups"), (1, 1));
+    assert_eq!(last_of("users"), (7, 7));
+    assert_eq!(last_of("membership"), (1, 1));
+    assert!(progress.iter().all(|l| l["phase"] != "removals"));
+    assert!(
+        progress.len() <= 6,
+        "a start and an end line per phase: {progress:#?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"step\":\"Ironclad\""));
     let users = w.users();
     assert_eq!(users.len(), 8, "seven joiners and the admin: {users:#?}");
     let head = w.user(&w.mail("head")).unwrap();
