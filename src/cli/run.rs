@@ -239,6 +239,13 @@ async fn apply_saved(
         &engine.apply_options(&run_id, true),
     )
     .await;
+    // The held removals of a reviewed plan were carried out: report them as the removals
+    // they were (and not as held back, which would make the exit code 2).
+    for u in &mut plan.users {
+        if let Some(a) = u.held_action.take() {
+            u.action = a;
+        }
+    }
     for (name, action, why) in refused {
         report.outcomes.push(apply::Outcome {
             name,

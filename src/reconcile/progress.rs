@@ -268,7 +268,7 @@ impl Observer for TerminalProgress {
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix:>11} [{bar:30}] {pos}/{len} {msg} ({per_sec}, {eta} left)",
+                "{prefix:>11} [{bar:30}] {pos}/{len} {msg} ({elapsed}, about {eta} left)",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
@@ -290,10 +290,21 @@ impl Observer for TerminalProgress {
             bar.set_message(format!("{n} failed"));
         }
     }
-    fn phase_end(&self, _phase: &str) {
+    fn phase_end(&self, phase: &str) {
         let mut slot = active();
         if let Some(bar) = slot.take() {
-            bar.finish();
+            bar.finish_and_clear();
+            let failed = match self.failed.lock() {
+                Ok(g) => g.get(phase).copied().unwrap_or(0),
+                Err(p) => p.into_inner().get(phase).copied().unwrap_or(0),
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "{phase:>11}: {} of {} writes done, {failed} failed ({:.1} s)",
+                bar.position(),
+                bar.length().unwrap_or(0),
+                bar.elapsed().as_secs_f64()
+            );
         }
     }
     fn finish(&self) {

@@ -1053,12 +1053,21 @@ fn a_source_shrink_over_the_threshold_holds_removals_and_applies_the_rest() {
     assert_eq!(code, 2, "{out}");
     assert_eq!(w.writes(), vec![]);
 
-    // Allowed explicitly.
-    let (code, out) = w.apply(&["--allow-removals", "3"]);
+    // Allowed explicitly: one removal too few still holds them all.
+    let (code, out) = w.apply(&["--allow-removals", "2"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(w.user(&w.mail("staff01")).is_some());
+    // A reviewed saved plan carries the held removals out.
+    let saved = w.dir.path().join("reviewed.json");
+    let out = w.ironbridge(&["plan", "--out", saved.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    w.clear_log();
+    let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     for uid in gone {
         assert!(w.user(&w.mail(uid)).is_none(), "{uid}");
     }
+    assert_eq!(w.writes().len(), 3, "only the three removals");
     w.assert_converged();
 }
 
