@@ -974,8 +974,33 @@ fn a_source_outage_removes_nobody() {
     assert_eq!(w.writes(), vec![]);
     assert_eq!(w.users(), before);
 
-    // The directory stopped.
+    // The groups' branch is gone (renamed, or the reader lost access): without the scope
+    // group everyone would look out of scope, so the read must fail instead.
     std::fs::write(w.dir.path().join("ldap-password"), READER_PASSWORD).unwrap();
+    let good = std::fs::read_to_string(&w.cfg).unwrap();
+    std::fs::write(
+        &w.cfg,
+        good.replace("base_dn = \"ou=groups,", "base_dn = \"ou=renamed-groups,"),
+    )
+    .unwrap();
+    let (code, plan) = w.plan();
+    assert_eq!(code, 1, "{plan:#}");
+    assert_eq!(plan["source_complete"], false);
+    assert!(lines_with_action(&plan, "remove").is_empty(), "{plan:#}");
+    assert!(
+        plan["notes"][0]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("ou=renamed-groups"),
+        "the missing base DN is named: {plan:#}"
+    );
+    let (code, out) = w.apply(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(w.writes(), vec![], "{out}");
+    std::fs::write(&w.cfg, good).unwrap();
+
+    // The directory stopped.
     own.stop();
     let (code, plan) = w.plan();
     assert_eq!(code, 1, "{plan:#}");
@@ -1156,7 +1181,7 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
         });
     }
     let w = World::new("killed", slapd::small(), &people, &[], "");
-    // One write at a time, each answered 60 ms after it was applied: the kill most often lands
+    // One write at a time, each answered 120 ms after it was applied: the kill most often lands
     // on a write the simulator applied but whose answer ironbridge never saw (an unknown
     // outcome the re-run must resolve without a duplicate).
     let cfg = std::fs::read_to_string(&w.cfg).unwrap().replace(
@@ -1166,7 +1191,7 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
     std::fs::write(&w.cfg, cfg).unwrap();
     w.rt.block_on(set_faults(
         &w.sim.base_url,
-        json!({"latency_after_ms": 60, "methods": ["POST", "PUT", "PATCH", "DELETE"]}),
+        json!({"latency_after_ms": 120, "methods": ["POST", "PUT", "PATCH", "DELETE"]}),
     ));
     // 1 group create + 27 user creates + 1 membership change.
     let total = 29;
@@ -1194,7 +1219,7 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = completed(&w);
-        // A create the simulator applied but has not answered yet (60 ms window).
+        // A create the simulator applied but has not answered yet (120 ms window).
         if done.len() >= kill_after && w.users().len() - 1 > user_posts(&done) {
             break;
         }
