@@ -931,6 +931,11 @@ fn unmanaged_and_protected_users_are_never_touched() {
         .filter(|u| u["reason"]["kind"] == "held")
         .collect();
     assert_eq!(held.len(), 7, "{plan:#}");
+    assert!(
+        held.iter()
+            .all(|u| !u["ironclad_id"].as_str().unwrap().starts_with("u-")),
+        "only managed users are removal candidates: {held:#?}"
+    );
     let (code, out) = w.apply(&["--allow-removals", "7"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(
