@@ -642,6 +642,8 @@ pub async fn apply(
         progress.write_done(phase, report.outcomes.last().is_some_and(ok));
     };
 
+    heal_links(plan, store);
+
     // Phase 1: groups created (membership comes in phase 3).
     let mut group_ids: HashMap<String, String> = HashMap::new();
     let group_creates: Vec<(&super::GroupPlan, &String)> = plan
@@ -1063,6 +1065,48 @@ pub async fn apply(
     report
 }
 
+/// Records the missing store link of every user the plan matched by the externalId the bridge
+/// sets (the source id) but the store does not know: a create whose answer was lost (the
+/// process died, the connection dropped) left the user in Ironclad unlinked. Without the link
+/// the user would be unowned: never removed once their entry is gone, never added to groups.
+fn heal_links(plan: &Plan, store: &Store) {
+    let Ok(links) = store.links("user") else {
+        return;
+    };
+    for u in &plan.users {
+        let (Some(src), Some(id), Some(seen)) = (&u.source_id, &u.ironclad_id, &u.seen) else {
+            continue;
+        };
+        if links.contains_key(src)
+            || seen.get("externalId").and_then(Value::as_str) != Some(src.as_str())
+            || matches!(
+                u.action,
+                UserAction::Adopt { .. } | UserAction::Conflict { .. } | UserAction::Remove { .. }
+            )
+        {
+            continue;
+        }
+        let link = Link {
+            source_id: src.clone(),
+            ironclad_id: id.clone(),
+            user_name: seen
+                .get("userName")
+                .and_then(Value::as_str)
+                .unwrap_or(&u.user_name)
+                .to_string(),
+            kind: "user".into(),
+        };
+        match store.put_link(&link, Utc::now()) {
+            Ok(()) => tracing::info!(
+                user = %link.user_name,
+                ironclad_id = %link.ironclad_id,
+                "linked a user found by its externalId (an earlier create's answer was lost)"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot record the link"),
+        }
+    }
+}
+
 /// Records a failed group write in the audit and the report.
 fn group_failed(
     audit: &Audit,
@@ -1141,6 +1185,46 @@ mod tests {
             "saml"
         );
         assert!(body.get("meta").is_none());
+    }
+
+    #[test]
+    fn users_matched_by_our_external_id_get_their_missing_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let line = |src: &str, id: &str, ext: &str, action: UserAction| UserPlan {
+            source_id: Some(src.into()),
+            locator: None,
+            user_name: format!("{src}@x"),
+            ironclad_id: Some(id.into()),
+            action,
+            seen_version: None,
+            seen: Some(json!({"id": id, "userName": format!("{src}@x"), "externalId": ext})),
+            held_action: None,
+        };
+        let plan = Plan {
+            created_at: Utc::now(),
+            source_complete: true,
+            users: vec![
+                // A create whose answer was lost: found by externalId.
+                line("s1", "i1", "s1", UserAction::Noop),
+                // Someone else's externalId: not ours to link.
+                line("s2", "i2", "other", UserAction::Noop),
+                // Conflicts and removals are never linked here.
+                line(
+                    "s3",
+                    "i3",
+                    "s3",
+                    UserAction::Conflict { reason: "x".into() },
+                ),
+            ],
+            groups: Vec::new(),
+            summary: BTreeMap::new(),
+            notes: Vec::new(),
+        };
+        heal_links(&plan, &store);
+        let links = store.links("user").unwrap();
+        assert_eq!(links.keys().collect::<Vec<_>>(), vec!["s1"]);
+        assert_eq!(links["s1"].ironclad_id, "i1");
     }
 
     #[test]

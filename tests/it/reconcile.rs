@@ -1359,6 +1359,14 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
     let o2 = run2.iter().filter(|l| l["phase"] == "outcome").count();
     assert_eq!(i2, o2, "{run2:#?}");
     let store = ironbridge::store::Store::open(&w.dir.path().join("ironbridge-state.db")).unwrap();
+    // The unanswered create is owned: linked in the store like everyone else, so a later
+    // leaver or membership change reaches it.
+    let links = store.links("user").unwrap();
+    assert_eq!(links.len(), 27, "{links:#?}");
+    assert_eq!(
+        links[in_flight["externalId"].as_str().unwrap()].ironclad_id,
+        id(&in_flight)
+    );
     let stored = store.audit_lines(None).unwrap();
     assert_eq!(stored.len(), all.len());
     for (s, j) in stored.iter().zip(&all) {
