@@ -8,6 +8,7 @@ use super::Exit;
 use crate::config::Config;
 use crate::reconcile::apply::{self, ApplyReport, Audit};
 use crate::reconcile::engine::{Engine, RunOptions};
+use crate::reconcile::progress;
 use crate::reconcile::{GroupAction, Plan, UserAction};
 use crate::report::{self, Format};
 use serde::{Deserialize, Serialize};
@@ -33,12 +34,11 @@ pub async fn plan(
     format: Format,
 ) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(config)?)?;
-    let r = engine
-        .run(&RunOptions {
-            trigger: "cli".into(),
-            ..Default::default()
-        })
-        .await?;
+    let r = with_progress(engine.run(&RunOptions {
+        trigger: "cli".into(),
+        ..Default::default()
+    }))
+    .await?;
     emit_report(&r.plan, report_file, format)?;
     if let Some(path) = out {
         let saved = SavedPlan {
@@ -54,6 +54,15 @@ pub async fn plan(
         );
     }
     Ok(plan_exit(&r.plan))
+}
+
+/// Runs `fut` with progress shown: bars on a terminal, structured log lines otherwise. Bars are
+/// cleared before the report is printed.
+async fn with_progress<F: std::future::Future>(fut: F) -> F::Output {
+    let observer = progress::for_cli();
+    let out = progress::scope(observer.clone(), fut).await;
+    observer.finish();
+    out
 }
 
 fn plan_exit(plan: &Plan) -> Exit {
@@ -130,25 +139,27 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     }
     let (plan, report) = match &args.plan {
         None => {
-            let r = engine
-                .run(&RunOptions {
-                    apply: true,
-                    allow_removals: args.allow_removals,
-                    only,
-                    trigger: "cli".into(),
-                })
-                .await?;
+            let r = with_progress(engine.run(&RunOptions {
+                apply: true,
+                allow_removals: args.allow_removals,
+                only,
+                trigger: "cli".into(),
+            }))
+            .await?;
             let report = r.applied.unwrap_or_default();
             (r.plan, report)
         }
-        Some(path) => apply_saved(&engine, path, only.as_ref()).await?,
+        Some(path) => with_progress(apply_saved(&engine, path, only.as_ref())).await?,
     };
     print!(
         "{}",
         report::render(&plan, Format::Text, std::io::stdout().is_terminal())?
     );
     print_outcomes(&report);
-    Ok(if report.failed() > 0 {
+    if !plan.source_complete {
+        eprintln!("the source could not be read: nothing was removed (see the notes above)");
+    }
+    Ok(if report.failed() > 0 || !plan.source_complete {
         Exit::Error
     } else if report.refused() > 0 || plan.has_held() {
         Exit::Pending
@@ -228,6 +239,13 @@ async fn apply_saved(
         &engine.apply_options(&run_id, true),
     )
     .await;
+    // The held removals of a reviewed plan were carried out: report them as the removals
+    // they were (and not as held back, which would make the exit code 2).
+    for u in &mut plan.users {
+        if let Some(a) = u.held_action.take() {
+            u.action = a;
+        }
+    }
     for (name, action, why) in refused {
         report.outcomes.push(apply::Outcome {
             name,

@@ -638,14 +638,26 @@ pub async fn apply(
     };
     let mut report = ApplyReport::default();
     let conc = opts.concurrency.max(1);
+    let progress = super::progress::current();
+    let ok = |o: &Outcome| o.result == "applied";
+    let tick = |phase: &str, report: &ApplyReport| {
+        progress.write_done(phase, report.outcomes.last().is_some_and(ok));
+    };
+
+    heal_links(plan, store);
 
     // Phase 1: groups created (membership comes in phase 3).
     let mut group_ids: HashMap<String, String> = HashMap::new();
-    for g in &plan.groups {
-        if g.action != GroupAction::Create {
-            continue;
-        }
-        let Some(src) = &g.source_id else { continue };
+    let group_creates: Vec<(&super::GroupPlan, &String)> = plan
+        .groups
+        .iter()
+        .filter(|g| g.action == GroupAction::Create)
+        .filter_map(|g| Some((g, g.source_id.as_ref()?)))
+        .collect();
+    if !group_creates.is_empty() {
+        progress.phase_start("groups", group_creates.len());
+    }
+    for (g, src) in group_creates.iter().copied() {
         let body = json!({
             "schemas": [crate::ironclad::types::GROUP_SCHEMA],
             "displayName": g.display_name,
@@ -705,6 +717,10 @@ pub async fn apply(
                 &e,
             ),
         }
+        tick("groups", &report);
+    }
+    if !group_creates.is_empty() {
+        progress.phase_end("groups");
     }
 
     // Phase 2: users. Split updates between PUT and PATCH so both buckets finish together.
@@ -762,6 +778,10 @@ pub async fn apply(
     flexible.sort_by_key(|u| std::cmp::Reverse(changes_of(u).len()));
     let mut put_left = puts;
     let mut ops_count: BTreeMap<String, usize> = BTreeMap::new();
+    let user_writes = creates + flexible.len();
+    if user_writes > 0 {
+        progress.phase_start("users", user_writes);
+    }
     for wave in create_waves(plan) {
         *ops_count.entry("post".into()).or_default() += wave.len();
         let outcomes: Vec<Outcome> = futures::stream::iter(wave)
@@ -775,6 +795,7 @@ pub async fn apply(
                 }
             })
             .buffer_unordered(conc)
+            .inspect(|o| progress.write_done("users", ok(o)))
             .collect()
             .await;
         for o in outcomes {
@@ -818,29 +839,43 @@ pub async fn apply(
             }
         })
         .buffer_unordered(conc)
+        .inspect(|o| progress.write_done("users", ok(o)))
         .collect()
         .await;
     for o in outcomes {
         report.push(o);
     }
+    if user_writes > 0 {
+        progress.phase_end("users");
+    }
 
     // Phase 3: group membership (and renames), resolving source ids through the links.
     let links = store.links("user").unwrap_or_default();
-    for g in &plan.groups {
-        let id = match (&g.ironclad_id, &g.source_id) {
-            (Some(id), _) => id.clone(),
-            (None, Some(src)) => match group_ids.get(src) {
-                Some(id) => id.clone(),
-                None => continue,
-            },
-            _ => continue,
-        };
-        if !matches!(
-            g.action,
-            GroupAction::Create | GroupAction::Rename { .. } | GroupAction::Members
-        ) {
-            continue;
-        }
+    let membership: Vec<(&super::GroupPlan, String)> = plan
+        .groups
+        .iter()
+        .filter(|g| {
+            matches!(
+                g.action,
+                GroupAction::Create | GroupAction::Rename { .. } | GroupAction::Members
+            ) && (matches!(g.action, GroupAction::Rename { .. })
+                || !g.add.is_empty()
+                || !g.remove.is_empty())
+        })
+        .filter_map(|g| {
+            let id = match (&g.ironclad_id, &g.source_id) {
+                (Some(id), _) => id.clone(),
+                (None, Some(src)) => group_ids.get(src)?.clone(),
+                _ => return None,
+            };
+            Some((g, id))
+        })
+        .collect();
+    let membership_total = membership.len();
+    if membership_total > 0 {
+        progress.phase_start("membership", membership_total);
+    }
+    for (g, id) in membership {
         let add: Vec<&str> = g
             .add
             .iter()
@@ -861,6 +896,8 @@ pub async fn apply(
             ops.push(PatchOp::remove_members(remove.iter().copied()));
         }
         if ops.is_empty() {
+            // Every member to add is unlinked (its create failed): nothing to send.
+            progress.write_done("membership", true);
             continue;
         }
         let after = json!({"add": add, "remove": remove});
@@ -919,6 +956,10 @@ pub async fn apply(
                 &e,
             ),
         }
+        tick("membership", &report);
+    }
+    if membership_total > 0 {
+        progress.phase_end("membership");
     }
 
     // Phase 4: removals, last (the safety rules already ran in the planner).
@@ -947,22 +988,29 @@ pub async fn apply(
             (u, how, via)
         })
         .collect();
+    let group_deletes: Vec<(&super::GroupPlan, &String)> = plan
+        .groups
+        .iter()
+        .filter(|g| g.action == GroupAction::Delete)
+        .filter_map(|g| Some((g, g.ironclad_id.as_ref()?)))
+        .collect();
+    let removals_total = removal_jobs.len() + group_deletes.len();
+    if removals_total > 0 {
+        progress.phase_start("removals", removals_total);
+    }
     let outcomes: Vec<Outcome> = futures::stream::iter(removal_jobs)
         .map(|(u, how, via)| {
             let ctx = &ctx;
             async move { ctx.remove(u, how, via).await }
         })
         .buffer_unordered(conc)
+        .inspect(|o| progress.write_done("removals", ok(o)))
         .collect()
         .await;
     for o in outcomes {
         report.push(o);
     }
-    for g in &plan.groups {
-        if g.action != GroupAction::Delete {
-            continue;
-        }
-        let Some(id) = &g.ironclad_id else { continue };
+    for (g, id) in group_deletes {
         audit.record(
             "intent",
             "group_delete",
@@ -1013,9 +1061,55 @@ pub async fn apply(
                 &e,
             ),
         }
+        tick("removals", &report);
+    }
+    if removals_total > 0 {
+        progress.phase_end("removals");
     }
     report.operations = ops_count;
     report
+}
+
+/// Records the missing store link of every user the plan matched by the externalId the bridge
+/// sets (the source id) but the store does not know: a create whose answer was lost (the
+/// process died, the connection dropped) left the user in Ironclad unlinked. Without the link
+/// the user would be unowned: never removed once their entry is gone, never added to groups.
+fn heal_links(plan: &Plan, store: &Store) {
+    let Ok(links) = store.links("user") else {
+        return;
+    };
+    for u in &plan.users {
+        let (Some(src), Some(id), Some(seen)) = (&u.source_id, &u.ironclad_id, &u.seen) else {
+            continue;
+        };
+        if links.contains_key(src)
+            || seen.get("externalId").and_then(Value::as_str) != Some(src.as_str())
+            || matches!(
+                u.action,
+                UserAction::Adopt { .. } | UserAction::Conflict { .. } | UserAction::Remove { .. }
+            )
+        {
+            continue;
+        }
+        let link = Link {
+            source_id: src.clone(),
+            ironclad_id: id.clone(),
+            user_name: seen
+                .get("userName")
+                .and_then(Value::as_str)
+                .unwrap_or(&u.user_name)
+                .to_string(),
+            kind: "user".into(),
+        };
+        match store.put_link(&link, Utc::now()) {
+            Ok(()) => tracing::info!(
+                user = %link.user_name,
+                ironclad_id = %link.ironclad_id,
+                "linked a user found by its externalId (an earlier create's answer was lost)"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot record the link"),
+        }
+    }
 }
 
 /// Records a failed group write in the audit and the report.
@@ -1096,6 +1190,46 @@ mod tests {
             "saml"
         );
         assert!(body.get("meta").is_none());
+    }
+
+    #[test]
+    fn users_matched_by_our_external_id_get_their_missing_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let line = |src: &str, id: &str, ext: &str, action: UserAction| UserPlan {
+            source_id: Some(src.into()),
+            locator: None,
+            user_name: format!("{src}@x"),
+            ironclad_id: Some(id.into()),
+            action,
+            seen_version: None,
+            seen: Some(json!({"id": id, "userName": format!("{src}@x"), "externalId": ext})),
+            held_action: None,
+        };
+        let plan = Plan {
+            created_at: Utc::now(),
+            source_complete: true,
+            users: vec![
+                // A create whose answer was lost: found by externalId.
+                line("s1", "i1", "s1", UserAction::Noop),
+                // Someone else's externalId: not ours to link.
+                line("s2", "i2", "other", UserAction::Noop),
+                // Conflicts and removals are never linked here.
+                line(
+                    "s3",
+                    "i3",
+                    "s3",
+                    UserAction::Conflict { reason: "x".into() },
+                ),
+            ],
+            groups: Vec::new(),
+            summary: BTreeMap::new(),
+            notes: Vec::new(),
+        };
+        heal_links(&plan, &store);
+        let links = store.links("user").unwrap();
+        assert_eq!(links.keys().collect::<Vec<_>>(), vec!["s1"]);
+        assert_eq!(links["s1"].ironclad_id, "i1");
     }
 
     #[test]

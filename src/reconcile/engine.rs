@@ -338,8 +338,15 @@ impl Engine {
         opts: &RunOptions,
         now: DateTime<Utc>,
     ) -> Result<RunResult, EngineError> {
+        let progress = super::progress::current();
+        progress.reading("the source");
         let (desired, snapshot) = self.desired(now).await;
+        if let Ok((users, _)) = &desired {
+            progress.read("the source (people)", users.len());
+        }
+        progress.reading("Ironclad");
         let target = self.read_target().await?;
+        progress.read("Ironclad (users)", target.users.len());
         let mut plan = self.plan_with(desired, &target, opts, now)?;
         if let Some(only) = &opts.only {
             restrict(&mut plan, only);

@@ -4,12 +4,15 @@
 //! joiner/mover/leaver case is a fast unit test.
 //!
 //! Layout: [`attrs`] (attribute paths and normalised comparison), [`plan`] (the pure planner and
-//! its safety rules). What does not live here: reading sources or Ironclad, and writing.
+//! its safety rules), [`engine`] (one run: read, plan, apply, record), [`apply`] (the writes, in
+//! phases, audited), [`progress`] (bars on a terminal, structured progress lines otherwise).
+//! What does not live here: the sources, the Ironclad client, the reports.
 
 pub mod apply;
 pub mod attrs;
 pub mod engine;
 pub mod plan;
+pub mod progress;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,7 @@ mod client;
 mod ldap;
 mod ldif;
 mod mapping;
+mod reconcile;
 mod report;
 mod samba;
 mod scim_source;

@@ -660,3 +660,83 @@ pub fn start(fx: Fixture) -> Slapd {
         watchdog: Mutex::new(Some(stdin)),
     }
 }
+
+/// The administrator of database 1 (the rootDN), for tests that change the directory.
+pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=test";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+
+static SMALL: OnceLock<Slapd> = OnceLock::new();
+
+/// A second shared slapd with no generated people (only the suffix, its organizational units
+/// and the reader account): tests that change the directory each add their own subtree to it
+/// and so stay isolated from one another and from the large fixture.
+pub fn small() -> &'static Slapd {
+    SMALL.get_or_init(|| start(Fixture::default()))
+}
+
+impl Slapd {
+    /// Runs `ldapadd`/`ldapmodify` (`tool`) as the rootDN with `ldif` on standard input.
+    pub fn admin(&self, tool: &str, ldif: &str) {
+        let mut child = Command::new(tool)
+            .args([
+                "-x",
+                "-H",
+                &self.ldap_url,
+                "-D",
+                ADMIN_DN,
+                "-w",
+                ADMIN_PASSWORD,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {tool}: {e}; scripts/test.sh installs ldap-utils")
+            });
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ldif.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}\n{ldif}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Deletes entries (`ldapdelete -r`, so a subtree goes too) as the rootDN.
+    pub fn admin_delete(&self, dns: &[&str]) {
+        let mut cmd = Command::new("ldapdelete");
+        cmd.args([
+            "-x",
+            "-r",
+            "-H",
+            &self.ldap_url,
+            "-D",
+            ADMIN_DN,
+            "-w",
+            ADMIN_PASSWORD,
+        ])
+        .args(dns);
+        run(&mut cmd);
+    }
+
+    /// One attribute's values of one entry (operational ones too), read as the rootDN.
+    pub fn values(&self, dn: &str, attr: &str) -> Vec<String> {
+        let out = run(Command::new("ldapsearch")
+            .args(["-x", "-LLL", "-o", "ldif-wrap=no", "-H", &self.ldap_url])
+            .args(["-D", ADMIN_DN, "-w", ADMIN_PASSWORD, "-s", "base", "-b", dn])
+            .arg(attr));
+        let prefix = format!("{}: ", attr.to_lowercase());
+        out.lines()
+            .filter(|l| l.to_lowercase().starts_with(&prefix))
+            .map(|l| l[prefix.len()..].to_string())
+            .collect()
+    }
+}
