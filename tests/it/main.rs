@@ -11,5 +11,6 @@ mod mapping;
 mod report;
 mod samba;
 mod scim_source;
+mod serve;
 mod sim;
 mod support;
