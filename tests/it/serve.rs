@@ -14,7 +14,7 @@ use crate::support::{bin, free_port, repo};
 use ironbridge::serve::webhook::generic::sign;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
