@@ -10,7 +10,7 @@
 //!   stops). Measures response times (p50, p99, max), counts statuses (no request may be lost
 //!   or refused), and counts the runs the requests coalesced into.
 //!
-//! Usage: `serve-bench latency [events_per_sec] [secs] [debounce_ms]`,
+//! Usage: `serve-bench latency [events_per_sec] [secs] [debounce_ms] [unpaced]`,
 //! `serve-bench webhooks [requests_per_sec] [secs]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -49,7 +49,7 @@ struct Env {
     store: Arc<ironbridge::store::Store>,
 }
 
-async fn setup(debounce_ms: u64, rate: u32) -> Env {
+async fn setup(debounce_ms: u64, rate: u32, unpaced: bool) -> Env {
     let all: Vec<String> = ironbridge::sim::scim::ALL_SCOPES
         .iter()
         .map(|s| s.to_string())
@@ -86,6 +86,13 @@ async fn setup(debounce_ms: u64, rate: u32) -> Env {
         .local_addr()
         .unwrap()
         .port();
+    // Unpaced: the client's rate limits far above Ironclad's documented ones (the simulator does
+    // not limit), to see ironbridge's own share of the latency.
+    let limits = if unpaced {
+        "[ironclad.rate_limits]\nusers_read_write = 600000\nusers_patch_delete = 600000\ngroups = 600000\nother = 600000\n"
+    } else {
+        ""
+    };
     let cfg = format!(
         r#"version = 1
 [ironclad]
@@ -96,7 +103,7 @@ client_id = "bench"
 client_secret = {{ file = "client-secret" }}
 [ironclad.acting_user]
 email = "admin@example.com"
-[source]
+{limits}[source]
 kind = "ldif"
 path = "directory.ldif"
 [mapping]
@@ -217,8 +224,8 @@ fn set_title(dir: &Path, text: &mut String, email: &str, title: &str) {
     std::fs::rename(tmp, dir.join("directory.ldif")).unwrap();
 }
 
-async fn latency(per_sec: u64, secs: u64, debounce_ms: u64) {
-    let env = setup(debounce_ms, 1000).await;
+async fn latency(per_sec: u64, secs: u64, debounce_ms: u64, unpaced: bool) {
+    let env = setup(debounce_ms, 1000, unpaced).await;
     let client = reqwest::Client::new();
     let people: Vec<String> = {
         let mut p: Vec<String> = sim_titles(&client, &env.sim)
@@ -281,17 +288,28 @@ async fn latency(per_sec: u64, secs: u64, debounce_ms: u64) {
     lat.sort();
     let debounce = Duration::from_millis(debounce_ms);
     let beyond = |d: Duration| d.saturating_sub(debounce);
-    let runs = env
+    let hook_runs: Vec<_> = env
         .store
         .runs(100_000)
         .unwrap()
         .into_iter()
         .filter(|r| r.trigger.starts_with("webhook"))
-        .count();
+        .collect();
+    let runs = hook_runs.len();
+    let mut took: Vec<Duration> = hook_runs
+        .iter()
+        .filter_map(|r| (r.finished_at? - r.started_at).to_std().ok())
+        .collect();
+    took.sort();
     println!(
-        "latency: {total} events at {per_sec}/s for {secs} s over {} people, debounce {} ms",
+        "latency: {total} events at {per_sec}/s for {secs} s over {} people, debounce {} ms, {}",
         people.len(),
-        debounce_ms
+        debounce_ms,
+        if unpaced {
+            "client pacing off"
+        } else {
+            "Ironclad's documented rate limits"
+        }
     );
     println!(
         "  event -> change visible in the simulator: p50 {}  p99 {}  max {}  (n={})",
@@ -305,13 +323,17 @@ async fn latency(per_sec: u64, secs: u64, debounce_ms: u64) {
         ms(beyond(pct(&lat, 0.5))),
         ms(beyond(pct(&lat, 0.99)))
     );
-    println!("  webhook runs: {runs}");
+    println!(
+        "  webhook runs: {runs}; run duration p50 {}  max {}",
+        ms(pct(&took, 0.5)),
+        ms(*took.last().unwrap_or(&Duration::ZERO))
+    );
     let _ = env.stop.send(());
     let _ = env.server.await;
 }
 
 async fn webhooks(per_sec: u64, secs: u64) {
-    let env = setup(2000, (per_sec * 2) as u32).await;
+    let env = setup(2000, (per_sec * 2) as u32, false).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
@@ -376,10 +398,13 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     match args.first().map(String::as_str) {
-        Some("latency") => latency(num(1, 10), num(2, 60), num(3, 2000)).await,
+        Some("latency") => {
+            let unpaced = args.get(4).is_some_and(|a| a == "unpaced");
+            latency(num(1, 10), num(2, 60), num(3, 2000), unpaced).await
+        }
         Some("webhooks") => webhooks(num(1, 1000), num(2, 10)).await,
         _ => {
-            eprintln!("usage: serve-bench latency [per_sec] [secs] [debounce_ms] | webhooks [per_sec] [secs]");
+            eprintln!("usage: serve-bench latency [per_sec] [secs] [debounce_ms] [unpaced] | webhooks [per_sec] [secs]");
             std::process::exit(2);
         }
     }
