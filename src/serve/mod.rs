@@ -356,3 +356,78 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<(), String> {
         Err(format!("{url} answered {}", r.status()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::runner::tests::fake;
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    fn server(dir: &std::path::Path, serve: ServeConfig) -> (Server, Arc<Store>) {
+        let (exec, runner, store) = fake(dir, Duration::from_millis(10));
+        drop(runner);
+        let s = Server::with_executor(serve, exec, store.clone(), Arc::new(Metrics::new(None)));
+        (s, store)
+    }
+
+    async fn status(r: &Router, uri: &str) -> StatusCode {
+        r.clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn admin_api_and_webhooks_are_off_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = server(dir.path(), ServeConfig::default());
+        let r = s.router();
+        assert_eq!(status(&r, "/healthz").await, StatusCode::OK);
+        assert_eq!(status(&r, "/v1/runs").await, StatusCode::NOT_FOUND);
+        assert_eq!(status(&r, "/v1/openapi.json").await, StatusCode::NOT_FOUND);
+        assert_eq!(status(&r, "/webhooks/okta").await, StatusCode::NOT_FOUND);
+        let with_token = ServeConfig {
+            admin_token: Some(crate::config::Secret::new("t")),
+            ..ServeConfig::default()
+        };
+        let (s, _) = server(dir.path(), with_token);
+        let r = s.router();
+        assert_eq!(status(&r, "/v1/runs").await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(&r, "/v1/openapi.json").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn readyz_fails_after_three_failed_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, store) = server(dir.path(), ServeConfig::default());
+        let r = s.router();
+        assert_eq!(status(&r, "/readyz").await, StatusCode::OK);
+        let t0 = chrono::Utc::now();
+        for i in 0..3 {
+            let id = format!("r{i}");
+            let t = t0 + chrono::Duration::seconds(i);
+            store.start_run(&id, "schedule", "apply", t).unwrap();
+            store
+                .finish_run(&id, "failed", &json!({"error": "x"}), t)
+                .unwrap();
+        }
+        // A skipped run in between does not count either way.
+        store
+            .record_skipped(
+                "s",
+                "schedule",
+                "apply",
+                "busy",
+                t0 + chrono::Duration::seconds(5),
+            )
+            .unwrap();
+        assert_eq!(status(&r, "/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+        let t = t0 + chrono::Duration::seconds(10);
+        store.start_run("ok", "schedule", "apply", t).unwrap();
+        store.finish_run("ok", "succeeded", &json!({}), t).unwrap();
+        assert_eq!(status(&r, "/readyz").await, StatusCode::OK);
+    }
+}
