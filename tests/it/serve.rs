@@ -9,7 +9,9 @@
 //! The scheduler's no-overlap and skip recording run under paused tokio time in the unit tests
 //! of `src/serve/scheduler.rs` and `src/serve/runner.rs`.
 
-use crate::support::sim::{sim_state, start_sim_process, SimProcess, ADMIN, ALL_SCOPES};
+use crate::support::sim::{
+    set_faults, sim_state, start_sim_process, SimProcess, ADMIN, ALL_SCOPES,
+};
 use crate::support::{bin, free_port, repo};
 use ironbridge::serve::webhook::generic::sign;
 use serde_json::{json, Value};
@@ -68,6 +70,11 @@ fn fixture(extra_serve: &str) -> Fixture {
         std::fs::write(d.join(f), format!("{v}\n")).unwrap();
     }
     let port = free_port();
+    let grace = if extra_serve.contains("shutdown_grace_secs") {
+        ""
+    } else {
+        "shutdown_grace_secs = 5"
+    };
     let cfg = format!(
         r#"version = 1
 [ironclad]
@@ -88,7 +95,7 @@ remove_users = "deactivate"
 [serve]
 listen = "127.0.0.1:{port}"
 debounce_ms = 300
-shutdown_grace_secs = 5
+{grace}
 lock_stale_secs = 30
 {extra_serve}
 [serve.admin]
@@ -788,4 +795,75 @@ async fn restart_keeps_history_and_links_and_no_secret_leaks() {
     assert_no_secret("the serve logs", &logs.join("\n"));
     assert_no_secret("the responses and reports", &seen_text);
     assert_no_secret("the audit log", &audit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_apply_exits_in_bounded_time_and_the_next_run_converges() {
+    let f = fixture("shutdown_grace_secs = 1");
+    // Every create takes 1.5 s to be answered: the apply is still writing when the stop comes.
+    set_faults(
+        &f.sim.base_url,
+        json!({"latency_ms": 1500, "methods": ["POST"]}),
+    )
+    .await;
+    let mut s = start_serve(&f).await;
+    let r = http()
+        .post(f.url("/v1/runs"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = Instant::now();
+    loop {
+        let v = admin_get(&f, &format!("/v1/runs/{id}")).await;
+        if v["run"]["outcome"] == "running" && !runs(&f).await.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (code, took) = s.terminate();
+    assert_eq!(code, Some(0), "{}", s.logs().join("\n"));
+    // Grace 1 s, plus the HTTP bound: well under 10 s.
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let logs = s.logs().join("\n");
+    drop(s);
+    let store = ironbridge::store::Store::open(&f.dir.path().join("ironbridge-state.db")).unwrap();
+    let run = store.run(&id).unwrap().unwrap();
+    assert_eq!(run.outcome, "interrupted", "{run:?}\n{logs}");
+
+    // Restart without faults: the next run converges, nobody duplicated.
+    set_faults(&f.sim.base_url, json!({})).await;
+    let mut s = start_serve(&f).await;
+    let v = full_apply(&f).await;
+    assert_ne!(v["run"]["id"], id.as_str());
+    let st = sim_state(&f.sim.base_url).await;
+    let names: Vec<&str> = st["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap())
+        .collect();
+    let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(names.len(), unique.len(), "duplicates: {names:?}");
+    assert_eq!(names.len(), 18, "{names:?}");
+    let plan: Value = http()
+        .get(f.url("/v1/plan"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for a in ["create", "update", "adopt", "remove"] {
+        assert_eq!(plan["summary"][a].as_u64().unwrap_or(0), 0, "{a}: {plan:#}");
+    }
+    s.terminate();
 }
