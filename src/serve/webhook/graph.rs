@@ -148,7 +148,10 @@ pub async fn deliver(
         tracing::info!(provider = PROVIDER, "subscription validation answered");
         return (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
             token.clone(),
         )
             .into_response();
