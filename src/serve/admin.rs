@@ -49,7 +49,7 @@ pub fn router(token: Secret, runner: Arc<Runner>) -> Router {
         .route("/v1/runs", post(create_run).get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/plan", get(plan))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
     Router::new()
         .route("/v1/openapi.json", get(openapi))

@@ -684,6 +684,24 @@ async fn admin_api_refuses_missing_and_wrong_tokens() {
     assert!(r.text().await.unwrap().contains("<html"));
     let st = sim_state(&f.sim.base_url).await;
     assert_eq!(st["users"].as_array().unwrap().len(), 1, "a dry run wrote");
+
+    // The container HEALTHCHECK: `ironbridge health` exits 0 on 2xx, 1 otherwise.
+    let health = |url: String| {
+        Command::new(bin("ironbridge"))
+            .args(["health", "--timeout", "2", "--url", &url])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(health(f.url("/healthz")).status.code(), Some(0));
+    let o = health(f.url("/no-such-path"));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("404"), "{err}");
+    // Unknown paths are 404 for everyone, with or without a token.
+    let r = http().get(f.url("/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let closed = format!("http://127.0.0.1:{}/healthz", free_port());
+    assert_eq!(health(closed).status.code(), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
