@@ -322,6 +322,34 @@ mod tests {
         assert!(s.map.lock().unwrap().len() <= 3);
     }
 
+    #[tokio::test]
+    async fn gate_limits_rate_then_size_then_content_type() {
+        let l = limiter(crate::config::serve::Rate {
+            per_second: 1,
+            burst: 2,
+        });
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let ok = gate(&l, 16, &h, Body::from("{}"), true).await.unwrap();
+        assert_eq!(&ok[..], b"{}");
+        // Too large without a Content-Length: cut while reading.
+        let big = gate(&l, 16, &h, Body::from("x".repeat(17)), true).await;
+        assert_eq!(big.unwrap_err().verdict, "too_large");
+        // The burst is spent.
+        let r = gate(&l, 16, &h, Body::from("{}"), true).await;
+        assert_eq!(r.unwrap_err().status, StatusCode::TOO_MANY_REQUESTS);
+        let l = limiter(crate::config::serve::Rate {
+            per_second: 10,
+            burst: 10,
+        });
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        let r = gate(&l, 16, &h, Body::from("{}"), true).await;
+        assert_eq!(r.unwrap_err().verdict, "bad_content_type");
+        h.insert(header::CONTENT_LENGTH, "17".parse().unwrap());
+        let r = gate(&l, 16, &h, Body::from("{}"), true).await;
+        assert_eq!(r.unwrap_err().verdict, "too_large");
+    }
+
     #[test]
     fn json_content_type_with_parameters() {
         let mut h = HeaderMap::new();
