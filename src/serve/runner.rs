@@ -331,11 +331,15 @@ impl Runner {
         }
     }
 
-    /// `queued` or `running` for a run the store does not have finished yet.
+    /// `queued`, `waiting_for_lock` or `running` for a run the store has not recorded yet.
     pub fn status(&self, id: &str) -> Option<&'static str> {
         let st = self.state();
         if st.running.as_deref() == Some(id) {
-            Some("running")
+            Some(if self.waiting_for_lock() {
+                "waiting_for_lock"
+            } else {
+                "running"
+            })
         } else if st.queue.iter().any(|j| j.id == id) {
             Some("queued")
         } else {

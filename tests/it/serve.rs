@@ -257,7 +257,7 @@ async fn wait_run_id(f: &Fixture, id: &str) -> Value {
     loop {
         let v = admin_get(f, &format!("/v1/runs/{id}")).await;
         let o = v["run"]["outcome"].as_str().unwrap_or("").to_string();
-        if !matches!(o.as_str(), "queued" | "running") {
+        if !matches!(o.as_str(), "queued" | "waiting_for_lock" | "running") {
             return v;
         }
         assert!(t.elapsed() < Duration::from_secs(60), "run {id} stuck: {v}");
@@ -730,7 +730,7 @@ async fn a_second_holder_of_the_store_lock_makes_runs_wait() {
         .to_string();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let v = admin_get(&f, &format!("/v1/runs/{id}")).await;
-    assert_eq!(v["run"]["outcome"], "running", "{v}");
+    assert_eq!(v["run"]["outcome"], "waiting_for_lock", "{v}");
     let ready: Value = reqwest::get(f.url("/readyz"))
         .await
         .unwrap()
