@@ -1,7 +1,11 @@
 # ironbridge container image.
 # Build:  docker build -t ironbridge .
-# Run:    docker run --rm -v $PWD/config:/config:ro -v ironbridge-state:/state \
-#           -e IRONCLAD_CLIENT_SECRET=... ironbridge check --config /config/ironbridge.toml
+# Run:    docker run -d -p 8080:8080 -v $PWD/config:/config:ro -v ironbridge-state:/state \
+#           -e IRONCLAD_CLIENT_SECRET=... ironbridge
+#         (the default command is `serve --config /config/ironbridge.toml`; its [serve] listen
+#         must be 0.0.0.0:8080 and its [state] path and audit_log under /state, see
+#         docs/serve.md). One-shot commands work too:
+#         docker run --rm -v ... ironbridge check --config /config/ironbridge.toml
 #
 # Stage 1 builds the release binary; stage 2 holds only `ironbridge` on a small Debian base,
 # running as an unprivileged user.
@@ -28,5 +32,11 @@ COPY mappings /usr/share/ironbridge/mappings
 USER 10001:10001
 WORKDIR /state
 VOLUME ["/state", "/config"]
+EXPOSE 8080
+# The runtime image has no curl: the binary probes itself.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/usr/local/bin/ironbridge", "health", "--url", "http://127.0.0.1:8080/healthz"]
+# SIGTERM stops `serve` gracefully (it finishes the write in flight; see docs/serve.md).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/ironbridge"]
-CMD ["--help"]
+CMD ["serve", "--config", "/config/ironbridge.toml"]

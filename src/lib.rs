@@ -21,6 +21,8 @@
 //! - [`store`]: the SQLite state store: links, runs, audit, quarantine, grace, run lock.
 //! - [`check`]: what the configuration needs from Ironclad against what was granted.
 //! - [`sim`]: `ironclad-sim`, an HTTP simulator of Ironclad's SCIM and OAuth APIs.
+//! - [`serve`]: `ironbridge serve`: scheduler, IdP webhooks, admin API, health and metrics
+//!   around the one engine.
 //! - [`cli`]: the `ironbridge` command line: subcommands and their exit codes.
 //!
 //! What does not live here: process start-up (`src/main.rs`, `src/bin/ironclad-sim.rs` only
@@ -35,6 +37,7 @@ pub mod mapping;
 pub mod model;
 pub mod reconcile;
 pub mod report;
+pub mod serve;
 pub mod sim;
 pub mod source;
 pub mod store;

@@ -46,7 +46,9 @@ impl<'de> Deserialize<'de> for Value {
             Some(body) => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(body)
-                    .map_err(|e| serde::de::Error::custom(format!("`{BINARY_PREFIX}` value: {e}")))?;
+                    .map_err(|e| {
+                        serde::de::Error::custom(format!("`{BINARY_PREFIX}` value: {e}"))
+                    })?;
                 Ok(Value::Binary(bytes))
             }
         }

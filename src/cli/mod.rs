@@ -125,6 +125,21 @@ pub enum Command {
         #[command(subcommand)]
         command: MappingCommand,
     },
+    /// Run as a service: scheduled runs, IdP webhooks, admin API, /healthz, /readyz, /metrics.
+    Serve {
+        /// The configuration file (its `[serve]` section).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Probe a URL: exit 0 when it answers 2xx (the container HEALTHCHECK).
+    Health {
+        /// The URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
 }
 
 /// `auth` subcommands.
@@ -250,6 +265,16 @@ pub async fn run(cli: Cli) -> Exit {
             .await
         }
         Command::Preview { config, user } => run::preview(&config, &user).await,
+        Command::Serve { config } => serve(&config).await,
+        Command::Health { url, timeout } => {
+            match crate::serve::probe(&url, std::time::Duration::from_secs(timeout)).await {
+                Ok(()) => Ok(Exit::Ok),
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    Ok(Exit::Error)
+                }
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -258,6 +283,12 @@ pub async fn run(cli: Cli) -> Exit {
             Exit::Error
         }
     }
+}
+
+async fn serve(config: &std::path::Path) -> anyhow::Result<Exit> {
+    let cfg = crate::config::Config::load(config)?;
+    crate::serve::main(cfg).await?;
+    Ok(Exit::Ok)
 }
 
 fn init_tracing(filter: Option<&str>, format: LogFormat) {
@@ -270,7 +301,7 @@ fn init_tracing(filter: Option<&str>, format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::reconcile::progress::LogWriter);
     let _ = if json {
         builder.json().try_init()
     } else {

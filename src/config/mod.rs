@@ -7,6 +7,7 @@
 //! [`crate::source::SourceConfig`]) and the clients that use the values.
 
 pub mod secret;
+pub mod serve;
 
 pub use secret::{Secret, SecretError, SecretRef};
 
@@ -146,6 +147,9 @@ pub struct ConfigFile {
     /// Where state is kept.
     #[serde(default)]
     pub state: StateFile,
+    /// `ironbridge serve`: listener, schedule, webhooks, admin API.
+    #[serde(default)]
+    pub serve: Option<serve::ServeFile>,
 }
 
 /// `[mapping]`: which mapping file turns source entries into Ironclad users.
@@ -397,6 +401,8 @@ pub struct Config {
     pub state_path: PathBuf,
     /// The audit log (JSON lines).
     pub audit_log: PathBuf,
+    /// `ironbridge serve` settings (defaults when the section is absent).
+    pub serve: serve::ServeConfig,
 }
 
 /// Safety settings from `[policy]`.
@@ -622,6 +628,7 @@ impl Config {
                 ));
             }
         }
+        let serve = serve::validate(&loc, &base, parsed.serve)?;
         let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let mapping = match parsed.mapping {
             Some(m) => {
@@ -665,6 +672,7 @@ impl Config {
                 .state
                 .audit_log
                 .unwrap_or_else(|| PathBuf::from("ironbridge-audit.jsonl"))),
+            serve,
         })
     }
 }

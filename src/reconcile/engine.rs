@@ -38,6 +38,9 @@ pub enum EngineError {
     /// Ironclad could not be read.
     #[error("reading Ironclad: {0}")]
     Ironclad(#[from] crate::ironclad::IroncladError),
+    /// A stop was requested before the writes began; nothing was written.
+    #[error("stopped before applying: nothing was written")]
+    Interrupted,
 }
 
 /// What a run does.
@@ -64,6 +67,8 @@ pub struct RunResult {
     pub applied: Option<ApplyReport>,
     /// The source snapshot, when the read succeeded.
     pub snapshot: Option<Arc<Snapshot>>,
+    /// Time spent reading the source and evaluating the mapping.
+    pub source_read: std::time::Duration,
 }
 
 /// Everything a run needs, opened once.
@@ -302,12 +307,28 @@ impl Engine {
 
     /// Runs one reconciliation.
     pub async fn run(&self, opts: &RunOptions) -> Result<RunResult, EngineError> {
-        let now = Utc::now();
         let run_id = uuid::Uuid::new_v4().to_string();
+        self.run_with(&run_id, opts, None).await
+    }
+
+    /// Runs one reconciliation under a run id chosen by the caller (the server hands it out
+    /// before the run starts). When `stop` is set before the writes begin, nothing is written
+    /// and the run is recorded as `interrupted`.
+    pub async fn run_with(
+        &self,
+        run_id: &str,
+        opts: &RunOptions,
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<RunResult, EngineError> {
+        let now = Utc::now();
+        let run_id = run_id.to_string();
         let mode = if opts.apply { "apply" } else { "plan" };
         let span = tracing::info_span!("run", run_id = %run_id, mode, trigger = %opts.trigger);
         self.store.start_run(&run_id, &opts.trigger, mode, now)?;
-        let result = self.run_inner(&run_id, opts, now).instrument(span).await;
+        let result = self
+            .run_inner(&run_id, opts, now, stop)
+            .instrument(span)
+            .await;
         match &result {
             Ok(r) => {
                 let outcome = match &r.applied {
@@ -325,8 +346,12 @@ impl Engine {
             }
             Err(e) => {
                 let summary = serde_json::json!({ "error": e.to_string() });
+                let outcome = match e {
+                    EngineError::Interrupted => "interrupted",
+                    _ => "failed",
+                };
                 self.store
-                    .finish_run(&run_id, "failed", &summary, Utc::now())?;
+                    .finish_run(&run_id, outcome, &summary, Utc::now())?;
             }
         }
         result
@@ -337,10 +362,13 @@ impl Engine {
         run_id: &str,
         opts: &RunOptions,
         now: DateTime<Utc>,
+        stop: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<RunResult, EngineError> {
         let progress = super::progress::current();
         progress.reading("the source");
+        let read_start = std::time::Instant::now();
         let (desired, snapshot) = self.desired(now).await;
+        let source_read = read_start.elapsed();
         if let Ok((users, _)) = &desired {
             progress.read("the source (people)", users.len());
         }
@@ -350,6 +378,9 @@ impl Engine {
         let mut plan = self.plan_with(desired, &target, opts, now)?;
         if let Some(only) = &opts.only {
             restrict(&mut plan, only);
+        }
+        if opts.apply && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Err(EngineError::Interrupted);
         }
         let applied = if opts.apply {
             let audit = Audit::open(self.store.clone(), &self.cfg.audit_log, run_id)
@@ -372,6 +403,7 @@ impl Engine {
             plan,
             applied,
             snapshot,
+            source_read,
         })
     }
 

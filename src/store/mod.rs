@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS grace (
     first_missing TEXT NOT NULL,
     missed_runs  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_reports (
+    run_id       TEXT PRIMARY KEY,
+    plan         TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS run_lock (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     holder       TEXT NOT NULL,
@@ -430,7 +434,96 @@ impl Store {
 
     /// One run by id.
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        Ok(self.runs(usize::MAX >> 1)?.into_iter().find(|r| r.id == id))
+        let row = self.with(|c| {
+            c.query_row(
+                "SELECT id, trigger, mode, started_at, finished_at, outcome, summary FROM runs WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                },
+            )
+            .optional()
+        })?;
+        row.map(|(id, trigger, mode, started, finished, outcome, summary)| {
+            Ok(RunRecord {
+                id,
+                trigger,
+                mode,
+                started_at: parse_ts(&started),
+                finished_at: finished.as_deref().map(parse_ts),
+                outcome,
+                summary: serde_json::from_str(&summary).map_err(|e| self.json_err(e))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a run that was due but did not happen (`skipped`), with the reason.
+    pub fn record_skipped(
+        &self,
+        id: &str,
+        trigger: &str,
+        mode: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.start_run(id, trigger, mode, now)?;
+        self.finish_run(id, "skipped", &serde_json::json!({ "reason": reason }), now)
+    }
+
+    /// Marks one run still `running` as `interrupted` (a stop cut it short); returns whether
+    /// it was still running.
+    pub fn interrupt_run(
+        &self,
+        id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let summary = serde_json::to_string(&serde_json::json!({ "error": reason }))
+            .map_err(|e| self.json_err(e))?;
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET outcome = 'interrupted', finished_at = ?2, summary = ?3
+                 WHERE id = ?1 AND outcome = 'running'",
+                params![id, ts(now), summary],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Keeps a run's plan (JSON, without the Ironclad objects it saw) for later reports.
+    pub fn save_plan(&self, run_id: &str, plan: &serde_json::Value) -> Result<(), StoreError> {
+        let s = serde_json::to_string(plan).map_err(|e| self.json_err(e))?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO run_reports (run_id, plan) VALUES (?1, ?2)
+                 ON CONFLICT(run_id) DO UPDATE SET plan = excluded.plan",
+                params![run_id, s],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// A run's saved plan, if one was kept.
+    pub fn plan(&self, run_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let s: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT plan FROM run_reports WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        s.map(|s| serde_json::from_str(&s).map_err(|e| self.json_err(e)))
+            .transpose()
     }
 
     // ---- audit ----------------------------------------------------------------------------
@@ -842,6 +935,29 @@ mod tests {
         assert_eq!(s.bump_grace("s1", now).unwrap().missed_runs, 2);
         s.clear_grace("s1").unwrap();
         assert!(s.grace().unwrap().is_empty());
+    }
+
+    #[test]
+    fn skipped_interrupted_and_plans_are_kept() {
+        let (_d, s) = store();
+        let now = Utc::now();
+        s.record_skipped("r1", "schedule", "apply", "r0 still going", now)
+            .unwrap();
+        let r = s.run("r1").unwrap().unwrap();
+        assert_eq!(r.outcome, "skipped");
+        assert_eq!(r.summary["reason"], "r0 still going");
+        s.start_run("r2", "api", "apply", now).unwrap();
+        assert!(s.interrupt_run("r2", "stopped", now).unwrap());
+        assert!(!s.interrupt_run("r2", "stopped", now).unwrap());
+        assert_eq!(s.run("r2").unwrap().unwrap().outcome, "interrupted");
+        assert!(s.run("nope").unwrap().is_none());
+        s.save_plan("r2", &serde_json::json!({"users": []}))
+            .unwrap();
+        assert_eq!(
+            s.plan("r2").unwrap().unwrap()["users"],
+            serde_json::json!([])
+        );
+        assert!(s.plan("r1").unwrap().is_none());
     }
 
     #[test]

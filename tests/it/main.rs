@@ -12,5 +12,6 @@ mod reconcile;
 mod report;
 mod samba;
 mod scim_source;
+mod serve;
 mod sim;
 mod support;
