@@ -130,6 +130,7 @@ pub struct ApplyArgs {
 /// `apply`: a fresh plan applied, or a saved plan applied exactly.
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(&args.config)?)?;
+    let _lock = RunLock::take(engine.store.clone())?;
     let only = (!args.only.is_empty()).then(|| args.only.iter().cloned().collect::<BTreeSet<_>>());
     if !args.yes && std::io::stdin().is_terminal() {
         eprintln!(
@@ -166,6 +167,85 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// The state store's run lock, held by a CLI apply for its whole run so it never writes at the
+/// same time as `serve` or another apply on the same store. A heartbeat every 20 s keeps it
+/// from looking stale; dropping the guard releases it.
+struct RunLock {
+    store: std::sync::Arc<crate::store::Store>,
+    holder: String,
+    beat: tokio::task::JoinHandle<()>,
+}
+
+impl RunLock {
+    /// Locks older than this without a heartbeat belong to a process that died.
+    const STALE_SECS: i64 = 120;
+
+    fn take(store: std::sync::Arc<crate::store::Store>) -> anyhow::Result<RunLock> {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "ironbridge".into());
+        let holder = format!("{host}:{}:cli", std::process::id());
+        let now = chrono::Utc::now();
+        let stale = chrono::Duration::seconds(Self::STALE_SECS);
+        if let Err(e) = store.try_lock(&holder, now, stale) {
+            // A holder on this machine whose process is gone (killed) cannot be running: its
+            // lock is taken over at once instead of after the stale period.
+            let dead = match &e {
+                crate::store::StoreError::Locked { holder: other, .. } => {
+                    let mut parts = other.split(':');
+                    parts.next() == Some(host.as_str())
+                        && parts
+                            .next()
+                            .and_then(|p| p.parse::<u32>().ok())
+                            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+                }
+                _ => false,
+            };
+            if !dead {
+                return Err(anyhow::anyhow!(
+                    "{e}; another run is in progress, try again when it ends"
+                ));
+            }
+            store.try_lock(&holder, now, chrono::Duration::zero())?;
+        }
+        // We hold the lock: a run still marked running was cut short (killed).
+        if let Ok(n) = store.mark_interrupted(now) {
+            if n > 0 {
+                tracing::warn!(
+                    runs = n,
+                    "runs left running by an earlier process marked interrupted"
+                );
+            }
+        }
+        let (s, h) = (store.clone(), holder.clone());
+        let beat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+                if let Err(e) = s.heartbeat(&h, chrono::Utc::now()) {
+                    tracing::warn!(error = %e, "cannot refresh the run lock");
+                }
+            }
+        });
+        Ok(RunLock {
+            store,
+            holder,
+            beat,
+        })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        self.beat.abort();
+        if let Err(e) = self.store.unlock(&self.holder) {
+            tracing::warn!(error = %e, "cannot release the run lock");
+        }
+    }
 }
 
 fn print_outcomes(report: &ApplyReport) {
