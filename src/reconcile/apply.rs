@@ -729,19 +729,6 @@ pub async fn apply(
         .iter()
         .filter(|u| matches!(u.action, UserAction::Create { .. }))
         .count();
-    let deletes = plan
-        .users
-        .iter()
-        .filter(|u| {
-            matches!(
-                u.action,
-                UserAction::Remove {
-                    how: RemoveMode::Delete,
-                    ..
-                }
-            )
-        })
-        .count();
     let mut flexible: Vec<&UserPlan> = plan
         .users
         .iter()
@@ -752,27 +739,13 @@ pub async fn apply(
             )
         })
         .collect();
-    let deactivations = plan
-        .users
-        .iter()
-        .filter(|u| {
-            matches!(
-                u.action,
-                UserAction::Remove {
-                    how: RemoveMode::Deactivate,
-                    ..
-                }
-            )
-        })
-        .count();
-    let puts = match opts.write_method {
-        crate::config::WriteMethod::Balanced => put_share(
-            flexible.len() + deactivations,
-            creates,
-            deletes,
-            &opts.rate_limits,
-        ),
-        crate::config::WriteMethod::Patch => 0,
+    // The split is computed per phase: removals run only after every update has been
+    // sent, so each phase balances its own PUT and PATCH/DELETE traffic.
+    let balanced = opts.write_method == crate::config::WriteMethod::Balanced;
+    let puts = if balanced {
+        put_share(flexible.len(), creates, 0, &opts.rate_limits)
+    } else {
+        0
     };
     // Users with the most changes go by PUT (one request either way; PATCH bodies grow).
     flexible.sort_by_key(|u| std::cmp::Reverse(changes_of(u).len()));
@@ -975,7 +948,20 @@ pub async fn apply(
             a.map(|how| (u, how))
         })
         .collect();
-    let mut deact_put = puts.saturating_sub(ops_count.get("put").copied().unwrap_or(0));
+    let deactivations = removal_lines
+        .iter()
+        .filter(|(u, how)| *how == RemoveMode::Deactivate && u.seen.is_some())
+        .count();
+    let mut deact_put = if balanced {
+        put_share(
+            deactivations,
+            0,
+            removal_lines.len() - deactivations,
+            &opts.rate_limits,
+        )
+    } else {
+        0
+    };
     let removal_jobs: Vec<(&UserPlan, RemoveMode, Via)> = removal_lines
         .into_iter()
         .map(|(u, how)| {
