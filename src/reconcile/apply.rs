@@ -222,6 +222,55 @@ pub fn put_share(flexible: usize, fixed_rw: usize, fixed_pd: usize, limits: &Rat
     x.ceil().clamp(0.0, f) as usize
 }
 
+/// Runs write jobs in two lanes, one per rate-limit bucket, so that waiting for the slow
+/// PATCH/DELETE bucket never holds up the PUT/POST lane (and the reverse): `slow` tells which
+/// jobs go through PATCH/DELETE. The lanes share `conc` requests in flight (the slow lane gets
+/// a quarter, at least one); with `conc` 1 the jobs run one at a time in their order.
+fn two_lanes<'a, J, F, Fut>(
+    jobs: Vec<J>,
+    slow: impl Fn(&J) -> bool,
+    conc: usize,
+    run: &'a F,
+) -> futures::stream::LocalBoxStream<'a, Fut::Output>
+where
+    J: 'a,
+    F: Fn(J) -> Fut,
+    Fut: std::future::Future + 'a,
+{
+    if conc < 2 {
+        return futures::stream::iter(jobs)
+            .map(run)
+            .buffered(1)
+            .boxed_local();
+    }
+    let slow_conc = (conc / 4).max(1);
+    let (slow_jobs, fast_jobs): (Vec<J>, Vec<J>) = jobs.into_iter().partition(|j| slow(j));
+    let fast = futures::stream::iter(fast_jobs)
+        .map(run)
+        .buffer_unordered(conc - slow_conc);
+    let slow = futures::stream::iter(slow_jobs)
+        .map(run)
+        .buffer_unordered(slow_conc);
+    futures::stream::select(fast, slow).boxed_local()
+}
+
+/// Pins a user-write closure's argument to one lifetime (closures are otherwise generic over
+/// it, which their futures cannot be).
+fn user_job<'p, F, Fut>(f: F) -> F
+where
+    F: Fn((&'p UserPlan, Option<Via>)) -> Fut,
+{
+    f
+}
+
+/// [`user_job`] for removals.
+fn removal_job<'p, F, Fut>(f: F) -> F
+where
+    F: Fn((&'p UserPlan, RemoveMode, Via)) -> Fut,
+{
+    f
+}
+
 enum Via {
     Put,
     Patch,
@@ -792,29 +841,33 @@ pub async fn apply(
             None => *ops_count.entry("post".into()).or_default() += 1,
         }
     }
-    let outcomes: Vec<Outcome> = futures::stream::iter(jobs)
-        .map(|(u, via)| {
-            let ctx = &ctx;
-            async move {
-                match (&u.action, via) {
-                    (UserAction::Create { user }, _) => ctx.create(u, user).await,
-                    (UserAction::Update { changes }, Some(v)) => {
-                        ctx.update(u, "update", seen_of(u), changes, v).await
-                    }
-                    (UserAction::Adopt { changes, .. }, Some(v)) => {
-                        ctx.update(u, "adopt", seen_of(u), changes, v).await
-                    }
-                    (UserAction::Rename { changes, .. }, Some(v)) => {
-                        ctx.update(u, "rename", seen_of(u), changes, v).await
-                    }
-                    _ => ctx.refuse(u, u.action.name(), "not a user write".into()),
+    let run_user = user_job(|(u, via)| {
+        let ctx = &ctx;
+        async move {
+            match (&u.action, via) {
+                (UserAction::Create { user }, _) => ctx.create(u, user).await,
+                (UserAction::Update { changes }, Some(v)) => {
+                    ctx.update(u, "update", seen_of(u), changes, v).await
                 }
+                (UserAction::Adopt { changes, .. }, Some(v)) => {
+                    ctx.update(u, "adopt", seen_of(u), changes, v).await
+                }
+                (UserAction::Rename { changes, .. }, Some(v)) => {
+                    ctx.update(u, "rename", seen_of(u), changes, v).await
+                }
+                _ => ctx.refuse(u, u.action.name(), "not a user write".into()),
             }
-        })
-        .buffer_unordered(conc)
-        .inspect(|o| progress.write_done("users", ok(o)))
-        .collect()
-        .await;
+        }
+    });
+    let outcomes: Vec<Outcome> = two_lanes(
+        jobs,
+        |(_, via)| matches!(via, Some(Via::Patch)),
+        conc,
+        &run_user,
+    )
+    .inspect(|o| progress.write_done("users", ok(o)))
+    .collect()
+    .await;
     for o in outcomes {
         report.push(o);
     }
@@ -984,15 +1037,19 @@ pub async fn apply(
     if removals_total > 0 {
         progress.phase_start("removals", removals_total);
     }
-    let outcomes: Vec<Outcome> = futures::stream::iter(removal_jobs)
-        .map(|(u, how, via)| {
-            let ctx = &ctx;
-            async move { ctx.remove(u, how, via).await }
-        })
-        .buffer_unordered(conc)
-        .inspect(|o| progress.write_done("removals", ok(o)))
-        .collect()
-        .await;
+    let run_removal = removal_job(|(u, how, via)| {
+        let ctx = &ctx;
+        async move { ctx.remove(u, how, via).await }
+    });
+    let outcomes: Vec<Outcome> = two_lanes(
+        removal_jobs,
+        |(_, how, via)| *how == RemoveMode::Delete || matches!(via, Via::Patch),
+        conc,
+        &run_removal,
+    )
+    .inspect(|o| progress.write_done("removals", ok(o)))
+    .collect()
+    .await;
     for o in outcomes {
         report.push(o);
     }
