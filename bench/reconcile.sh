@@ -143,7 +143,7 @@ noop_part() {
     python3 -c 'import json,sys; print(json.load(sys.stdin)["totalResults"])')
   LIST_CALLS=$(grep -c '^GET /scim/v2/Users?' "$WORK/noop-requests.txt" || true)
   FILTER_CALLS=$(grep -c '^GET /scim/v2/Users?.*filter=' "$WORK/noop-requests.txt" || true)
-  WRITES=$(grep -vc '^GET ' "$WORK/noop-requests.txt" || true)
+  WRITES=$(grep -v '^GET ' "$WORK/noop-requests.txt" | grep -c ' /scim/v2/' || true)
   EXPECTED_CALLS=$(( (N + 999) / 1000 ))
   echo "   simulator users: $N; user list calls: $LIST_CALLS (expected $EXPECTED_CALLS, of which filtered: $FILTER_CALLS); writes: $WRITES" >&2
   CURL_CMD="curl -s -H 'Authorization: Bearer $TOKEN' '$SIM_URL/scim/v2/Users?count=1000&startIndex=[1-$N:1000]' > /dev/null"

@@ -281,9 +281,17 @@ struct Ctx<'a> {
     store: &'a Store,
     audit: &'a Audit,
     opts: &'a ApplyOptions,
+    stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 impl Ctx<'_> {
+    /// Whether a stop was requested: user writes not yet sent are then refused (and picked up
+    /// by the next run); writes already sent finish.
+    fn stopping(&self) -> bool {
+        self.stop
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     fn err_text(e: &IroncladError) -> String {
         e.to_string()
     }
@@ -369,6 +377,9 @@ impl Ctx<'_> {
     }
 
     async fn create(&self, u: &UserPlan, user: &Value) -> Outcome {
+        if self.stopping() {
+            return self.refuse(u, "create", STOPPED.into());
+        }
         let user_name = u.user_name.clone();
         let user = &resolve_manager_hint(user, self.store);
         self.audit.record(
@@ -463,6 +474,9 @@ impl Ctx<'_> {
         changes: &[AttrChange],
         via: Via,
     ) -> Outcome {
+        if self.stopping() {
+            return self.refuse(u, action, STOPPED.into());
+        }
         let Some(id) = u.ironclad_id.clone() else {
             return self.refuse(u, action, "no Ironclad id to update".into());
         };
@@ -499,6 +513,9 @@ impl Ctx<'_> {
     }
 
     async fn remove(&self, u: &UserPlan, how: RemoveMode, via: Via) -> Outcome {
+        if self.stopping() {
+            return self.refuse(u, "remove", STOPPED.into());
+        }
         let Some(id) = u.ironclad_id.clone() else {
             return self.refuse(u, "remove", "no Ironclad id".into());
         };
@@ -679,11 +696,28 @@ pub async fn apply(
     audit: &Audit,
     opts: &ApplyOptions,
 ) -> ApplyReport {
+    apply_until(plan, client, store, audit, opts, None).await
+}
+
+/// Why a write was not sent during a stop.
+const STOPPED: &str = "not sent: the process is stopping; the next run applies it";
+
+/// [`apply`], stopping early when `stop` turns true: user writes not yet sent are refused
+/// (and recorded as such), the ones in flight finish, so a shutdown never cuts a write.
+pub async fn apply_until(
+    plan: &Plan,
+    client: &IroncladClient,
+    store: &Store,
+    audit: &Audit,
+    opts: &ApplyOptions,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> ApplyReport {
     let ctx = Ctx {
         client,
         store,
         audit,
         opts,
+        stop,
     };
     let mut report = ApplyReport::default();
     let conc = opts.concurrency.max(1);

@@ -313,7 +313,8 @@ impl Engine {
 
     /// Runs one reconciliation under a run id chosen by the caller (the server hands it out
     /// before the run starts). When `stop` is set before the writes begin, nothing is written
-    /// and the run is recorded as `interrupted`.
+    /// and the run is recorded as `interrupted`; set during the writes, the writes in flight
+    /// finish and the ones not yet sent are refused (the next run applies them).
     pub async fn run_with(
         &self,
         run_id: &str,
@@ -365,15 +366,19 @@ impl Engine {
         stop: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<RunResult, EngineError> {
         let progress = super::progress::current();
-        progress.reading("the source");
+        progress.reading("the source and Ironclad");
+        // The source and Ironclad are read at the same time: neither depends on the other.
         let read_start = std::time::Instant::now();
-        let (desired, snapshot) = self.desired(now).await;
-        let source_read = read_start.elapsed();
+        let source_side = async {
+            let r = self.desired(now).await;
+            (r, read_start.elapsed())
+        };
+        let (((desired, snapshot), source_read), target) =
+            tokio::join!(source_side, self.read_target());
         if let Ok((users, _)) = &desired {
             progress.read("the source (people)", users.len());
         }
-        progress.reading("Ironclad");
-        let target = self.read_target().await?;
+        let target = target?;
         progress.read("Ironclad (users)", target.users.len());
         let mut plan = self.plan_with(desired, &target, opts, now)?;
         if let Some(only) = &opts.only {
@@ -385,12 +390,13 @@ impl Engine {
         let applied = if opts.apply {
             let audit = Audit::open(self.store.clone(), &self.cfg.audit_log, run_id)
                 .map_err(EngineError::Config)?;
-            let report = apply::apply(
+            let report = apply::apply_until(
                 &plan,
                 &self.client,
                 &self.store,
                 &audit,
                 &self.apply_options(run_id, false),
+                stop,
             )
             .await;
             self.record_grace(&plan, now)?;
@@ -485,6 +491,8 @@ impl Engine {
     }
 
     fn record_grace(&self, plan: &Plan, now: DateTime<Utc>) -> Result<(), EngineError> {
+        // Only people with a counter need clearing: one statement per counter, not per user.
+        let counters = self.store.grace()?;
         for u in &plan.users {
             let key = u
                 .source_id
@@ -497,7 +505,9 @@ impl Engine {
                 } => {
                     self.store.bump_grace(&key, now)?;
                 }
-                UserAction::Noop | UserAction::Update { .. } | UserAction::Rename { .. } => {
+                UserAction::Noop | UserAction::Update { .. } | UserAction::Rename { .. }
+                    if counters.contains_key(&key) =>
+                {
                     self.store.clear_grace(&key)?;
                 }
                 _ => {}
