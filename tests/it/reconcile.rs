@@ -503,7 +503,7 @@ fn joiners_are_created_by_a_dry_run_reviewed_apply_and_a_second_run_writes_nothi
         progress.len() <= 6,
         "a start and an end line per phase: {progress:#?}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("\"step\":\"Ironclad\""));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"step\":\"Ironclad (users)\""));
     let users = w.users();
     assert_eq!(users.len(), 8, "seven joiners and the admin: {users:#?}");
     let head = w.user(&w.mail("head")).unwrap();
