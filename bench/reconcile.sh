@@ -81,6 +81,7 @@ users_read_write = $1
 users_patch_delete = $2
 groups = $1
 other = $1
+window_secs = $4
 
 [mapping]
 file = "$ROOT/bench/fixtures/bench-mapping.toml"
@@ -120,7 +121,7 @@ noop_part() {
   # measures reading and planning, not pacing.
   start_sim
   {
-    ironclad_toml 100000000 100000000 noop
+    ironclad_toml 100000000 100000000 noop 60
     bench_source_toml '["uid", "cn", "sn", "givenName", "mail", "title", "employeeNumber", "pwdAccountLockedTime"]'
   } > "$WORK/noop.toml"
   # Users: the mapping's attributes plus entryUUID and memberOf (the source adds those);
@@ -182,7 +183,7 @@ writes_part() {
   start_sim --rate-limit-scale 60
   for v in before balanced patch; do
     {
-      ironclad_toml 36000 3000 "$v"
+      ironclad_toml 600 50 "$v" 1
       printf '\n[source]\nkind = "ldif"\npath = "%s"\n' "$WORK/$([ "$v" = before ] && echo before || echo after).ldif"
     } > "$WORK/$v.toml"
   done
@@ -237,13 +238,20 @@ EOF
   kill "$(cat "$WORK/sim.pid")" 2>/dev/null || true
   B_MED=$(bench_median "$WORK/writes.json" balanced)
   P_MED=$(bench_median "$WORK/writes.json" patch)
-  # The bound: every request of a run through the two user buckets at their full rates; the
-  # list calls share the PUT/POST bucket.
-  B_BOUND=$(awk -v r="$balanced_READS" 'BEGIN { printf "%.3f", (1100 + r) / 650 }')
-  P_BOUND=$(awk -v r="$patch_READS" 'BEGIN { printf "%.3f", (1100 / 50 > r / 600) ? 1100 / 50 : r / 600 }')
+  # The bound: the simulator counts each bucket in fixed one-second windows whose start the
+  # client cannot see, so k requests through a bucket of L a window need at least
+  # (ceil(k/L) - 1) windows after the first request. The list calls share the PUT/POST bucket.
+  # The larger of the two user buckets is the bound. (At steady full rate instead,
+  # (requests)/650 per second, a lower bound only for clients that must spread their
+  # requests evenly.)
+  bound() { awk -v a="$1" -v b="$2" 'function w(k, l) { return (k <= 0) ? 0 : int((k + l - 1) / l) - 1 }
+    BEGIN { x = w(a, 600); y = w(b, 50); printf "%.3f", (x > y) ? x : y }'; }
+  B_BOUND=$(bound $((balanced_PUT + balanced_READS)) "$balanced_PATCH")
+  P_BOUND=$(bound $((patch_PUT + patch_READS)) "$patch_PATCH")
+  B_STEADY=$(awk -v r="$balanced_READS" 'BEGIN { printf "%.3f", (1100 + r) / 650 }')
   WRITES_REPORT=$(cat <<EOF
 Writes: 1000 updates + 100 deactivations, simulator limits x60 (600 PUT/POST/GET and 50 PATCH/DELETE per second)
-  balanced PUT/PATCH ($balanced_PUT PUT, $balanced_PATCH PATCH)   median $(printf '%.3f' "$B_MED") s, bound $B_BOUND s, ratio $(bench_ratio "$B_MED" "$B_BOUND")x (goal <= 1.1x), 429 answers: $balanced_429
+  balanced PUT/PATCH ($balanced_PUT PUT, $balanced_PATCH PATCH)   median $(printf '%.3f' "$B_MED") s, bound $B_BOUND s (steady-rate bound $B_STEADY s), ratio $(bench_ratio "$B_MED" "$B_BOUND")x (goal <= 1.1x), 429 answers: $balanced_429
   PATCH only ($patch_PUT PUT, $patch_PATCH PATCH)            median $(printf '%.3f' "$P_MED") s, bound $P_BOUND s, ratio $(bench_ratio "$P_MED" "$P_BOUND")x, 429 answers: $patch_429
   PATCH only / balanced: $(bench_ratio "$P_MED" "$B_MED")x slower (expected >= 8x)
 EOF

@@ -272,7 +272,7 @@ pub struct RetryFile {
     pub max_elapsed_secs: Option<u64>,
 }
 
-/// `[ironclad.rate_limits]`, requests per minute.
+/// `[ironclad.rate_limits]`, requests per window (one minute unless `window_secs` says otherwise).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsFile {
@@ -288,10 +288,13 @@ pub struct RateLimitsFile {
     /// Everything else. Default 800.
     #[serde(default)]
     pub other: Option<u32>,
-    /// Fraction of each limit the client aims at, to stay clear of the server's window edges.
-    /// Default 0.95.
+    /// Fraction of each limit the client aims at, leaving room for other clients of the
+    /// account. Default 0.95.
     #[serde(default)]
     pub headroom: Option<f64>,
+    /// The server's window, in seconds, over which each limit counts. Default 60.
+    #[serde(default)]
+    pub window_secs: Option<Spanned<f64>>,
 }
 
 /// `[policy]`: what the bridge is configured to do.
@@ -551,7 +554,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Requests per minute per bucket.
+/// Requests per window per bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimits {
     /// GET, PUT, POST on /Users.
@@ -564,6 +567,8 @@ pub struct RateLimits {
     pub other: u32,
     /// Fraction of each limit aimed at.
     pub headroom: f64,
+    /// The window the limits count over (Ironclad: one minute).
+    pub window: Duration,
 }
 
 impl Default for RateLimits {
@@ -574,6 +579,7 @@ impl Default for RateLimits {
             groups: 600,
             other: 800,
             headroom: 0.95,
+            window: Duration::from_secs(60),
         }
     }
 }
@@ -962,6 +968,19 @@ fn validate_ironclad(
         groups: rl.groups.unwrap_or(r.groups).max(1),
         other: rl.other.unwrap_or(r.other).max(1),
         headroom: rl.headroom.unwrap_or(r.headroom).clamp(0.1, 1.0),
+        window: match &rl.window_secs {
+            None => r.window,
+            Some(w) if w.get_ref().is_finite() && (0.001..=86_400.0).contains(w.get_ref()) => {
+                Duration::from_secs_f64(*w.get_ref())
+            }
+            Some(w) => {
+                return Err(loc.at(
+                    w.span(),
+                    "ironclad.rate_limits.window_secs",
+                    "must be between 0.001 and 86400 seconds",
+                ))
+            }
+        },
     };
     Ok(IroncladConfig {
         scim_url,

@@ -47,7 +47,7 @@ pub struct ServeFile {
     pub webhooks: WebhooksFile,
 }
 
-/// `[serve.schedule]`: exactly one of `cron` and `interval_secs`.
+/// `[serve.schedule]`: `cron`, `interval_secs`, or both (runs at whichever comes first).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleFile {
@@ -206,13 +206,16 @@ pub struct Schedule {
     pub run_on_start: bool,
 }
 
-/// A cron expression or a fixed interval.
+/// A cron expression, a fixed interval, or both.
 #[derive(Debug, Clone)]
 pub enum When {
     /// A parsed cron expression.
     Cron(Box<croner::Cron>),
     /// Every this long.
     Interval(Duration),
+    /// At every cron occurrence, and never longer than the interval after the previous
+    /// scheduled run (whichever comes first).
+    Both(Box<croner::Cron>, Duration),
 }
 
 /// A per-provider request rate.
@@ -386,8 +389,9 @@ fn validate_schedule(loc: &Locator<'_>, s: ScheduleFile) -> Result<Schedule, Con
             )
         })?),
     };
-    let when = match (&s.cron, &s.interval_secs) {
-        (Some(c), None) => {
+    let cron = match &s.cron {
+        None => None,
+        Some(c) => {
             let cron: croner::Cron =
                 c.get_ref()
                     .trim()
@@ -406,30 +410,29 @@ fn validate_schedule(loc: &Locator<'_>, s: ScheduleFile) -> Result<Schedule, Con
                     "missing: a cron schedule needs an explicit time_zone (\"UTC\", \"Europe/Madrid\", ...)",
                 ));
             }
-            When::Cron(Box::new(cron))
+            Some(Box::new(cron))
         }
-        (None, Some(i)) => {
-            if *i.get_ref() == 0 {
-                return Err(loc.at(
-                    i.span(),
-                    "serve.schedule.interval_secs",
-                    "must be at least 1",
-                ));
-            }
-            When::Interval(Duration::from_secs(*i.get_ref()))
-        }
-        (Some(c), Some(_)) => {
+    };
+    let interval = match &s.interval_secs {
+        None => None,
+        Some(i) if *i.get_ref() == 0 => {
             return Err(loc.at(
-                c.span(),
-                "serve.schedule",
-                "give either cron or interval_secs, not both",
+                i.span(),
+                "serve.schedule.interval_secs",
+                "must be at least 1",
             ))
         }
+        Some(i) => Some(Duration::from_secs(*i.get_ref())),
+    };
+    let when = match (cron, interval) {
+        (Some(c), None) => When::Cron(c),
+        (None, Some(i)) => When::Interval(i),
+        (Some(c), Some(i)) => When::Both(c, i),
         (None, None) => {
             return Err(loc.at(
                 0..0,
                 "serve.schedule",
-                "give cron = \"...\" (with time_zone) or interval_secs = N",
+                "give cron = \"...\" (with time_zone), interval_secs = N, or both",
             ))
         }
     };

@@ -502,11 +502,14 @@ impl ScimHttp {
             .acquire()
             .await
             .map_err(|_| IroncladError::Setup("request layer shut down".into()))?;
-        if let Some(paced) = paced {
+        // The gate goes now; the slot itself is kept until the response has arrived (it is
+        // dropped when this function returns), which is what the window budget counts.
+        let mut paced = paced;
+        if let Some(paced) = &mut paced {
             if !paced.waited.is_zero() {
                 self.stats.record_pacing_wait(paced.waited);
             }
-            drop(paced);
+            paced.release_gate();
         }
         let creds = self.auth.credentials().await?;
         let mut headers = HeaderMap::new();
@@ -963,7 +966,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_bucket_does_not_starve_a_fast_one() {
         let (_fake, base) = serve(vec![ok()]).await;
-        let pacer = Arc::new(Pacer::new(&[("slow", 60), ("fast", 60_000)], 1.0));
+        let pacer = Arc::new(Pacer::new(
+            &[("slow", 1), ("fast", 60_000)],
+            1.0,
+            Duration::from_secs(60),
+        ));
         let h = Arc::new(ScimHttp::new(
             HttpSettings {
                 base_url: url::Url::parse(&base).unwrap(),
@@ -976,7 +983,7 @@ mod tests {
             slow_or_fast,
             Arc::new(ClientStats::default()),
         ));
-        // Five requests in a 1/s bucket queue up first...
+        // Five requests in a bucket of one a minute queue up first...
         let mut slow = Vec::new();
         for _ in 0..5 {
             let h = h.clone();

@@ -1,14 +1,22 @@
 //! Client-side pacing per rate-limit bucket, so that a steady run never receives a 429.
 //!
-//! Each bucket is a GCRA limiter (`governor`) at `limit × headroom` requests per minute with a
-//! burst of **one**. Why burst one: Ironclad (and the simulator) count requests per fixed
-//! window. A GCRA limiter that allows a burst `B` on top of rate `R` can put `R·W + B` requests
-//! into one window `W` (a full burst just before a boundary, then the steady rate); with `B = 1`
-//! requests are spaced at least `1/R` apart, so any window of length `W` holds at most
-//! `ceil(R·W)` of them, which is below the limit whenever `headroom ≤ 1`. The headroom (default
-//! 0.95) absorbs what the client cannot control: network jitter bunching requests on arrival.
+//! Each bucket is a sliding-window budget: at most `limit × headroom` requests may be
+//! *outstanding* within any window of the bucket's length (Ironclad documents one minute). A
+//! request counts from the moment it is granted until one window after its response arrived.
+//! Its arrival at the server lies somewhere between those two instants, so whatever network
+//! jitter does, any server window of that length (fixed or sliding, wherever it starts) sees at
+//! most `limit × headroom` of this client's requests. Within that budget requests go at once:
+//! a small run (a webhook's handful of people) is never spread over seconds, and a large run
+//! sends a window's budget, then one request for each that ages out, which is the server's own
+//! bound. The headroom (default 0.95) leaves room for other clients of the same account and for
+//! clock differences.
 //!
-//! A 429 that arrives anyway slows its bucket down: the rate is halved (at most once per
+//! No limiter crate offers this: `governor` (GCRA) spaces requests at a steady rate, which
+//! delays a small burst by up to a window for nothing, or, given a burst allowance, can put
+//! `rate × window + burst` requests into one server window. The counting here is a deque of
+//! response times and an in-flight count per bucket.
+//!
+//! A 429 that arrives anyway slows its bucket down: the budget is halved (at most once per
 //! second, down to one eighth) and restored step by step (doubling) after a quiet period, and a
 //! `Retry-After` pauses the whole bucket until then, so requests queued behind the one that was
 //! refused do not walk into the same wall.
@@ -16,18 +24,15 @@
 //! Each bucket also has a FIFO gate: a request holds it from the moment it starts waiting for
 //! its slot until it holds a concurrency permit and is about to send (see [`Paced`]). So a
 //! request never sits on one of the shared concurrency permits while it waits for its bucket
-//! (a slow PATCH/DELETE bucket cannot starve the fast buckets), and the next request of the
-//! bucket cannot be granted its slot before the previous one is on its way, which bounds how
-//! much a wait for a permit can bunch sends: any server window sees at most one request more
-//! than the limiter's `ceil(R·W)`, which the headroom covers.
+//! (a slow PATCH/DELETE bucket cannot starve the fast buckets), and requests of one bucket are
+//! granted in the order they asked.
 //!
 //! What does not live here: the per-request retry delay (see [`super::retry`]) and the
 //! concurrency limit (a semaphore in [`super::http`]). [`ironclad_bucket`] is the only
 //! Ironclad-specific piece: other SCIM servers get no pacer, or their own classifier.
 
 use crate::config::RateLimits;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::num::NonZeroU32;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,15 +71,14 @@ pub fn single_bucket(_: &reqwest::Method, _: &str) -> &'static str {
     "all"
 }
 
-/// Lowest fraction of the configured rate a bucket slows down to after 429s.
+/// Lowest fraction of the configured budget a bucket slows down to after 429s.
 const MIN_FACTOR: f64 = 0.125;
-/// Consecutive 429s closer together than this halve the rate only once.
+/// Consecutive 429s closer together than this halve the budget only once.
 const SLOWDOWN_GAP: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct BucketState {
-    limiter: Arc<DefaultDirectRateLimiter>,
-    /// Fraction of the configured rate in force (1.0 normally).
+    /// Fraction of the configured budget in force (1.0 normally).
     factor: f64,
     /// When the factor may next be doubled back up.
     restore_at: Option<Instant>,
@@ -82,6 +86,10 @@ struct BucketState {
     last_slowdown: Option<Instant>,
     /// No request of this bucket starts before this instant (a `Retry-After`).
     paused_until: Option<Instant>,
+    /// Requests granted whose response has not arrived yet.
+    in_flight: usize,
+    /// When the responses of recent requests arrived, oldest first (pruned to one window).
+    answered: VecDeque<Instant>,
 }
 
 #[derive(Debug)]
@@ -89,67 +97,100 @@ struct Bucket {
     name: &'static str,
     /// The FIFO gate (tokio's mutex queues waiters fairly).
     gate: Arc<tokio::sync::Mutex<()>>,
-    /// Requests per minute aimed at, headroom already applied.
-    per_minute: f64,
-    /// std `Mutex`: held only to read or swap the state, never across an `.await`.
+    /// Requests per window aimed at, headroom already applied.
+    budget: f64,
+    /// The server's window length.
+    window: Duration,
+    /// std `Mutex`: held only to read or change the state, never across an `.await`.
     state: Mutex<BucketState>,
+    /// Woken when a request of this bucket is answered.
+    answered: tokio::sync::Notify,
 }
 
-fn limiter(per_minute: f64) -> Arc<DefaultDirectRateLimiter> {
-    let per_minute = per_minute.max(0.01);
-    let period = Duration::from_secs_f64(60.0 / per_minute).max(Duration::from_nanos(1));
-    let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::MIN);
-    Arc::new(RateLimiter::direct(quota))
+impl Bucket {
+    fn cap(&self, st: &BucketState) -> usize {
+        ((self.budget * st.factor).floor() as usize).max(1)
+    }
 }
 
-/// A granted slot: how long the request waited for it, and the bucket's gate, held until the
-/// request has its concurrency permit.
+/// A granted slot: how long the request waited for it, the bucket's gate (held until the
+/// request has its concurrency permit: call [`Paced::release_gate`]) and the request's place in
+/// the window budget, which is given back one window after the value is dropped. Keep it until
+/// the response has arrived.
 #[derive(Debug)]
 pub struct Paced {
     /// Time spent waiting for the gate and the slot.
     pub waited: Duration,
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    bucket: Option<Arc<Bucket>>,
+}
+
+impl Paced {
+    /// Lets the next request of the bucket be considered (the request is about to send).
+    pub fn release_gate(&mut self) {
+        self.gate = None;
+    }
+}
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        if let Some(b) = self.bucket.take() {
+            if let Ok(mut st) = b.state.lock() {
+                st.in_flight = st.in_flight.saturating_sub(1);
+                st.answered.push_back(Instant::now());
+            }
+            b.answered.notify_waiters();
+        }
+    }
 }
 
 /// Per-bucket pacing. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Pacer {
-    buckets: Vec<Bucket>,
+    buckets: Vec<Arc<Bucket>>,
     recovery: Duration,
 }
 
+/// What a request waiting for its bucket does next.
+enum Next {
+    Go,
+    Sleep(Duration),
+    WaitForAnswer,
+}
+
 impl Pacer {
-    /// A pacer with the given (bucket, requests per minute) limits, each aimed at
+    /// A pacer with the given (bucket, requests per window) limits, each aimed at
     /// `limit × headroom`.
-    pub fn new(limits: &[(&'static str, u32)], headroom: f64) -> Self {
+    pub fn new(limits: &[(&'static str, u32)], headroom: f64, window: Duration) -> Self {
         let headroom = headroom.clamp(0.01, 1.0);
+        let window = window.max(Duration::from_millis(1));
         let buckets = limits
             .iter()
             .map(|(name, limit)| {
-                let per_minute = f64::from(*limit) * headroom;
-                Bucket {
+                Arc::new(Bucket {
                     name,
                     gate: Arc::new(tokio::sync::Mutex::new(())),
-                    per_minute,
+                    budget: f64::from(*limit) * headroom,
+                    window,
                     state: Mutex::new(BucketState {
-                        limiter: limiter(per_minute),
                         factor: 1.0,
                         restore_at: None,
                         last_slowdown: None,
                         paused_until: None,
+                        in_flight: 0,
+                        answered: VecDeque::new(),
                     }),
-                }
+                    answered: tokio::sync::Notify::new(),
+                })
             })
             .collect();
         Pacer {
             buckets,
-            recovery: Duration::from_secs(60),
+            recovery: window,
         }
     }
 
-    /// Ironclad's four buckets with the configured limits.
+    /// Ironclad's four buckets with the configured limits and window.
     pub fn ironclad(limits: &RateLimits) -> Self {
         Pacer::new(
             &[
@@ -159,81 +200,98 @@ impl Pacer {
                 (OTHER, limits.other),
             ],
             limits.headroom,
+            limits.window,
         )
     }
 
-    /// How long a slowed bucket stays at its reduced rate before each doubling back up
-    /// (default 60 s: one documented rate-limit window).
+    /// How long a slowed bucket stays at its reduced budget before each doubling back up
+    /// (default: one window).
     pub fn with_recovery(mut self, d: Duration) -> Self {
         self.recovery = d;
         self
     }
 
-    fn bucket(&self, name: &str) -> Option<&Bucket> {
+    fn bucket(&self, name: &str) -> Option<&Arc<Bucket>> {
         self.buckets.iter().find(|b| b.name == name)
     }
 
-    /// The rate currently aimed at in a bucket, requests per minute (`None`: unknown bucket).
+    /// The budget currently aimed at in a bucket, in requests per minute (`None`: unknown
+    /// bucket).
     pub fn current_rate(&self, name: &str) -> Option<f64> {
         let b = self.bucket(name)?;
         let st = b.state.lock().ok()?;
-        Some(b.per_minute * st.factor)
+        Some(b.budget * st.factor * 60.0 / b.window.as_secs_f64())
     }
 
-    /// Waits until a request in `bucket` may start. Keep the returned [`Paced`] until the
-    /// request holds its concurrency permit, then drop it. Unknown buckets are not paced.
+    /// Waits until a request in `bucket` may start. Call [`Paced::release_gate`] once the
+    /// request holds its concurrency permit, and drop the value when its response has arrived.
+    /// Unknown buckets are not paced.
     pub async fn acquire(&self, bucket: &str) -> Paced {
         let Some(b) = self.bucket(bucket) else {
             return Paced {
                 waited: Duration::ZERO,
-                _gate: None,
+                gate: None,
+                bucket: None,
             };
         };
         let start = Instant::now();
         let gate = b.gate.clone().lock_owned().await;
-        let done = |start: Instant| Paced {
-            waited: start.elapsed(),
-            _gate: Some(gate),
-        };
         loop {
-            let (lim, pause) = {
-                let Ok(mut st) = b.state.lock() else {
-                    return done(start);
-                };
-                let now = Instant::now();
-                if let Some(at) = st.restore_at {
-                    if now >= at {
-                        st.factor = (st.factor * 2.0).min(1.0);
-                        st.limiter = limiter(b.per_minute * st.factor);
-                        st.restore_at = (st.factor < 1.0).then(|| now + self.recovery);
-                        tracing::info!(
-                            bucket = b.name,
-                            rate_per_minute = b.per_minute * st.factor,
-                            "pacing: bucket speeding back up"
-                        );
+            // Registered before the state is read, so an answer in between is not missed.
+            let answered = b.answered.notified();
+            let next = match b.state.lock() {
+                Ok(mut st) => self.next(b, &mut st),
+                Err(_) => Next::Go,
+            };
+            match next {
+                Next::Go => {
+                    return Paced {
+                        waited: start.elapsed(),
+                        gate: Some(gate),
+                        bucket: Some(b.clone()),
                     }
                 }
-                let pause = st
-                    .paused_until
-                    .and_then(|t| t.checked_duration_since(now))
-                    .filter(|d| !d.is_zero());
-                (st.limiter.clone(), pause)
-            };
-            if let Some(p) = pause {
-                tokio::time::sleep(p).await;
-                continue;
+                Next::Sleep(d) => tokio::time::sleep(d).await,
+                Next::WaitForAnswer => answered.await,
             }
-            lim.until_ready().await;
-            // A 429 may have paused the bucket while this request waited for its slot.
-            let paused = b
-                .state
-                .lock()
-                .ok()
-                .and_then(|st| st.paused_until)
-                .is_some_and(|t| t > Instant::now());
-            if !paused {
-                return done(start);
+        }
+    }
+
+    /// Decides for the request at the head of the bucket's queue; on `Go` it is counted.
+    fn next(&self, b: &Bucket, st: &mut BucketState) -> Next {
+        let now = Instant::now();
+        if let Some(at) = st.restore_at {
+            if now >= at {
+                st.factor = (st.factor * 2.0).min(1.0);
+                st.restore_at = (st.factor < 1.0).then(|| now + self.recovery);
+                tracing::info!(
+                    bucket = b.name,
+                    requests_per_window = b.budget * st.factor,
+                    "pacing: bucket speeding back up"
+                );
             }
+        }
+        if let Some(p) = st
+            .paused_until
+            .and_then(|t| t.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+        {
+            return Next::Sleep(p);
+        }
+        while st
+            .answered
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= b.window)
+        {
+            st.answered.pop_front();
+        }
+        if st.in_flight + st.answered.len() < b.cap(st) {
+            st.in_flight += 1;
+            return Next::Go;
+        }
+        match st.answered.front() {
+            Some(t) => Next::Sleep((*t + b.window).saturating_duration_since(now)),
+            None => Next::WaitForAnswer,
         }
     }
 
@@ -257,11 +315,10 @@ impl Pacer {
             .is_some_and(|t| now.duration_since(t) < SLOWDOWN_GAP);
         if !recent && st.factor > MIN_FACTOR {
             st.factor = (st.factor / 2.0).max(MIN_FACTOR);
-            st.limiter = limiter(b.per_minute * st.factor);
             st.last_slowdown = Some(now);
             tracing::warn!(
                 bucket = b.name,
-                rate_per_minute = b.per_minute * st.factor,
+                requests_per_window = b.budget * st.factor,
                 "pacing: 429 received, bucket slowed down"
             );
         }
@@ -297,21 +354,25 @@ mod tests {
         assert_eq!(ironclad_bucket(&Method::GET, "/UsersX"), OTHER);
     }
 
-    /// The property the pacer exists for: a fixed-window counter never sees more than its
-    /// limit in any window, wherever the windows start.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn steady_run_never_exceeds_a_fixed_window_limit() {
-        // 1200/min = 20/s; windows of 100 ms hold at most 2 at the full limit.
-        let pacer = Arc::new(Pacer::new(&[("b", 1200)], 0.95));
+    /// Runs `tasks × each` requests through bucket "b", each answered `latency` after it is
+    /// granted; returns the grant times.
+    async fn grants(
+        pacer: Arc<Pacer>,
+        tasks: usize,
+        each: usize,
+        latency: Duration,
+    ) -> Vec<Duration> {
         let started = Instant::now();
         let mut handles = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..tasks {
             let p = pacer.clone();
             handles.push(tokio::spawn(async move {
                 let mut times = Vec::new();
-                for _ in 0..6 {
-                    let slot = p.acquire("b").await;
+                for _ in 0..each {
+                    let mut slot = p.acquire("b").await;
                     times.push(started.elapsed());
+                    slot.release_gate();
+                    tokio::time::sleep(latency).await;
                     drop(slot);
                 }
                 times
@@ -322,40 +383,60 @@ mod tests {
             times.extend(h.await.unwrap());
         }
         times.sort();
-        let window = Duration::from_secs(1);
-        let limit = 20;
+        times
+    }
+
+    /// The property the pacer exists for: a window counter never sees more than its limit in
+    /// any window, wherever the windows start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_never_exceeds_the_limit_in_any_window() {
+        // 20 per 300 ms window, aimed at 19.
+        let window = Duration::from_millis(300);
+        let pacer = Arc::new(Pacer::new(&[("b", 20)], 0.95, window));
+        let times = grants(pacer, 8, 6, Duration::from_millis(5)).await;
         for (i, t) in times.iter().enumerate() {
             let in_window = times[i..].iter().take_while(|u| **u < *t + window).count();
             assert!(
-                in_window <= limit,
-                "{in_window} requests in 1 s starting at {t:?}"
+                in_window <= 19,
+                "{in_window} requests in a window from {t:?}"
             );
         }
-        // 48 requests at 19/s take about 2.5 s: the pacer did pace.
-        assert!(
-            times.last().unwrap() >= &Duration::from_millis(2300),
-            "{times:?}"
-        );
+        // 48 requests at 19 a window need three windows: the pacer did pace...
+        assert!(times[47] >= 2 * window, "{times:?}");
+        // ...and a window's budget went at once rather than spread over the window.
+        assert!(times[18] < window / 3, "{times:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_counts_until_one_window_after_its_answer() {
+        // Two per 200 ms window; each answer takes 150 ms. The third request may go only once
+        // the first answer is a window old (150 + 200 ms), not one window after it was sent.
+        let window = Duration::from_millis(200);
+        let pacer = Arc::new(Pacer::new(&[("b", 2)], 1.0, window));
+        let times = grants(pacer, 3, 1, Duration::from_millis(150)).await;
+        assert!(times[1] < Duration::from_millis(50), "{times:?}");
+        assert!(times[2] >= Duration::from_millis(340), "{times:?}");
     }
 
     #[tokio::test]
-    async fn a_429_halves_the_rate_once_per_gap_and_pauses_for_retry_after() {
-        let pacer = Pacer::new(&[("b", 600)], 1.0).with_recovery(Duration::from_millis(200));
+    async fn a_429_halves_the_budget_once_per_gap_and_pauses_for_retry_after() {
+        let pacer = Pacer::new(&[("b", 600)], 1.0, Duration::from_secs(60))
+            .with_recovery(Duration::from_millis(200));
         assert_eq!(pacer.current_rate("b"), Some(600.0));
         pacer.throttled("b", Some(Duration::from_millis(300)));
         pacer.throttled("b", None);
         assert_eq!(pacer.current_rate("b"), Some(300.0));
         let waited = pacer.acquire("b").await.waited;
         assert!(waited >= Duration::from_millis(280), "{waited:?}");
-        // After the recovery period the rate doubles back.
+        // After the recovery period the budget doubles back.
         tokio::time::sleep(Duration::from_millis(250)).await;
-        pacer.acquire("b").await;
+        drop(pacer.acquire("b").await);
         assert_eq!(pacer.current_rate("b"), Some(600.0));
     }
 
     #[tokio::test]
     async fn unknown_buckets_are_not_paced() {
-        let pacer = Pacer::new(&[("b", 1)], 1.0);
+        let pacer = Pacer::new(&[("b", 1)], 1.0, Duration::from_secs(60));
         assert_eq!(pacer.acquire("nope").await.waited, Duration::ZERO);
         assert_eq!(pacer.current_rate("nope"), None);
     }

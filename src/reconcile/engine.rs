@@ -380,8 +380,14 @@ impl Engine {
         }
         let target = target?;
         progress.read("Ironclad (users)", target.users.len());
+        // People named by an email address that is not their userName: the source ids and
+        // userNames of the desired users and Ironclad users carrying that address join the set.
+        let only = opts.only.as_ref().map(|only| match &desired {
+            Ok((users, _)) => with_email_matches(only, users, &target.users),
+            Err(_) => with_email_matches(only, &[], &target.users),
+        });
         let mut plan = self.plan_with(desired, &target, opts, now)?;
-        if let Some(only) = &opts.only {
+        if let Some(only) = &only {
             restrict(&mut plan, only);
         }
         if opts.apply && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
@@ -567,6 +573,47 @@ fn resolve_managers(
 /// The key carrying a joiner's manager (as a correlation key) from the plan to apply.
 pub const MANAGER_HINT: &str = "__manager_external_id";
 
+/// `only`, plus the source id of each desired user and the userName of each Ironclad user
+/// with an email address in `only` (case-insensitive), so that [`restrict`] finds people named
+/// by an email that is not their userName.
+pub fn with_email_matches(
+    only: &BTreeSet<String>,
+    desired: &[DesiredUser],
+    ironclad: &[Value],
+) -> BTreeSet<String> {
+    let named: BTreeSet<String> = only.iter().map(|s| s.trim().to_lowercase()).collect();
+    let has_named_email = |u: &Value| {
+        u.get("emails")
+            .and_then(Value::as_array)
+            .is_some_and(|emails| {
+                emails.iter().any(|e| {
+                    e.get("value")
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| named.contains(&v.trim().to_lowercase()))
+                })
+            })
+    };
+    let mut out = only.clone();
+    for d in desired {
+        if let Desired::Wanted { user, .. } = &d.state {
+            if has_named_email(user) {
+                out.insert(d.source_id.clone());
+            }
+        }
+    }
+    for u in ironclad {
+        if has_named_email(u) {
+            if let Some(id) = u.get("id").and_then(Value::as_str) {
+                out.insert(id.to_string());
+            }
+            if let Some(n) = u.get("userName").and_then(Value::as_str) {
+                out.insert(n.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Keeps only the people named (source id, userName or email, case-insensitive); groups are
 /// left out of a targeted run unless they contain a named person.
 pub fn restrict(plan: &mut Plan, only: &BTreeSet<String>) {
@@ -604,4 +651,39 @@ pub fn restrict(plan: &mut Plan, only: &BTreeSet<String>) {
         *summary.entry(u.action.name().to_string()).or_default() += 1;
     }
     plan.summary = summary;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn people_named_by_an_email_that_is_not_their_user_name_are_found() {
+        let wanted = |id: &str, mail: &str| DesiredUser {
+            source_id: id.into(),
+            locator: format!("uid={id},dc=example"),
+            state: Desired::Wanted {
+                user: json!({"userName": format!("{id}@corp"), "emails": [{"value": mail}]}),
+                policies: BTreeMap::new(),
+            },
+        };
+        let desired = vec![
+            wanted("s1", "Ann.Lee@Example.com"),
+            wanted("s2", "bo@example.com"),
+        ];
+        let ironclad = vec![
+            json!({"id": "ic9", "userName": "gone@corp", "emails": [{"value": "left@example.com"}]}),
+            json!({"id": "ic2", "userName": "s2@corp", "emails": [{"value": "bo@example.com"}]}),
+        ];
+        let only: BTreeSet<String> = ["ann.lee@example.com", "LEFT@example.com"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let got = with_email_matches(&only, &desired, &ironclad);
+        assert!(got.contains("s1"), "{got:?}");
+        assert!(got.contains("ic9") && got.contains("gone@corp"), "{got:?}");
+        assert!(!got.contains("s2") && !got.contains("ic2"), "{got:?}");
+        assert!(got.is_superset(&only));
+    }
 }

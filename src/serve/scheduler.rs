@@ -58,12 +58,19 @@ impl Clock for TokioClock {
 /// The first time the schedule is due strictly after `after`, or `None` when a cron
 /// expression has no further occurrence.
 pub fn next_due(s: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match &s.when {
-        When::Cron(c) => c
-            .find_next_occurrence(&after.with_timezone(&s.time_zone), false)
+    let cron = |c: &croner::Cron| {
+        c.find_next_occurrence(&after.with_timezone(&s.time_zone), false)
             .ok()
-            .map(|t| t.with_timezone(&Utc)),
-        When::Interval(d) => Some(after + chrono::Duration::from_std(*d).ok()?),
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let every = |d: &Duration| Some(after + chrono::Duration::from_std(*d).ok()?);
+    match &s.when {
+        When::Cron(c) => cron(c),
+        When::Interval(d) => every(d),
+        When::Both(c, d) => match (cron(c), every(d)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
     }
 }
 
@@ -147,6 +154,34 @@ mod tests {
         assert_eq!(
             next_due(&s, jul).unwrap().to_rfc3339(),
             "2026-07-16T07:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn cron_and_interval_together_run_at_whichever_comes_first() {
+        let s = Schedule {
+            when: When::Both(
+                Box::new("0 2 * * *".parse().unwrap()),
+                Duration::from_secs(6 * 3600),
+            ),
+            jitter: Duration::ZERO,
+            time_zone: chrono_tz::UTC,
+            run_on_start: false,
+        };
+        let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
+        // 23:00: the cron's 02:00 comes before the interval's 05:00.
+        assert_eq!(
+            next_due(&s, at("2026-03-01T23:00:00Z")),
+            Some(at("2026-03-02T02:00:00Z"))
+        );
+        // 02:00: the interval's 08:00 comes before the next cron (02:00 tomorrow).
+        assert_eq!(
+            next_due(&s, at("2026-03-02T02:00:00Z")),
+            Some(at("2026-03-02T08:00:00Z"))
+        );
+        assert_eq!(
+            next_due(&s, at("2026-03-02T20:00:00Z")),
+            Some(at("2026-03-03T02:00:00Z"))
         );
     }
 

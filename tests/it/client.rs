@@ -85,12 +85,10 @@ impl Sim {
                 max_delay: Duration::from_millis(500),
                 max_elapsed: Duration::from_secs(30),
             },
+            // The documented limits, in the simulator's scaled window.
             rate_limits: RateLimits {
-                users_read_write: (f64::from(d.users_read_write) * SCALE) as u32,
-                users_patch_delete: (f64::from(d.users_patch_delete) * SCALE) as u32,
-                groups: (f64::from(d.groups) * SCALE) as u32,
-                other: (f64::from(d.other) * SCALE) as u32,
-                headroom: d.headroom,
+                window: Duration::from_secs_f64(60.0 / SCALE),
+                ..d
             },
         }
     }
@@ -537,8 +535,9 @@ async fn a_429_from_the_real_limit_slows_the_bucket_down() {
     let mut cfg = sim.config();
     // The client believes the PATCH bucket is four times larger than it is.
     cfg.rate_limits.users_patch_delete *= 4;
-    let client =
-        Arc::new(IroncladClient::with_pacer(&cfg, Pacer::ironclad(&cfg.rate_limits)).unwrap());
+    // Slowed down for a minute, so the end of the test still sees it.
+    let pacer = Pacer::ironclad(&cfg.rate_limits).with_recovery(Duration::from_secs(60));
+    let client = Arc::new(IroncladClient::with_pacer(&cfg, pacer).unwrap());
     let users = create_many(&client, "slow", 5).await;
     let full = client.pacer().current_rate("users_patch_delete").unwrap();
     let mut set = tokio::task::JoinSet::new();
