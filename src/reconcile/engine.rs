@@ -65,8 +65,8 @@ pub struct RunResult {
     pub plan: Plan,
     /// What apply did, for apply runs.
     pub applied: Option<ApplyReport>,
-    /// The source snapshot, when the read succeeded.
-    pub snapshot: Option<Arc<Snapshot>>,
+    /// Users and groups the source returned, when the read succeeded.
+    pub source_entries: Option<usize>,
     /// Time spent reading the source and evaluating the mapping.
     pub source_read: std::time::Duration,
 }
@@ -370,10 +370,12 @@ impl Engine {
         // The source and Ironclad are read at the same time: neither depends on the other.
         let read_start = std::time::Instant::now();
         let source_side = async {
-            let r = self.desired(now).await;
-            (r, read_start.elapsed())
+            let (desired, snapshot) = self.desired(now).await;
+            // Only its size is kept: the snapshot is not needed once the mapping has run.
+            let entries = snapshot.map(|s| s.users.len() + s.groups.len());
+            ((desired, entries), read_start.elapsed())
         };
-        let (((desired, snapshot), source_read), target) =
+        let (((desired, source_entries), source_read), target) =
             tokio::join!(source_side, self.read_target());
         if let Ok((users, _)) = &desired {
             progress.read("the source (people)", users.len());
@@ -414,7 +416,7 @@ impl Engine {
             run_id: run_id.to_string(),
             plan,
             applied,
-            snapshot,
+            source_entries,
             source_read,
         })
     }

@@ -124,7 +124,7 @@ impl Executor for Engine {
         Box::pin(async move {
             match self.run_with(run_id, opts, Some(stop)).await {
                 Ok(r) => ExecReport {
-                    source_entries: r.snapshot.as_ref().map(|s| s.users.len() + s.groups.len()),
+                    source_entries: r.source_entries,
                     source_read: Some(r.source_read),
                     plan: Some(r.plan),
                     applied: r.applied,
