@@ -157,6 +157,13 @@ noop_part() {
   CURL_MED=$(bench_median "$WORK/noop.json" curl)
   BOUND=$(awk -v a="$LS_MED" -v b="$CURL_MED" 'BEGIN { print (a > b) ? a : b }')
   IB_RSS=$(bench_peak_rss "$IB_CMD")
+  # Diagnostics: RSS_PREFIXES="env MALLOC_ARENA_MAX=1|..." measures peak RSS under each prefix.
+  if [ -n "${RSS_PREFIXES:-}" ]; then
+    IFS='|' read -ra prefixes <<< "$RSS_PREFIXES"
+    for p in "${prefixes[@]}"; do
+      echo "   peak RSS with '$p': $(( $(bench_peak_rss "$p $IB_CMD" 1) / 1024 )) MiB" >&2
+    done
+  fi
   NOOP_REPORT=$(cat <<EOF
 No-op reconcile: $USERS directory users + $NGROUPS groups (slapd) -> $N simulator users, $(nproc) cores, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)
   ironbridge apply (nothing to do)   median $(printf '%.3f' "$IB_MED") s, peak RSS $((IB_RSS / 1024)) MiB (goal <= 300 MB)

@@ -196,7 +196,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             ironclad_id: linked.map(str::to_string),
             action: UserAction::Noop,
             seen_version: current.and_then(version),
-            seen: current.cloned(),
+            // Filled below only where apply needs it (a copy per user of what Ironclad holds
+            // would double the memory of a large no-op run).
+            seen: None,
             held_action: None,
         };
         if let Some(until) = input
@@ -207,6 +209,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             line.action = UserAction::Skip {
                 reason: SkipReason::Quarantined { until: *until },
             };
+            line.seen = current.cloned();
             users.push(line);
             continue;
         }
@@ -231,7 +234,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                             rule: reason.clone(),
                         },
                     };
-                    line.seen = None;
                 }
             },
             Desired::Wanted { user, policies } => {
@@ -255,6 +257,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     }
                 }
             }
+        }
+        let linked_noop = matches!(line.action, UserAction::Noop)
+            && input.user_links.contains_key(&d.source_id);
+        if line.seen.is_none() && current.is_some() && !linked_noop {
+            line.seen = current.cloned();
         }
         users.push(line);
     }
