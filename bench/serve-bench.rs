@@ -5,7 +5,8 @@
 //! - `latency`: N events a second for S seconds; each changes one person's title in the LDIF
 //!   file and names them in a signed webhook. Measures the time from the request to the new
 //!   title being visible in the simulator (p50, p99, max), and that time beyond the debounce
-//!   window.
+//!   window, and counts the simulator's 429 answers (paced runs have the simulator enforce
+//!   Ironclad's documented limits).
 //! - `webhooks`: R signed requests a second for S seconds (bounded: R*S requests, then it
 //!   stops). Measures response times (p50, p99, max), counts statuses (no request may be lost
 //!   or refused), and counts the runs the requests coalesced into.
@@ -61,6 +62,9 @@ async fn setup(debounce_ms: u64, rate: u32, unpaced: bool) -> Env {
             scopes: all,
         }],
         admin_email: Some("admin@example.com".into()),
+        // Paced: the simulator enforces Ironclad's documented limits (one-minute windows), so
+        // a 429 would show; unpaced: no limits anywhere.
+        rate_limit_scale: (!unpaced).then_some(1.0),
         ..SimConfig::default()
     })
     .unwrap();
@@ -86,8 +90,8 @@ async fn setup(debounce_ms: u64, rate: u32, unpaced: bool) -> Env {
         .local_addr()
         .unwrap()
         .port();
-    // Unpaced: the client's rate limits far above Ironclad's documented ones (the simulator does
-    // not limit), to see ironbridge's own share of the latency.
+    // Unpaced: the client's rate limits far above Ironclad's documented ones (and the simulator
+    // does not limit), to see ironbridge's own share of the latency.
     let limits = if unpaced {
         "[ironclad.rate_limits]\nusers_read_write = 600000\nusers_patch_delete = 600000\ngroups = 600000\nother = 600000\n"
     } else {
@@ -328,6 +332,20 @@ async fn latency(per_sec: u64, secs: u64, debounce_ms: u64, unpaced: bool) {
         ms(pct(&took, 0.5)),
         ms(*took.last().unwrap_or(&Duration::ZERO))
     );
+    let log: Vec<serde_json::Value> = client
+        .get(format!("{}/_sim/requests", env.sim))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let scim = log
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/scim/")))
+        .count();
+    let throttled = log.iter().filter(|r| r["status"] == 429).count();
+    println!("  requests to the simulator's SCIM API: {scim}; answered 429: {throttled}");
     let _ = env.stop.send(());
     let _ = env.server.await;
 }

@@ -258,8 +258,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 }
             }
         }
-        let linked_noop = matches!(line.action, UserAction::Noop)
-            && input.user_links.contains_key(&d.source_id);
+        let linked_noop =
+            matches!(line.action, UserAction::Noop) && input.user_links.contains_key(&d.source_id);
         if line.seen.is_none() && current.is_some() && !linked_noop {
             line.seen = current.cloned();
         }
