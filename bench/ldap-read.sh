@@ -39,7 +39,7 @@ URL=$SLAPD_URL
 export IRONBRIDGE_BENCH_SECRET=unused
 {
   printf 'version = 1\n\n[ironclad]\nbase_url = "http://127.0.0.1:9"\n'
-  printf 'auth = { method = "client_credentials", client_id = "bench", client_secret = { env = "IRONBRIDGE_BENCH_SECRET" } }\n\n'
+  printf 'auth = { method = "bearer_token", token = { env = "IRONBRIDGE_BENCH_SECRET" } }\n\n'
   bench_source_toml '["*", "memberOf", "pwdAccountLockedTime"]'
 } > "$WORK/bench.toml"
 
