@@ -161,9 +161,8 @@ where
                 }
                 break;
             }
-            let resources = page.resources;
-            let mut fresh = Vec::with_capacity(resources.len());
-            for r in resources {
+            let mut fresh = Vec::with_capacity(page.resources.len());
+            for r in page.resources {
                 match r.get("id").and_then(Value::as_str) {
                     Some(id) if !seen.insert(id.to_string()) => {
                         if first_pass {

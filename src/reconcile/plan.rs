@@ -301,17 +301,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         &mut notes,
     );
     let groups = plan_groups(input, &users);
-    // Nothing will be written for these, and their link is stored: no need to hold a copy of
-    // what Ironclad has (apply heals the links of unlinked ones from it).
-    for u in &mut users {
-        if matches!(u.action, UserAction::Noop)
-            && u.source_id
-                .as_ref()
-                .is_some_and(|s| input.user_links.contains_key(s))
-        {
-            u.seen = None;
-        }
-    }
     finish(input, users, groups, notes)
 }
 
