@@ -1,5 +1,10 @@
 //! The `ironbridge` binary: parses the command line and hands over to [`ironbridge::cli`].
-//! No logic lives here.
+//! No logic lives here, only the choice of allocator: mimalloc, because a large run makes and
+//! frees millions of small strings and JSON nodes, where the system allocator spent as much
+//! time as the work itself (docs/BENCHMARKS.md).
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     ironbridge::cli::main()

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::reconcile::apply::{self, ApplyReport, Audit};
 use crate::reconcile::engine::{Engine, RunOptions};
 use crate::reconcile::progress;
+use crate::reconcile::users::IroncladUser;
 use crate::reconcile::{GroupAction, Plan, UserAction};
 use crate::report::{self, Format};
 use serde::{Deserialize, Serialize};
@@ -352,7 +353,7 @@ async fn apply_saved(
 /// Turns every line whose object changed since the plan into a no-op; returns what was refused.
 fn refuse_stale(
     plan: &mut Plan,
-    users: &[serde_json::Value],
+    users: &[IroncladUser],
     groups: &[serde_json::Value],
 ) -> Vec<(String, String, String)> {
     let version = |v: &serde_json::Value| {
@@ -361,13 +362,11 @@ fn refuse_stale(
             .and_then(|x| x.as_str())
             .map(str::to_string)
     };
-    let by_id: HashMap<&str, &serde_json::Value> = users
-        .iter()
-        .filter_map(|u| Some((u.get("id")?.as_str()?, u)))
-        .collect();
+    let by_id: HashMap<&str, &IroncladUser> = users.iter().map(|u| (&*u.id, u)).collect();
     let names: BTreeSet<String> = users
         .iter()
-        .filter_map(|u| u.get("userName")?.as_str().map(|s| s.to_lowercase()))
+        .filter(|u| !u.user_name.is_empty())
+        .map(|u| u.user_name.to_lowercase())
         .collect();
     let mut refused = Vec::new();
     for u in &mut plan.users {
@@ -382,10 +381,10 @@ fn refuse_stale(
             (UserAction::Create { .. }, _) => None,
             (_, Some(id)) => match by_id.get(id.as_str()) {
                 None => Some("the Ironclad user no longer exists".to_string()),
-                Some(cur) if version(cur) != u.seen_version => Some(format!(
+                Some(cur) if cur.version.as_deref() != u.seen_version.as_deref() => Some(format!(
                     "changed in Ironclad since the plan was made (lastModified {} → {})",
                     u.seen_version.as_deref().unwrap_or("?"),
-                    version(cur).as_deref().unwrap_or("?")
+                    cur.version.as_deref().unwrap_or("?")
                 )),
                 Some(_) => None,
             },

@@ -119,7 +119,8 @@ impl IroncladClient {
         self.page_size
     }
 
-    fn list_options(&self, filter: Option<String>) -> ListOptions {
+    /// The paging options of a listing (page size, filter).
+    pub fn list_options(&self, filter: Option<String>) -> ListOptions {
         ListOptions {
             filter,
             page_size: self.page_size,

@@ -296,9 +296,14 @@ impl Prepared<'_> {
     /// Evaluates every user of the snapshot, in snapshot order. One entry's error does not
     /// stop the others.
     pub fn evaluate_all(&self) -> Vec<Result<Evaluation, MappingError>> {
+        self.evaluate_iter().collect()
+    }
+
+    /// Evaluates every user entry of the snapshot in order, one at a time as the iterator is
+    /// advanced: a caller that keeps a smaller form of each result never holds them all.
+    pub fn evaluate_iter(&self) -> impl Iterator<Item = Result<Evaluation, MappingError>> + '_ {
         (0..self.index.n_users)
             .map(|p| self.run(EntryHandle::InSnapshot(self.index.clone(), p), Some(p)))
-            .collect()
     }
 
     fn err(&self, expr: usize, entry: &Entry, message: String) -> MappingError {

@@ -24,14 +24,24 @@ pub fn split(path: &str) -> Vec<String> {
 
 /// Reads a path; `Value::Null` when absent.
 pub fn get(user: &Value, path: &str) -> Value {
+    get_ref(user, path).cloned().unwrap_or(Value::Null)
+}
+
+/// Reads a path without copying or allocating; `None` when absent.
+pub fn get_ref<'a>(user: &'a Value, path: &str) -> Option<&'a Value> {
+    // The keys of `split`, borrowed: a URN path's schema URN, then the dotted rest.
+    let (urn, rest) = match path.strip_prefix("urn:").and_then(|r| r.rfind(':')) {
+        Some(idx) => (
+            path.get(..4 + idx),
+            path.get(4 + idx + 1..).unwrap_or_default(),
+        ),
+        None => (None, path),
+    };
     let mut cur = user;
-    for key in split(path) {
-        match cur.get(&key).or_else(|| find_ci(cur, &key)) {
-            Some(v) => cur = v,
-            None => return Value::Null,
-        }
+    for key in urn.into_iter().chain(rest.split('.')) {
+        cur = cur.get(key).or_else(|| find_ci(cur, key))?;
     }
-    cur.clone()
+    Some(cur)
 }
 
 fn find_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -81,8 +91,15 @@ pub fn set(user: &mut Value, path: &str, value: Value) {
 
 /// Whether a path compares case-insensitively (Ironclad's userName and email values).
 fn case_insensitive(path: &str) -> bool {
-    let p = path.to_ascii_lowercase();
-    p == "username" || p == "emails" || p.ends_with(":departmenthead") || p == "externalid"
+    const HEAD: &str = ":departmenthead";
+    path.eq_ignore_ascii_case("username")
+        || path.eq_ignore_ascii_case("emails")
+        || path.eq_ignore_ascii_case("externalid")
+        || path
+            .len()
+            .checked_sub(HEAD.len())
+            .and_then(|i| path.get(i..))
+            .is_some_and(|end| end.eq_ignore_ascii_case(HEAD))
 }
 
 /// The canonical form used for comparison.
@@ -143,12 +160,40 @@ fn norm(v: &Value, ci: bool) -> Value {
 
 /// Whether two values of a path are equal after normalisation.
 pub fn same(path: &str, a: &Value, b: &Value) -> bool {
+    same_opt(path, Some(a), Some(b))
+}
+
+/// [`same`] for values that may be absent (absent is `null`). Equal values and two non-blank
+/// strings are decided without building the normalised forms.
+pub fn same_opt(path: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
+    let null = &Value::Null;
+    let (a, b) = (a.unwrap_or(null), b.unwrap_or(null));
+    if a == b {
+        return true;
+    }
+    if let (Value::String(x), Value::String(y)) = (a, b) {
+        let (x, y) = (x.trim(), y.trim());
+        if !x.is_empty() && !y.is_empty() {
+            return if !case_insensitive(path) {
+                x == y
+            } else if x.is_ascii() && y.is_ascii() {
+                x.eq_ignore_ascii_case(y)
+            } else {
+                x.to_lowercase() == y.to_lowercase()
+            };
+        }
+    }
     normalize(path, a) == normalize(path, b)
 }
 
 /// Whether a value counts as empty (absent, null, blank, empty list or object).
 pub fn is_empty(v: &Value) -> bool {
-    norm(v, false).is_null()
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+        _ => norm(v, false).is_null(),
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +237,15 @@ mod tests {
             &json!([{"value": "a@x", "type": "home", "primary": false}, {"value": "b@x", "type": "work", "primary": true}])
         ));
         assert!(same("emails", &json!([]), &Value::Null));
+        assert!(same("urn:x:User:departmentHead", &json!("A"), &json!(" a")));
+        assert!(same("userName", &json!("Ärger@x"), &json!("ärger@X")));
+        assert!(!same("title", &json!(" "), &json!("x")));
+        assert!(same_opt("title", None, Some(&json!("  "))));
+        assert_eq!(
+            get_ref(&json!({"name": {"GivenName": "A"}}), "name.givenName"),
+            Some(&json!("A"))
+        );
+        assert_eq!(get_ref(&json!({"name": "A"}), "name.givenName"), None);
+        assert!(is_empty(&json!([" "])) && !is_empty(&json!(0)) && is_empty(&json!({})));
     }
 }

@@ -7,6 +7,7 @@
 //! ([`super::apply`]), argument parsing and printing (the CLI).
 
 use super::apply::{self, ApplyOptions, ApplyReport, Audit};
+use super::users::{IroncladUser, JsonText};
 use super::{plan, Desired, DesiredGroup, DesiredUser, Plan, PlanInput, PlanPolicy, UserAction};
 use crate::check::scopes;
 use crate::config::{ActingUser, Config};
@@ -75,8 +76,8 @@ pub struct RunResult {
 pub struct Engine {
     /// The configuration.
     pub cfg: Config,
-    /// The mapping.
-    pub mapping: Mapping,
+    /// The mapping (shared with the thread that evaluates it).
+    pub mapping: Arc<Mapping>,
     /// The Ironclad client.
     pub client: Arc<IroncladClient>,
     /// The state store.
@@ -95,7 +96,7 @@ impl std::fmt::Debug for Engine {
 /// The Ironclad state as read.
 pub struct Target {
     /// Users.
-    pub users: Vec<Value>,
+    pub users: Vec<IroncladUser>,
     /// Groups (empty without the read scope).
     pub groups: Vec<Value>,
     /// Granted scopes.
@@ -111,7 +112,7 @@ impl Engine {
                 cfg.path.display()
             ))
         })?;
-        let mapping = Mapping::load(&mapping_path)?;
+        let mapping = Arc::new(Mapping::load(&mapping_path)?);
         let sc = cfg.source.as_ref().ok_or_else(|| {
             EngineError::Config(format!("{}: no [source] section", cfg.path.display()))
         })?;
@@ -137,13 +138,25 @@ impl Engine {
             .scopes
             .into_iter()
             .collect();
-        let users = self
-            .client
-            .list_users(None)
-            .await?
-            .into_iter()
-            .map(|u| u.into_value())
-            .collect();
+        // Each page becomes compact users as it arrives: the listing never holds every user as
+        // a JSON tree. The listing is a task of its own, so that it runs beside the source read
+        // and the mapping on a multi-threaded runtime.
+        let client = self.client.clone();
+        let users = tokio::spawn(async move {
+            let mut users = Vec::new();
+            client
+                .for_each_user_page(&client.list_options(None), |page| {
+                    users.extend(
+                        page.iter()
+                            .filter_map(|u| IroncladUser::from_value(u.as_value())),
+                    );
+                    Ok(())
+                })
+                .await
+                .map(|_| users)
+        })
+        .await
+        .map_err(|e| EngineError::Config(format!("the Ironclad listing stopped: {e}")))??;
         let groups = if self.cfg.policy.manage_groups && granted.contains(scopes::READ_GROUPS) {
             self.client
                 .list_groups(None)
@@ -198,7 +211,8 @@ impl Engine {
     }
 
     /// Reads the source and evaluates the mapping: desired users and groups, or the reason the
-    /// source cannot be trusted this run.
+    /// source cannot be trusted this run. The mapping runs on a blocking thread, so that the
+    /// Ironclad listing read at the same time keeps going.
     pub async fn desired(
         &self,
         now: DateTime<Utc>,
@@ -210,99 +224,14 @@ impl Engine {
             Ok(s) => Arc::new(s),
             Err(e) => return (Err(format!("the source read failed: {e}")), None),
         };
-        let prepared = match self.mapping.prepare(&snap, now) {
-            Ok(p) => p,
-            Err(e) => {
-                return (
-                    Err(format!(
-                        "the mapping cannot be applied to this snapshot: {e}"
-                    )),
-                    Some(snap),
-                )
-            }
-        };
-        let mut users = Vec::with_capacity(snap.users.len());
-        // Entry id -> correlation key (externalId), for group members.
-        let mut key_of: HashMap<String, String> = HashMap::new();
-        for r in prepared.evaluate_all() {
-            match r {
-                Ok(ev) => {
-                    let key = ev
-                        .user
-                        .as_ref()
-                        .map(|u| u.external_id.clone())
-                        .unwrap_or_else(|| ev.source_id.clone());
-                    key_of.insert(ev.source_id.clone(), key.clone());
-                    let state = match (&ev.user, ev.desired) {
-                        (Some(u), true) => {
-                            let mut policies = BTreeMap::new();
-                            for a in &u.attributes {
-                                let p = match a.apply {
-                                    Apply::Always => super::ApplyPolicy::Always,
-                                    Apply::OnCreate => super::ApplyPolicy::OnCreate,
-                                    Apply::IfEmpty => super::ApplyPolicy::IfEmpty,
-                                };
-                                policies.insert(a.target.scim_path(), p);
-                            }
-                            let mut user = u.scim();
-                            if let Some(m) = u.manager_external_id() {
-                                user[MANAGER_HINT] = Value::String(m.to_string());
-                            }
-                            Desired::Wanted { user, policies }
-                        }
-                        (None, true) => Desired::Failed {
-                            error: ev
-                                .user_error
-                                .clone()
-                                .unwrap_or_else(|| "the mapping produced no user".into()),
-                        },
-                        (_, false) => Desired::NotWanted {
-                            reason: if ev.disabled && ev.in_scope {
-                                "disabled in the source".to_string()
-                            } else {
-                                format!("out of scope ({})", ev.decided_by.text)
-                            },
-                        },
-                    };
-                    users.push(DesiredUser {
-                        source_id: key,
-                        locator: ev.locator.clone(),
-                        state,
-                    });
-                }
-                Err(crate::mapping::MappingError::Eval(e)) => {
-                    key_of.insert(e.id.clone(), e.id.clone());
-                    users.push(DesiredUser {
-                        source_id: e.id.clone(),
-                        locator: e.locator.clone(),
-                        state: Desired::Failed {
-                            error: e.to_string(),
-                        },
-                    });
-                }
-                Err(e) => return (Err(format!("the mapping failed: {e}")), Some(snap)),
-            }
+        let mapping = self.mapping.clone();
+        let shared = snap.clone();
+        let mapped =
+            tokio::task::spawn_blocking(move || desired_from(&mapping, &shared, now)).await;
+        match mapped {
+            Ok(r) => (r, Some(snap)),
+            Err(e) => (Err(format!("the mapping failed: {e}")), Some(snap)),
         }
-        let mut groups = Vec::new();
-        if self.mapping.manages_groups() {
-            let ge = prepared.groups();
-            for e in &ge.errors {
-                tracing::warn!(error = %e, "group skipped");
-            }
-            for g in ge.groups {
-                groups.push(DesiredGroup {
-                    source_id: g.source_id,
-                    locator: g.locator,
-                    display_name: g.display_name,
-                    members: g
-                        .member_source_ids
-                        .iter()
-                        .filter_map(|m| key_of.get(m).cloned())
-                        .collect(),
-                });
-            }
-        }
-        (Ok((users, groups)), Some(snap))
     }
 
     /// Runs one reconciliation.
@@ -388,7 +317,13 @@ impl Engine {
             Ok((users, _)) => with_email_matches(only, users, &target.users),
             Err(_) => with_email_matches(only, &[], &target.users),
         });
+        let plan_start = std::time::Instant::now();
         let mut plan = self.plan_with(desired, &target, opts, now)?;
+        drop(target);
+        tracing::debug!(
+            elapsed_ms = plan_start.elapsed().as_millis() as u64,
+            "planned"
+        );
         if let Some(only) = &only {
             restrict(&mut plan, only);
         }
@@ -407,7 +342,9 @@ impl Engine {
                 stop,
             )
             .await;
+            tracing::debug!("applied");
             self.record_grace(&plan, now)?;
+            tracing::debug!("grace counters recorded");
             Some(report)
         } else {
             None
@@ -525,18 +462,132 @@ impl Engine {
     }
 }
 
+/// Evaluates the mapping over a snapshot: one compact desired user per entry (evaluated one at
+/// a time, so the evaluations are never all held) and the desired groups with members as
+/// correlation keys.
+fn desired_from(
+    mapping: &Mapping,
+    snap: &Arc<Snapshot>,
+    now: DateTime<Utc>,
+) -> Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String> {
+    let prepared = match mapping.prepare(snap, now) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(format!(
+                "the mapping cannot be applied to this snapshot: {e}"
+            ))
+        }
+    };
+    let mut users = Vec::with_capacity(snap.users.len());
+    // Entry id -> correlation key (externalId), for group members.
+    let mut key_of: HashMap<String, String> = HashMap::new();
+    // Every user of a mapping has the same attributes and policies: one shared map.
+    let mut shared: Option<(Signature, Arc<Policies>)> = None;
+    // One evaluation at a time: only the compact desired user is kept.
+    for r in prepared.evaluate_iter() {
+        match r {
+            Ok(ev) => {
+                let key = ev
+                    .user
+                    .as_ref()
+                    .map(|u| u.external_id.clone())
+                    .unwrap_or_else(|| ev.source_id.clone());
+                key_of.insert(ev.source_id.clone(), key.clone());
+                let state = match (&ev.user, ev.desired) {
+                    (Some(u), true) => {
+                        let same = shared.as_ref().is_some_and(|(sig, _)| {
+                            sig.len() == u.attributes.len()
+                                && sig
+                                    .iter()
+                                    .zip(&u.attributes)
+                                    .all(|((t, p), a)| *t == a.target && *p == a.apply)
+                        });
+                        if !same {
+                            shared = Some((
+                                u.attributes.iter().map(|a| (a.target, a.apply)).collect(),
+                                Arc::new(policies_of(u)),
+                            ));
+                        }
+                        let policies = shared
+                            .as_ref()
+                            .map(|(_, p)| p.clone())
+                            .unwrap_or_else(|| Arc::new(policies_of(u)));
+                        let mut user = u.scim();
+                        if let Some(m) = u.manager_external_id() {
+                            user[MANAGER_HINT] = Value::String(m.to_string());
+                        }
+                        Desired::Wanted {
+                            user: JsonText::new(&user),
+                            policies,
+                        }
+                    }
+                    (None, true) => Desired::Failed {
+                        error: ev
+                            .user_error
+                            .clone()
+                            .unwrap_or_else(|| "the mapping produced no user".into()),
+                    },
+                    (_, false) => Desired::NotWanted {
+                        reason: if ev.disabled && ev.in_scope {
+                            "disabled in the source".to_string()
+                        } else {
+                            format!("out of scope ({})", ev.decided_by.text)
+                        },
+                    },
+                };
+                users.push(DesiredUser {
+                    source_id: key,
+                    locator: ev.locator.clone(),
+                    state,
+                });
+            }
+            Err(crate::mapping::MappingError::Eval(e)) => {
+                key_of.insert(e.id.clone(), e.id.clone());
+                users.push(DesiredUser {
+                    source_id: e.id.clone(),
+                    locator: e.locator.clone(),
+                    state: Desired::Failed {
+                        error: e.to_string(),
+                    },
+                });
+            }
+            Err(e) => return Err(format!("the mapping failed: {e}")),
+        }
+    }
+    let mut groups = Vec::new();
+    if mapping.manages_groups() {
+        let ge = prepared.groups();
+        for e in &ge.errors {
+            tracing::warn!(error = %e, "group skipped");
+        }
+        for g in ge.groups {
+            groups.push(DesiredGroup {
+                source_id: g.source_id,
+                locator: g.locator,
+                display_name: g.display_name,
+                members: g
+                    .member_source_ids
+                    .iter()
+                    .filter_map(|m| key_of.get(m).cloned())
+                    .collect(),
+            });
+        }
+    }
+    Ok((users, groups))
+}
+
 /// Sets `manager.value` from the manager's externalId: the Ironclad id of the linked (or
 /// externalId-carrying) manager. A manager not in Ironclad yet is left out of this run's
 /// comparison; for a joiner, apply resolves it when the manager's own create has landed (the
 /// `__manager_external_id` hint is never sent).
 fn resolve_managers(
     desired: &mut [DesiredUser],
-    users: &[Value],
+    users: &[IroncladUser],
     links: &BTreeMap<String, String>,
 ) {
     let by_ext: HashMap<&str, &str> = users
         .iter()
-        .filter_map(|u| Some((u.get("externalId")?.as_str()?, u.get("id")?.as_str()?)))
+        .filter_map(|u| Some((u.external_id.as_deref()?, &*u.id)))
         .collect();
     const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
     let path = format!("{ENT}:manager");
@@ -544,7 +595,12 @@ fn resolve_managers(
         let Desired::Wanted { user, policies } = &mut d.state else {
             continue;
         };
-        let Some(obj) = user.as_object_mut() else {
+        // Only users carrying the hint are parsed (and written back).
+        if !user.as_str().contains(MANAGER_HINT) {
+            continue;
+        }
+        let mut tree = user.parse();
+        let Some(obj) = tree.as_object_mut() else {
             continue;
         };
         let Some(Value::String(m)) = obj.get(MANAGER_HINT).cloned() else {
@@ -566,10 +622,34 @@ fn resolve_managers(
                 if let Some(ent) = obj.get_mut(ENT).and_then(Value::as_object_mut) {
                     ent.remove("manager");
                 }
-                policies.remove(&path);
+                if policies.contains_key(&path) {
+                    Arc::make_mut(policies).remove(&path);
+                }
             }
         }
+        *user = JsonText::new(&tree);
     }
+}
+
+/// Apply policy per managed attribute path.
+type Policies = BTreeMap<String, super::ApplyPolicy>;
+
+/// The managed attributes of a desired user and how each is applied, in order.
+type Signature = Vec<(crate::mapping::Target, Apply)>;
+
+/// The policy of each managed attribute of a desired user, by SCIM path.
+fn policies_of(u: &crate::mapping::DesiredUser) -> BTreeMap<String, super::ApplyPolicy> {
+    u.attributes
+        .iter()
+        .map(|a| {
+            let p = match a.apply {
+                Apply::Always => super::ApplyPolicy::Always,
+                Apply::OnCreate => super::ApplyPolicy::OnCreate,
+                Apply::IfEmpty => super::ApplyPolicy::IfEmpty,
+            };
+            (a.target.scim_path(), p)
+        })
+        .collect()
 }
 
 /// The key carrying a joiner's manager (as a correlation key) from the plan to apply.
@@ -581,35 +661,23 @@ pub const MANAGER_HINT: &str = "__manager_external_id";
 pub fn with_email_matches(
     only: &BTreeSet<String>,
     desired: &[DesiredUser],
-    ironclad: &[Value],
+    ironclad: &[IroncladUser],
 ) -> BTreeSet<String> {
     let named: BTreeSet<String> = only.iter().map(|s| s.trim().to_lowercase()).collect();
-    let has_named_email = |u: &Value| {
-        u.get("emails")
-            .and_then(Value::as_array)
-            .is_some_and(|emails| {
-                emails.iter().any(|e| {
-                    e.get("value")
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| named.contains(&v.trim().to_lowercase()))
-                })
-            })
-    };
+    let is_named = |e: &str| named.contains(&e.trim().to_lowercase());
     let mut out = only.clone();
     for d in desired {
         if let Desired::Wanted { user, .. } = &d.state {
-            if has_named_email(user) {
+            if user.emails().iter().any(|e| is_named(e)) {
                 out.insert(d.source_id.clone());
             }
         }
     }
     for u in ironclad {
-        if has_named_email(u) {
-            if let Some(id) = u.get("id").and_then(Value::as_str) {
-                out.insert(id.to_string());
-            }
-            if let Some(n) = u.get("userName").and_then(Value::as_str) {
-                out.insert(n.to_string());
+        if u.emails.iter().any(|e| is_named(e)) {
+            out.insert(u.id.to_string());
+            if !u.user_name.is_empty() {
+                out.insert(u.user_name.to_string());
             }
         }
     }
@@ -666,21 +734,25 @@ mod tests {
             source_id: id.into(),
             locator: format!("uid={id},dc=example"),
             state: Desired::Wanted {
-                user: json!({"userName": format!("{id}@corp"), "emails": [{"value": mail}]}),
-                policies: BTreeMap::new(),
+                user: json!({"userName": format!("{id}@corp"), "emails": [{"value": mail}]}).into(),
+                policies: Default::default(),
             },
         };
         let desired = vec![
             wanted("s1", "Ann.Lee@Example.com"),
             wanted("s2", "bo@example.com"),
         ];
-        let ironclad = vec![
+        let ironclad = [
             json!({"id": "ic9", "userName": "gone@corp", "emails": [{"value": "left@example.com"}]}),
             json!({"id": "ic2", "userName": "s2@corp", "emails": [{"value": "bo@example.com"}]}),
         ];
         let only: BTreeSet<String> = ["ann.lee@example.com", "LEFT@example.com"]
             .iter()
             .map(|s| s.to_string())
+            .collect();
+        let ironclad: Vec<IroncladUser> = ironclad
+            .iter()
+            .filter_map(IroncladUser::from_value)
             .collect();
         let got = with_email_matches(&only, &desired, &ironclad);
         assert!(got.contains("s1"), "{got:?}");

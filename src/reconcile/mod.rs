@@ -3,9 +3,10 @@
 //! clock passed in), so a dry run is exactly the plan `apply` would execute and every
 //! joiner/mover/leaver case is a fast unit test.
 //!
-//! Layout: [`attrs`] (attribute paths and normalised comparison), [`plan`] (the pure planner and
-//! its safety rules), [`engine`] (one run: read, plan, apply, record), [`apply`] (the writes, in
-//! phases, audited), [`progress`] (bars on a terminal, structured progress lines otherwise).
+//! Layout: [`attrs`] (attribute paths and normalised comparison), [`users`] (the compact forms
+//! of desired and Ironclad users a run keeps), [`plan`] (the pure planner and its safety
+//! rules), [`engine`] (one run: read, plan, apply, record), [`apply`] (the writes, in phases,
+//! audited), [`progress`] (bars on a terminal, structured progress lines otherwise).
 //! What does not live here: the sources, the Ironclad client, the reports.
 
 pub mod apply;
@@ -13,6 +14,7 @@ pub mod attrs;
 pub mod engine;
 pub mod plan;
 pub mod progress;
+pub mod users;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -48,10 +50,11 @@ pub struct DesiredUser {
 pub enum Desired {
     /// Should exist in Ironclad with these managed attributes.
     Wanted {
-        /// The desired SCIM user (managed attributes only, `externalId` included).
-        user: Value,
-        /// Apply policy per managed attribute path present in `user`.
-        policies: BTreeMap<String, ApplyPolicy>,
+        /// The desired SCIM user (managed attributes only, `externalId` included), as compact
+        /// JSON text: the planner reads it one user at a time.
+        user: users::JsonText,
+        /// Apply policy per managed attribute path (shared by every user of a mapping).
+        policies: std::sync::Arc<BTreeMap<String, ApplyPolicy>>,
     },
     /// Should not be in Ironclad (out of scope, disabled).
     NotWanted {
@@ -137,7 +140,7 @@ pub struct PlanInput<'a> {
     /// Groups the mapping selected (empty when groups are not managed).
     pub desired_groups: &'a [DesiredGroup],
     /// Every Ironclad user as read.
-    pub ironclad_users: &'a [Value],
+    pub ironclad_users: &'a [users::IroncladUser],
     /// Every Ironclad group as read.
     pub ironclad_groups: &'a [Value],
     /// Links from the state store: source id -> Ironclad id (users).

@@ -7,6 +7,7 @@
 //! What does not live here: I/O of any kind (reading, writing, the clock), and rendering.
 
 use super::attrs;
+use super::users::IroncladUser;
 use super::{
     ApplyPolicy, AttrChange, Desired, DesiredUser, GroupAction, GroupPlan, Plan, PlanInput,
     PlanPolicy, SkipReason, UserAction, UserPlan,
@@ -18,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Indexes of the Ironclad snapshot.
 struct Target<'a> {
-    by_id: HashMap<&'a str, &'a Value>,
+    by_id: HashMap<&'a str, &'a IroncladUser>,
     by_user_name: HashMap<String, &'a str>,
     by_email: HashMap<String, &'a str>,
     by_external_id: HashMap<&'a str, &'a str>,
@@ -36,19 +37,14 @@ fn version(v: &Value) -> Option<String> {
 }
 
 fn emails_of(v: &Value) -> Vec<String> {
-    v.get("emails")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| s(e, "value"))
-                .map(|e| e.trim().to_lowercase())
-                .collect()
-        })
-        .unwrap_or_default()
+    super::users::emails_of(v)
+        .into_iter()
+        .map(|e| e.trim().to_lowercase())
+        .collect()
 }
 
 impl<'a> Target<'a> {
-    fn new(users: &'a [Value]) -> Self {
+    fn new(users: &'a [IroncladUser]) -> Self {
         let mut t = Target {
             by_id: HashMap::with_capacity(users.len()),
             by_user_name: HashMap::with_capacity(users.len()),
@@ -56,15 +52,15 @@ impl<'a> Target<'a> {
             by_external_id: HashMap::with_capacity(users.len()),
         };
         for u in users {
-            let Some(id) = s(u, "id") else { continue };
+            let id = &*u.id;
             t.by_id.insert(id, u);
-            if let Some(n) = s(u, "userName") {
-                t.by_user_name.insert(n.trim().to_lowercase(), id);
+            if !u.user_name.is_empty() {
+                t.by_user_name.insert(u.user_name.trim().to_lowercase(), id);
             }
-            for e in emails_of(u) {
-                t.by_email.entry(e).or_insert(id);
+            for e in u.emails.iter() {
+                t.by_email.entry(e.trim().to_lowercase()).or_insert(id);
             }
-            if let Some(x) = s(u, "externalId").filter(|x| !x.is_empty()) {
+            if let Some(x) = u.external_id.as_deref() {
                 t.by_external_id.insert(x, id);
             }
         }
@@ -122,19 +118,20 @@ fn diff(
     current: &Value,
 ) -> Vec<AttrChange> {
     let mut out = Vec::new();
+    let empty = |v: Option<&Value>| v.is_none_or(attrs::is_empty);
     for (path, policy) in policies {
-        let want = attrs::get(desired, path);
-        let have = attrs::get(current, path);
+        let want = attrs::get_ref(desired, path);
+        let have = attrs::get_ref(current, path);
         let write = match policy {
             ApplyPolicy::OnCreate => false,
-            ApplyPolicy::IfEmpty => attrs::is_empty(&have) && !attrs::is_empty(&want),
-            ApplyPolicy::Always => !attrs::same(path, &want, &have),
+            ApplyPolicy::IfEmpty => empty(have) && !empty(want),
+            ApplyPolicy::Always => !attrs::same_opt(path, want, have),
         };
         if write {
             out.push(AttrChange {
                 path: path.clone(),
-                before: have,
-                after: want,
+                before: have.cloned().unwrap_or(Value::Null),
+                after: want.cloned().unwrap_or(Value::Null),
             });
         }
     }
@@ -168,7 +165,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut wanted_names: HashMap<String, usize> = HashMap::new();
     for d in desired {
         if let Desired::Wanted { user, .. } = &d.state {
-            if let Some(n) = s(user, "userName") {
+            if let Some(n) = user.top_str("userName") {
                 *wanted_names.entry(n.trim().to_lowercase()).or_default() += 1;
             }
         }
@@ -185,17 +182,17 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if let Some(id) = linked {
             accounted.insert(id);
         }
-        let current = linked.and_then(|id| target.by_id.get(id).copied());
+        let listed = linked.and_then(|id| target.by_id.get(id).copied());
+        // The one tree of this user the planner holds; dropped at the end of the iteration.
+        let current_tree = listed.map(IroncladUser::value);
+        let current = current_tree.as_ref();
         let mut line = UserPlan {
             source_id: Some(d.source_id.clone()),
             locator: Some(d.locator.clone()),
-            user_name: current
-                .and_then(|c| s(c, "userName"))
-                .unwrap_or_default()
-                .to_string(),
+            user_name: listed.map(|c| c.user_name.to_string()).unwrap_or_default(),
             ironclad_id: linked.map(str::to_string),
             action: UserAction::Noop,
-            seen_version: current.and_then(version),
+            seen_version: listed.and_then(|c| c.version.as_deref().map(str::to_string)),
             // Filled below only where apply needs it (a copy per user of what Ironclad holds
             // would double the memory of a large no-op run).
             seen: None,
@@ -237,6 +234,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 }
             },
             Desired::Wanted { user, policies } => {
+                let user = &user.parse();
                 let want_name = s(user, "userName").unwrap_or_default().trim().to_string();
                 line.user_name = want_name.clone();
                 line.action = wanted_action(
@@ -273,21 +271,21 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .map(|(src, id)| (id.as_str(), src.as_str()))
         .collect();
     for u in input.ironclad_users {
-        let Some(id) = s(u, "id") else { continue };
+        let id = &*u.id;
         if accounted.contains(id) || !linked_ids.contains(id) {
             continue;
         }
         users.push(UserPlan {
             source_id: link_by_id.get(id).map(|x| x.to_string()),
             locator: None,
-            user_name: s(u, "userName").unwrap_or_default().to_string(),
+            user_name: u.user_name.to_string(),
             ironclad_id: Some(id.to_string()),
             action: UserAction::Remove {
                 how: policy.remove,
                 reason: "no longer in the source".to_string(),
             },
-            seen_version: version(u),
-            seen: Some(u.clone()),
+            seen_version: u.version.as_deref().map(str::to_string),
+            seen: Some(u.value()),
             held_action: None,
         });
     }
@@ -418,11 +416,12 @@ fn wanted_action(
         }
     }
     if let Some((id, matched_by)) = found {
-        let Some(cur) = target.by_id.get(id).copied() else {
+        let Some(cur) = target.by_id.get(id).map(|u| u.value()) else {
             return UserAction::Conflict {
                 reason: format!("Ironclad user {id} vanished while planning"),
             };
         };
+        let cur = &cur;
         let cur_name = s(cur, "userName").unwrap_or_default();
         if let Some(p) = protected.matches(cur_name) {
             return UserAction::Skip {
@@ -547,10 +546,16 @@ fn apply_removal_rules(
         }
         candidates.push(i);
     }
+    let source_ids: HashSet<&str> = input
+        .desired
+        .into_iter()
+        .flatten()
+        .map(|d| d.source_id.as_str())
+        .collect();
     let managed = target
         .by_id
         .keys()
-        .filter(|id| linked_ids.contains(*id) || is_ext_managed(input, target, id))
+        .filter(|id| linked_ids.contains(*id) || is_ext_managed(&source_ids, target, id))
         .count();
     let n = candidates.len();
     let pct = if managed == 0 {
@@ -578,14 +583,12 @@ fn apply_removal_rules(
     }
 }
 
-fn is_ext_managed(input: &PlanInput<'_>, target: &Target<'_>, id: &str) -> bool {
-    let Some(desired) = input.desired else {
-        return false;
-    };
-    let Some(u) = target.by_id.get(id) else {
-        return false;
-    };
-    s(u, "externalId").is_some_and(|x| desired.iter().any(|d| d.source_id == x))
+fn is_ext_managed(source_ids: &HashSet<&str>, target: &Target<'_>, id: &str) -> bool {
+    target
+        .by_id
+        .get(id)
+        .and_then(|u| u.external_id.as_deref())
+        .is_some_and(|x| source_ids.contains(x))
 }
 
 fn plan_groups(input: &PlanInput<'_>, users: &[UserPlan]) -> Vec<GroupPlan> {
@@ -776,12 +779,8 @@ fn finish(
     mut groups: Vec<GroupPlan>,
     notes: Vec<String>,
 ) -> Plan {
-    users.sort_by(|a, b| {
-        a.user_name
-            .to_lowercase()
-            .cmp(&b.user_name.to_lowercase())
-            .then_with(|| a.source_id.cmp(&b.source_id))
-    });
+    // One lower-cased key per line, not two per comparison.
+    users.sort_by_cached_key(|u| (u.user_name.to_lowercase(), u.source_id.clone()));
     groups.sort_by(|a, b| {
         a.display_name
             .to_lowercase()
@@ -871,8 +870,9 @@ mod tests {
                     "userName": mail, "name": {"givenName": "G", "familyName": "F"}, "title": title,
                     DEPT.rsplit_once(':').unwrap().0: {"department": "Legal"},
                     "emails": [{"value": mail, "type": "work", "primary": true}],
-                }),
-                policies: policies(),
+                })
+                .into(),
+                policies: policies().into(),
             },
         }
     }
@@ -927,10 +927,15 @@ mod tests {
             let gl = BTreeMap::new();
             let q = BTreeMap::new();
             let g = BTreeMap::new();
+            let ic_users: Vec<IroncladUser> = self
+                .ic_users
+                .iter()
+                .filter_map(IroncladUser::from_value)
+                .collect();
             plan(&PlanInput {
                 desired: self.desired.as_deref(),
                 desired_groups: &self.groups,
-                ironclad_users: &self.ic_users,
+                ironclad_users: &ic_users,
                 ironclad_groups: &self.ic_groups,
                 user_links: &self.links,
                 group_links: &gl,
@@ -1206,6 +1211,7 @@ mod tests {
         let mut c = Case::new();
         let mut d = want("s1", "ann@example.com", "Counsel");
         if let Desired::Wanted { policies, .. } = &mut d.state {
+            let policies = std::sync::Arc::make_mut(policies);
             policies.insert("title".into(), ApplyPolicy::OnCreate);
             policies.insert(DEPT.into(), ApplyPolicy::IfEmpty);
         }

@@ -27,13 +27,15 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         .iter()
         .map(|p| (p.to_string(), ApplyPolicy::Always))
         .collect();
-    let want = |src: &str, mail: &str, title: &str| DesiredUser {
+    let want = |src: &str, mail: &str, title: &str| {
+        DesiredUser {
         source_id: src.into(),
         locator: format!("uid={src},ou=people,dc=example,dc=test"),
         state: Desired::Wanted {
-            user: json!({"userName": mail, "title": title, "name": {"givenName": "A", "familyName": "B"}}),
-            policies: policies.clone(),
+            user: json!({"userName": mail, "title": title, "name": {"givenName": "A", "familyName": "B"}}).into(),
+            policies: policies.clone().into(),
         },
+    }
     };
     let desired = vec![
         want("s1", "new1@example.com", "x"),
@@ -49,7 +51,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         },
     ];
     let ic = |id: &str, src: &str, mail: &str, title: &str| json!({"id": id, "externalId": src, "userName": mail, "title": title});
-    let users = vec![
+    let users = [
         ic("i3", "s3", "mover@example.com", "Old"),
         ic("i4", "s4", "same@example.com", "Same"),
         ic("i5", "s5", "leaver@example.com", "x"),
@@ -76,7 +78,10 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
     plan(&PlanInput {
         desired: Some(&desired),
         desired_groups: &[],
-        ironclad_users: &users,
+        ironclad_users: &users
+            .iter()
+            .filter_map(ironbridge::reconcile::users::IroncladUser::from_value)
+            .collect::<Vec<_>>(),
         ironclad_groups: &[],
         user_links: &links,
         group_links: &empty,
