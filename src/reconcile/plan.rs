@@ -142,8 +142,36 @@ fn has(granted: &BTreeSet<String>, scope: &str) -> bool {
     granted.contains(scope)
 }
 
+/// Entries below which planning stays on one thread.
+const PARALLEL_FROM: usize = 4096;
+
+/// `f` over `items`, results in the items' order: on up to four threads for large inputs.
+fn map_in_order<'a, T: Sync, R: Send>(items: &'a [T], f: &(dyn Fn(&'a T) -> R + Sync)) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get().min(4))
+        .unwrap_or(1);
+    if threads < 2 || items.len() < PARALLEL_FROM {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
 /// Plans one reconciliation. Pure: the same input always gives the same plan.
-pub fn plan(input: &PlanInput<'_>) -> Plan {
+pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
     let policy = input.policy;
     let target = Target::new(input.ironclad_users);
     let protected = Protected::new(&policy.protected, input.protected_fn);
@@ -172,16 +200,16 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
     let source_ids: HashSet<&str> = desired.iter().map(|d| d.source_id.as_str()).collect();
 
-    for d in desired {
+    // One line per entry. Each line depends only on its entry and the indexes, so large runs
+    // plan in chunks on several threads; the lines keep the entries' order.
+    let plan_one = |d: &'a DesiredUser| -> (UserPlan, [Option<&'a str>; 2]) {
         let linked = input
             .user_links
             .get(&d.source_id)
             .map(String::as_str)
             .filter(|id| target.by_id.contains_key(id))
             .or_else(|| target.by_external_id.get(d.source_id.as_str()).copied());
-        if let Some(id) = linked {
-            accounted.insert(id);
-        }
+        let mut ids = [linked, None];
         let listed = linked.and_then(|id| target.by_id.get(id).copied());
         // The one tree of this user the planner holds; dropped at the end of the iteration.
         let current_tree = listed.map(IroncladUser::value);
@@ -207,8 +235,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 reason: SkipReason::Quarantined { until: *until },
             };
             line.seen = current.cloned();
-            users.push(line);
-            continue;
+            return (line, ids);
         }
         match &d.state {
             Desired::Failed { error } => {
@@ -250,9 +277,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     &mut line,
                 );
                 if let (UserAction::Adopt { .. }, Some(id)) = (&line.action, &line.ironclad_id) {
-                    if let Some(id) = target.by_id.keys().find(|k| **k == id.as_str()) {
-                        accounted.insert(id);
-                    }
+                    ids[1] = target.by_id.get_key_value(id.as_str()).map(|(k, _)| *k);
                 }
             }
         }
@@ -261,6 +286,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if line.seen.is_none() && current.is_some() && !linked_noop {
             line.seen = current.cloned();
         }
+        (line, ids)
+    };
+    for (line, ids) in map_in_order(desired, &plan_one) {
+        accounted.extend(ids.into_iter().flatten());
         users.push(line);
     }
 
