@@ -179,15 +179,13 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> (u16, Durati
     (status, t.elapsed())
 }
 
+/// GETs `url` and decodes its JSON body.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn sim_titles(client: &reqwest::Client, base: &str) -> HashMap<String, String> {
-    let v: Value = client
-        .get(format!("{base}/_sim/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(client, format!("{base}/_sim/state")).await;
     v["users"]
         .as_array()
         .unwrap()
@@ -332,14 +330,8 @@ async fn latency(per_sec: u64, secs: u64, debounce_ms: u64, unpaced: bool) {
         ms(pct(&took, 0.5)),
         ms(*took.last().unwrap_or(&Duration::ZERO))
     );
-    let log: Vec<serde_json::Value> = client
-        .get(format!("{}/_sim/requests", env.sim))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = get_json(&client, format!("{}/_sim/requests", env.sim)).await;
+    let log = log.as_array().map(Vec::as_slice).unwrap_or_default();
     let scim = log
         .iter()
         .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/scim/")))

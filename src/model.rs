@@ -124,19 +124,21 @@ impl Attributes {
             items: Vec::with_capacity(n),
         }
     }
+    /// Where `name` is, or where it would be inserted.
     fn find(&self, name: &str) -> Result<usize, usize> {
-        // Entries have a few dozen attributes at most: a scan that compares lengths first
-        // finds a name faster than a binary search comparing case-insensitively at each step.
-        if self.items.len() <= 32 {
-            let hit = self
-                .items
-                .iter()
-                .position(|a| a.name.len() == name.len() && a.name.eq_ignore_ascii_case(name));
-            if let Some(i) = hit {
-                return Ok(i);
-            }
-        }
         self.items.binary_search_by(|a| cmp_ci(&a.name, name))
+    }
+    /// Where `name` is, for lookups. Entries have a few dozen attributes at most: a scan that
+    /// compares lengths first finds a name (or its absence) faster than a binary search
+    /// comparing case-insensitively at each step.
+    fn position(&self, name: &str) -> Option<usize> {
+        if self.items.len() <= 32 {
+            self.items
+                .iter()
+                .position(|a| a.name.len() == name.len() && a.name.eq_ignore_ascii_case(name))
+        } else {
+            self.find(name).ok()
+        }
     }
     /// Appends a value to an attribute (created if absent).
     pub fn push(&mut self, name: &str, value: impl Into<Value>) {
@@ -168,9 +170,9 @@ impl Attributes {
     }
     /// All values of an attribute (empty if absent).
     pub fn get(&self, name: &str) -> &[Value] {
-        match self.find(name) {
-            Ok(i) => &self.items[i].values,
-            Err(_) => &[],
+        match self.position(name) {
+            Some(i) => &self.items[i].values,
+            None => &[],
         }
     }
     /// The values of an attribute, mutable (None if absent).

@@ -184,13 +184,7 @@ impl RunLock {
     const STALE_SECS: i64 = 120;
 
     fn take(store: std::sync::Arc<crate::store::Store>) -> anyhow::Result<RunLock> {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "ironbridge".into());
-        let holder = format!("{host}:{}:cli", std::process::id());
+        let holder = crate::store::lock_holder("cli");
         let now = chrono::Utc::now();
         let stale = chrono::Duration::seconds(Self::STALE_SECS);
         if let Err(e) = store.try_lock(&holder, now, stale) {
@@ -198,12 +192,7 @@ impl RunLock {
             // lock is taken over at once instead of after the stale period.
             let dead = match &e {
                 crate::store::StoreError::Locked { holder: other, .. } => {
-                    let mut parts = other.split(':');
-                    parts.next() == Some(host.as_str())
-                        && parts
-                            .next()
-                            .and_then(|p| p.parse::<u32>().ok())
-                            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+                    crate::store::holder_is_dead(other)
                 }
                 _ => false,
             };
@@ -223,15 +212,7 @@ impl RunLock {
                 );
             }
         }
-        let (s, h) = (store.clone(), holder.clone());
-        let beat = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(20)).await;
-                if let Err(e) = s.heartbeat(&h, chrono::Utc::now()) {
-                    tracing::warn!(error = %e, "cannot refresh the run lock");
-                }
-            }
-        });
+        let beat = store.spawn_heartbeat(holder.clone(), std::time::Duration::from_secs(20));
         Ok(RunLock {
             store,
             holder,

@@ -481,8 +481,15 @@ fn desired_from(
     let mut users = Vec::with_capacity(snap.users.len());
     // Entry id -> correlation key (externalId), for group members.
     let mut key_of: HashMap<String, String> = HashMap::new();
-    // Every user of a mapping has the same attributes and policies: one shared map.
-    let mut shared: Option<(Signature, Arc<Policies>)> = None;
+    // Every desired user carries each managed attribute of the mapping, in order: one policy
+    // map, shared by all of them.
+    let policies: Arc<BTreeMap<String, super::ApplyPolicy>> = Arc::new(
+        mapping
+            .managed_attributes()
+            .iter()
+            .map(|a| (a.target.scim_path(), policy_of(a.apply)))
+            .collect(),
+    );
     // One evaluation at a time: only the compact desired user is kept.
     for r in prepared.evaluate_iter() {
         match r {
@@ -495,30 +502,13 @@ fn desired_from(
                 key_of.insert(ev.source_id.clone(), key.clone());
                 let state = match (&ev.user, ev.desired) {
                     (Some(u), true) => {
-                        let same = shared.as_ref().is_some_and(|(sig, _)| {
-                            sig.len() == u.attributes.len()
-                                && sig
-                                    .iter()
-                                    .zip(&u.attributes)
-                                    .all(|((t, p), a)| *t == a.target && *p == a.apply)
-                        });
-                        if !same {
-                            shared = Some((
-                                u.attributes.iter().map(|a| (a.target, a.apply)).collect(),
-                                Arc::new(policies_of(u)),
-                            ));
-                        }
-                        let policies = shared
-                            .as_ref()
-                            .map(|(_, p)| p.clone())
-                            .unwrap_or_else(|| Arc::new(policies_of(u)));
                         let mut user = u.scim();
                         if let Some(m) = u.manager_external_id() {
                             user[MANAGER_HINT] = Value::String(m.to_string());
                         }
                         Desired::Wanted {
                             user: JsonText::new(&user),
-                            policies,
+                            policies: policies.clone(),
                         }
                     }
                     (None, true) => Desired::Failed {
@@ -631,25 +621,13 @@ fn resolve_managers(
     }
 }
 
-/// Apply policy per managed attribute path.
-type Policies = BTreeMap<String, super::ApplyPolicy>;
-
-/// The managed attributes of a desired user and how each is applied, in order.
-type Signature = Vec<(crate::mapping::Target, Apply)>;
-
-/// The policy of each managed attribute of a desired user, by SCIM path.
-fn policies_of(u: &crate::mapping::DesiredUser) -> BTreeMap<String, super::ApplyPolicy> {
-    u.attributes
-        .iter()
-        .map(|a| {
-            let p = match a.apply {
-                Apply::Always => super::ApplyPolicy::Always,
-                Apply::OnCreate => super::ApplyPolicy::OnCreate,
-                Apply::IfEmpty => super::ApplyPolicy::IfEmpty,
-            };
-            (a.target.scim_path(), p)
-        })
-        .collect()
+/// The planner's form of a mapping attribute's apply policy.
+fn policy_of(apply: Apply) -> super::ApplyPolicy {
+    match apply {
+        Apply::Always => super::ApplyPolicy::Always,
+        Apply::OnCreate => super::ApplyPolicy::OnCreate,
+        Apply::IfEmpty => super::ApplyPolicy::IfEmpty,
+    }
 }
 
 /// The key carrying a joiner's manager (as a correlation key) from the plan to apply.

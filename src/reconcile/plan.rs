@@ -214,6 +214,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         // The one tree of this user the planner holds; dropped at the end of the iteration.
         let current_tree = listed.map(IroncladUser::value);
         let current = current_tree.as_ref();
+        // Where apply needs it, the line keeps this tree (moved, not copied).
         let mut line = UserPlan {
             source_id: Some(d.source_id.clone()),
             locator: Some(d.locator.clone()),
@@ -234,7 +235,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             line.action = UserAction::Skip {
                 reason: SkipReason::Quarantined { until: *until },
             };
-            line.seen = current.cloned();
+            line.seen = current_tree;
             return (line, ids);
         }
         match &d.state {
@@ -283,8 +284,8 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         }
         let linked_noop =
             matches!(line.action, UserAction::Noop) && input.user_links.contains_key(&d.source_id);
-        if line.seen.is_none() && current.is_some() && !linked_noop {
-            line.seen = current.cloned();
+        if line.seen.is_none() && !linked_noop {
+            line.seen = current_tree;
         }
         (line, ids)
     };

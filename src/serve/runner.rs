@@ -203,7 +203,6 @@ impl Runner {
         metrics: Arc<Metrics>,
         settings: RunnerSettings,
     ) -> Arc<Runner> {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ironbridge".into());
         Arc::new(Runner {
             exec,
             store,
@@ -211,11 +210,7 @@ impl Runner {
             settings,
             state: Mutex::new(State::default()),
             notify: Notify::new(),
-            holder: format!(
-                "{host}:{}:{}",
-                std::process::id(),
-                &uuid::Uuid::new_v4().to_string()[..8]
-            ),
+            holder: crate::store::lock_holder(&uuid::Uuid::new_v4().to_string()[..8]),
             waiting_for_lock: AtomicBool::new(false),
         })
     }
@@ -479,19 +474,10 @@ impl Runner {
         };
         tracing::info!(run_id = %id, trigger = %spec.trigger, apply = opts.apply, targeted = opts.only.as_ref().map(|o| o.len()), "run starting");
         let stop = AtomicBool::new(false);
-        let heartbeat = {
-            let store = self.store.clone();
-            let holder = self.holder.clone();
-            let every = (self.settings.lock_stale / 4).max(Duration::from_secs(1));
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if let Err(e) = store.heartbeat(&holder, Utc::now()) {
-                        tracing::warn!(error = %e, "run lock heartbeat failed");
-                    }
-                }
-            })
-        };
+        let heartbeat = self.store.spawn_heartbeat(
+            self.holder.clone(),
+            (self.settings.lock_stale / 4).max(Duration::from_secs(1)),
+        );
         let fut = self.exec.execute(&id, &opts, &stop);
         tokio::pin!(fut);
         let mut stopping = false;

@@ -1,7 +1,8 @@
 //! The embedded state store: one SQLite file (WAL mode) holding what ironbridge must remember
 //! between runs: links (source id ↔ Ironclad id), run history with summaries, the audit log of
 //! every write (intent before sending, outcome after), quarantine of users that keep failing,
-//! grace counters for people missing from the source, and the single-instance run lock.
+//! grace counters for people missing from the source, and the single-instance run lock (with
+//! this process's holder name and the heartbeat that keeps a held lock fresh).
 //!
 //! Each step is its own transaction, so a process killed at any point (kill -9 included) leaves
 //! the file consistent: at worst an intent without its outcome, which the next run re-reads.
@@ -850,6 +851,51 @@ impl Store {
             .map(|_| ())
         })
     }
+
+    /// Refreshes `holder`'s heartbeat every `every` until the returned task is aborted (a
+    /// failed refresh is logged; the next one tries again). Needs a Tokio runtime.
+    pub fn spawn_heartbeat(
+        self: &std::sync::Arc<Self>,
+        holder: String,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = store.heartbeat(&holder, Utc::now()) {
+                    tracing::warn!(error = %e, "cannot refresh the run lock");
+                }
+            }
+        })
+    }
+}
+
+/// This host's name for run-lock holders: `$HOSTNAME`, else `/etc/hostname`, else
+/// `ironbridge`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ironbridge".into())
+}
+
+/// The run-lock holder name of this process: `host:pid:tag`.
+pub fn lock_holder(tag: &str) -> String {
+    format!("{}:{}:{tag}", host_name(), std::process::id())
+}
+
+/// Whether `holder` (a [`lock_holder`] name) belongs to a process on this host that no longer
+/// exists: its lock can be taken over at once instead of after the stale period.
+pub fn holder_is_dead(holder: &str) -> bool {
+    let mut parts = holder.split(':');
+    parts.next() == Some(host_name().as_str())
+        && parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 #[cfg(test)]
