@@ -67,7 +67,7 @@ fn snapshot(now: DateTime<Utc>) -> Snapshot {
         a.push("whenCreated", "20200101000000.0Z");
         a.set(
             "objectGUID",
-            vec![Value::Binary((i as u128).to_le_bytes().to_vec())],
+            vec![Value::binary((i as u128).to_le_bytes().to_vec())],
         );
         a.push("memberOf", "CN=Ironclad Users,OU=Groups,DC=example,DC=com");
         users.push(Entry {

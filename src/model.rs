@@ -7,10 +7,15 @@
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// One attribute value: text, or bytes that are not UTF-8 text (objectGUID, jpegPhoto).
+///
+/// Text up to 24 bytes is stored inline (no allocation): most directory values (names, mail
+/// addresses, flags, dates) are that short, and a snapshot holds millions of them.
 ///
 /// Serialized as a JSON string; binary values as `"base64:<standard base64>"`, and read back
 /// as binary from that form. A text value that itself starts with `base64:` is written in the
@@ -19,17 +24,20 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Value {
     /// A text value.
-    Text(String),
+    Text(CompactString),
     /// A binary value; its canonical text form is standard base64.
-    Binary(Vec<u8>),
+    Binary(Box<[u8]>),
 }
+
+/// The values of one attribute, in the order read; one value is kept inline.
+pub type Values = SmallVec<[Value; 1]>;
 
 impl Serialize for Value {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let bytes = match self {
             Value::Text(t) if !t.starts_with(BINARY_PREFIX) => return s.serialize_str(t),
             Value::Text(t) => t.as_bytes(),
-            Value::Binary(b) => b.as_slice(),
+            Value::Binary(b) => b,
         };
         s.serialize_str(&format!(
             "{BINARY_PREFIX}{}",
@@ -40,7 +48,7 @@ impl Serialize for Value {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = CompactString::deserialize(d)?;
         match s.strip_prefix(BINARY_PREFIX) {
             None => Ok(Value::Text(s)),
             Some(body) => {
@@ -49,7 +57,7 @@ impl<'de> Deserialize<'de> for Value {
                     .map_err(|e| {
                         serde::de::Error::custom(format!("`{BINARY_PREFIX}` value: {e}"))
                     })?;
-                Ok(Value::Binary(bytes))
+                Ok(Value::Binary(bytes.into()))
             }
         }
     }
@@ -59,10 +67,25 @@ impl<'de> Deserialize<'de> for Value {
 pub const BINARY_PREFIX: &str = "base64:";
 
 impl Value {
+    /// A text value (stored inline when short, reusing `s`'s buffer otherwise).
+    pub fn text(s: String) -> Self {
+        Value::Text(CompactString::from_string_buffer(s))
+    }
+    /// A binary value.
+    pub fn binary(b: impl Into<Box<[u8]>>) -> Self {
+        Value::Binary(b.into())
+    }
+    /// The text, if this is a text value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            Value::Binary(_) => None,
+        }
+    }
     /// The canonical text form: the text itself, or base64 of the bytes.
     pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Value::Text(s) => std::borrow::Cow::Borrowed(s),
+            Value::Text(s) => std::borrow::Cow::Borrowed(s.as_str()),
             Value::Binary(b) => {
                 std::borrow::Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b))
             }
@@ -72,11 +95,16 @@ impl Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
-        Value::Text(s.to_string())
+        Value::Text(CompactString::new(s))
     }
 }
 impl From<String> for Value {
     fn from(s: String) -> Self {
+        Value::text(s)
+    }
+}
+impl From<CompactString> for Value {
+    fn from(s: CompactString) -> Self {
         Value::Text(s)
     }
 }
@@ -84,6 +112,10 @@ impl From<String> for Value {
 /// Attributes with case-insensitive names (ASCII), kept in one vector sorted by lower-cased
 /// name: a lookup is a binary search comparing names case-insensitively, without allocating.
 /// The name as first seen is kept for display. Values keep their order as read.
+///
+/// Names and short values are stored inline and one value per attribute needs no vector of
+/// its own, so a typical attribute (a short name with one short value) costs 56 bytes and no
+/// allocation: this is most of a snapshot's memory.
 ///
 /// Serialized as a JSON object `{ "name": [values] }` (binary values as `"base64:..."`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,8 +125,8 @@ pub struct Attributes {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Attr {
-    name: Box<str>,
-    values: Vec<Value>,
+    name: CompactString,
+    values: Values,
 }
 
 /// Compares two attribute names as their ASCII-lower-cased forms would compare.
@@ -148,16 +180,16 @@ impl Attributes {
                 i,
                 Attr {
                     name: name.into(),
-                    values: vec![value.into()],
+                    values: smallvec::smallvec![value.into()],
                 },
             ),
         }
     }
     /// Replaces all values of an attribute (the display name becomes `name`).
-    pub fn set(&mut self, name: &str, values: Vec<Value>) {
+    pub fn set(&mut self, name: &str, values: impl Into<Values>) {
         let attr = Attr {
             name: name.into(),
-            values,
+            values: values.into(),
         };
         match self.find(name) {
             Ok(i) => self.items[i] = attr,
@@ -165,7 +197,7 @@ impl Attributes {
         }
     }
     /// Removes an attribute, returning its values.
-    pub fn remove(&mut self, name: &str) -> Option<Vec<Value>> {
+    pub fn remove(&mut self, name: &str) -> Option<Values> {
         self.find(name).ok().map(|i| self.items.remove(i).values)
     }
     /// All values of an attribute (empty if absent).
@@ -176,7 +208,7 @@ impl Attributes {
         }
     }
     /// The values of an attribute, mutable (None if absent).
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut Vec<Value>> {
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Values> {
         match self.find(name) {
             Ok(i) => Some(&mut self.items[i].values),
             Err(_) => None,
@@ -192,7 +224,9 @@ impl Attributes {
     }
     /// (display name, values) in lower-cased name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[Value])> {
-        self.items.iter().map(|a| (&*a.name, a.values.as_slice()))
+        self.items
+            .iter()
+            .map(|a| (a.name.as_str(), a.values.as_slice()))
     }
     /// Number of attributes.
     pub fn len(&self) -> usize {
@@ -209,7 +243,7 @@ impl Serialize for Attributes {
         use serde::ser::SerializeMap as _;
         let mut m = s.serialize_map(Some(self.items.len()))?;
         for a in &self.items {
-            m.serialize_entry(&*a.name, &a.values)?;
+            m.serialize_entry(a.name.as_str(), a.values.as_slice())?;
         }
         m.end()
     }
@@ -228,7 +262,7 @@ impl<'de> Deserialize<'de> for Attributes {
                 mut map: A,
             ) -> Result<Attributes, A::Error> {
                 let mut out = Attributes::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some((name, values)) = map.next_entry::<String, Vec<Value>>()? {
+                while let Some((name, values)) = map.next_entry::<CompactString, Values>()? {
                     match out.get_mut(&name) {
                         Some(v) => v.extend(values),
                         None => out.set(&name, values),
@@ -373,7 +407,7 @@ mod tests {
     #[test]
     fn attributes_serialize_as_an_object_and_read_back() {
         let mut a = Attributes::new();
-        a.push("objectGUID", Value::Binary(vec![0xff, 0, 7]));
+        a.push("objectGUID", Value::binary(vec![0xff, 0, 7]));
         a.push("cn", "Zoë");
         a.push("CN", "second");
         a.push("note", "base64:not really");
@@ -383,11 +417,11 @@ mod tests {
             r#"{"cn":["Zoë","second"],"note":["base64:YmFzZTY0Om5vdCByZWFsbHk="],"objectGUID":["base64:/wAH"]}"#
         );
         let back: Attributes = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.get("objectguid"), &[Value::Binary(vec![0xff, 0, 7])]);
+        assert_eq!(back.get("objectguid"), &[Value::binary(vec![0xff, 0, 7])]);
         assert_eq!(back.get("CN").len(), 2);
         assert_eq!(
             back.get("note"),
-            &[Value::Binary(b"base64:not really".to_vec())]
+            &[Value::binary(b"base64:not really".to_vec())]
         );
         let bad = serde_json::from_str::<Attributes>(r#"{"x":["base64:%%"]}"#).unwrap_err();
         assert!(bad.to_string().contains("base64:"), "{bad}");
@@ -403,14 +437,28 @@ mod tests {
         assert_eq!(names, ["cn", "givenName", "Mail", "memberOf", "sn", "uid"]);
         assert_eq!(a.first_text("MAIL").unwrap(), "Mail");
         assert!(a.has("GIVENNAME") && !a.has("given"));
-        assert_eq!(a.remove("MemberOf").unwrap(), vec![Value::from("memberOf")]);
+        assert_eq!(
+            a.remove("MemberOf").unwrap().as_slice(),
+            [Value::from("memberOf")]
+        );
         assert_eq!(a.len(), 5);
         a.set("SN", vec![]);
         assert!(!a.has("sn"));
     }
 
     #[test]
+    fn a_short_attribute_is_one_inline_record() {
+        assert_eq!(std::mem::size_of::<Value>(), 24);
+        assert_eq!(std::mem::size_of::<Attr>(), 56);
+        let mut a = Attributes::new();
+        a.push("sAMAccountName", "a-fairly-long-account-name-over-24-bytes");
+        a.push("cn", "Zoë");
+        assert_eq!(a.first_text("samaccountname").unwrap().len(), 40);
+        assert_eq!(a.first_text("CN").unwrap(), "Zoë");
+    }
+
+    #[test]
     fn binary_values_have_base64_text() {
-        assert_eq!(Value::Binary(vec![0, 1, 2]).as_text(), "AAEC");
+        assert_eq!(Value::binary(vec![0, 1, 2]).as_text(), "AAEC");
     }
 }

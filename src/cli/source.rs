@@ -28,11 +28,11 @@ fn redact(e: &mut Entry) {
     let names: Vec<String> = e
         .attrs
         .iter()
+        .filter(|(n, _)| REDACTED.iter().any(|r| r.eq_ignore_ascii_case(n)))
         .map(|(n, _)| n.to_string())
-        .filter(|n| REDACTED.contains(&n.to_ascii_lowercase().as_str()))
         .collect();
     for n in names {
-        e.attrs.set(&n, vec![Value::Text("***redacted***".into())]);
+        e.attrs.set(&n, vec![Value::from("***redacted***")]);
     }
 }
 
@@ -60,13 +60,16 @@ pub async fn dump(config: &Path, format: DumpFormat, limit: Option<usize>) -> an
     for g in &mut snap.groups {
         redact(&mut g.entry);
     }
-    let out = match format {
-        DumpFormat::Json => serde_json::to_string_pretty(&snap)?,
-        DumpFormat::Ldif => to_ldif(&snap),
-    };
+    // Written as it is serialized: a snapshot of 100,000 entries is hundreds of megabytes of
+    // text, which is not worth holding in memory.
     use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{out}")?;
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match format {
+        DumpFormat::Json => serde_json::to_writer_pretty(&mut stdout, &snap)?,
+        DumpFormat::Ldif => stdout.write_all(to_ldif(&snap).as_bytes())?,
+    }
+    writeln!(stdout)?;
+    stdout.flush()?;
     Ok(Exit::Ok)
 }
 
@@ -75,7 +78,7 @@ pub fn to_ldif(snap: &Snapshot) -> String {
     let mut out = String::from("version: 1\n");
     let mut record = |e: &Entry, members: Option<&[String]>| {
         let _ = writeln!(out, "\n# ironbridge id: {}", e.id);
-        line(&mut out, "dn", &Value::Text(e.locator.clone()));
+        line(&mut out, "dn", &Value::text(e.locator.clone()));
         for (name, values) in e.attrs.iter() {
             for v in values {
                 line(&mut out, name, v);

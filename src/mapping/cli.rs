@@ -260,13 +260,13 @@ impl ReadableEntry {
                 out.push(match s.strip_prefix("base64:") {
                     Some(b) => {
                         use base64::Engine as _;
-                        Value::Binary(
+                        Value::binary(
                             base64::engine::general_purpose::STANDARD
                                 .decode(b)
                                 .map_err(|e| format!("{}: attribute {name}: {e}", self.id))?,
                         )
                     }
-                    None => Value::Text(s),
+                    None => Value::text(s),
                 });
             }
             attrs.set(&name, out);
@@ -517,7 +517,7 @@ mod tests {
             attrs: {
                 let mut a = Attributes::new();
                 a.push("mail", "a@b.c");
-                a.set("objectGUID", vec![Value::Binary(vec![1, 2])]);
+                a.set("objectGUID", vec![Value::binary(vec![1, 2])]);
                 a
             },
         };

@@ -465,7 +465,7 @@ fn int_of(v: &Value) -> Result<Option<i64>, Error> {
 pub(crate) fn model_value(v: &crate::model::Value) -> Value {
     match v {
         crate::model::Value::Text(s) => Value::from(s.as_str()),
-        crate::model::Value::Binary(b) => Value::from_bytes(b.clone()),
+        crate::model::Value::Binary(b) => Value::from_bytes(b.to_vec()),
     }
 }
 
@@ -1248,7 +1248,7 @@ mod tests {
         jo.push("proxyAddresses", "smtp:jd@example.com");
         jo.set(
             "objectGUID",
-            vec![crate::model::Value::Binary(vec![
+            vec![crate::model::Value::binary(vec![
                 0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
                 0xee, 0xff,
             ])],

@@ -508,10 +508,10 @@ impl<R: BufRead> LdifReader<R> {
                 ));
             }
             let value = match spec {
-                Spec::Text(s) => Value::Text(s),
+                Spec::Text(s) => Value::text(s),
                 Spec::Binary(b) => match String::from_utf8(b) {
-                    Ok(s) => Value::Text(s),
-                    Err(e) => Value::Binary(e.into_bytes()),
+                    Ok(s) => Value::text(s),
+                    Err(e) => Value::binary(e.into_bytes()),
                 },
                 Spec::Url => {
                     return Err(self.err(
@@ -753,10 +753,10 @@ fn render_ad_binaries(attrs: &mut Attributes) {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(n, _)| n.to_string())
             .unwrap_or_else(|| name.to_string());
-        let rendered = values
+        let rendered: crate::model::Values = values
             .into_iter()
             .map(|v| match &v {
-                Value::Binary(b) => render(b).map(Value::Text).unwrap_or(v),
+                Value::Binary(b) => render(b).map(Value::text).unwrap_or(v),
                 Value::Text(_) => v,
             })
             .collect();
@@ -1113,7 +1113,7 @@ mod tests {
         assert_eq!(recs[0].attrs.get("cn")[0], Value::Text("Zoë".into()));
         assert_eq!(
             recs[0].attrs.get("jpegPhoto")[0],
-            Value::Binary(vec![0, 255])
+            Value::binary(vec![0, 255])
         );
     }
 

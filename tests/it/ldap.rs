@@ -131,7 +131,7 @@ async fn full_read_matches_the_generated_directory() {
     // Binary values stay bytes.
     assert_eq!(
         users["photo"].attrs.get("jpegPhoto"),
-        &[Value::Binary(fx.user("photo").jpeg.clone().unwrap())]
+        &[Value::binary(fx.user("photo").jpeg.clone().unwrap())]
     );
     // memberOf is read as text.
     assert!(texts(users["user00001"], "memberOf")

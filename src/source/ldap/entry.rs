@@ -7,7 +7,7 @@
 //! `super::read`). Values the mapping layer converts (`accountExpires`, `pwdLastSet` as
 //! FILETIME, `whenChanged` as generalized time, `userAccountControl` flags) are kept as read.
 
-use crate::model::{Attributes, Value};
+use crate::model::{Attributes, Value, Values};
 use ldap3::asn1::{StructureTag, PL};
 
 /// One entry as it came off the wire: DN and attributes with raw values.
@@ -132,20 +132,20 @@ pub fn classify(name: &str) -> ValueKind {
 /// Converts one value of an attribute of the given kind.
 pub fn convert_kind(kind: ValueKind, bytes: Vec<u8>) -> Value {
     match kind {
-        ValueKind::Guid if bytes.len() == 16 => return Value::Text(guid_text(&bytes)),
-        ValueKind::Guid => return Value::Binary(bytes),
+        ValueKind::Guid if bytes.len() == 16 => return Value::text(guid_text(&bytes)),
+        ValueKind::Guid => return Value::binary(bytes),
         ValueKind::Sid => {
             return match sid_text(&bytes) {
-                Some(s) => Value::Text(s),
-                None => Value::Binary(bytes),
+                Some(s) => Value::text(s),
+                None => Value::binary(bytes),
             }
         }
-        ValueKind::Binary => return Value::Binary(bytes),
+        ValueKind::Binary => return Value::binary(bytes),
         ValueKind::Text => {}
     }
     match String::from_utf8(bytes) {
-        Ok(s) => Value::Text(s),
-        Err(e) => Value::Binary(e.into_bytes()),
+        Ok(s) => Value::text(s),
+        Err(e) => Value::binary(e.into_bytes()),
     }
 }
 
@@ -207,7 +207,7 @@ pub fn id_text(name: &str, bytes: &[u8]) -> String {
         }
     }
     match convert_kind(kind, bytes.to_vec()) {
-        Value::Text(s) => s,
+        Value::Text(s) => s.into_string(),
         v @ Value::Binary(_) => v.as_text().into_owned(),
     }
 }
@@ -358,7 +358,7 @@ pub fn to_attributes(
     if !any_ranged {
         for (name, values) in attrs {
             let kind = classify(&name);
-            let converted: Vec<Value> = values.into_iter().map(|v| convert_kind(kind, v)).collect();
+            let converted: Values = values.into_iter().map(|v| convert_kind(kind, v)).collect();
             match out.get_mut(&name) {
                 Some(existing) => existing.extend(converted),
                 None => out.set(&name, converted),
@@ -381,7 +381,7 @@ pub fn to_attributes(
             continue;
         }
         let kind = classify(&name);
-        let converted: Vec<Value> = values.into_iter().map(|v| convert_kind(kind, v)).collect();
+        let converted: Values = values.into_iter().map(|v| convert_kind(kind, v)).collect();
         if let Some(end) = range {
             ranges.push((lower.clone(), end));
         }
@@ -423,11 +423,11 @@ mod tests {
     fn binary_values_stay_bytes() {
         assert_eq!(
             convert_value("jpegphoto", b"abc".to_vec()),
-            Value::Binary(b"abc".to_vec())
+            Value::binary(b"abc".to_vec())
         );
         assert_eq!(
             convert_value("description", vec![0xff, 0xfe]),
-            Value::Binary(vec![0xff, 0xfe])
+            Value::binary(vec![0xff, 0xfe])
         );
         assert_eq!(
             convert_value("cn", "Zoë".as_bytes().to_vec()),

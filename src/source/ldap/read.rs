@@ -419,7 +419,7 @@ fn resolve_membership(
             for u in users {
                 for v in u.attrs.get("uid") {
                     if let Value::Text(uid) = v {
-                        by_uid.insert(uid.to_lowercase(), &u.id);
+                        by_uid.insert(uid.to_lowercase().into_string(), &u.id);
                     }
                 }
             }
