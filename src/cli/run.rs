@@ -448,7 +448,7 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
         println!("   {name}: {}", vals.join(" | "));
     }
     println!("\n3. Scope and mapping:");
-    let prepared = engine.mapping.prepare(&snap, now)?;
+    let prepared = engine.mapping.prepare_shared(snap.clone(), now)?;
     match prepared.evaluate_id(&entry.id) {
         Some(Ok(ev)) => {
             println!(

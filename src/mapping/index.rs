@@ -9,7 +9,71 @@
 use super::expr::{dn_rdns, normalize_dn};
 use crate::model::{Entry, Snapshot};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
+
+/// A hash table from an entry's id or DN to its position that stores positions only: the key
+/// is read back from the snapshot, so no id or DN is copied (at 100,000 entries the copies
+/// cost more than 20 MB).
+struct PosTable {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl std::fmt::Debug for PosTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PosTable({} entries)", self.table.len())
+    }
+}
+
+impl PosTable {
+    fn with_capacity(n: usize) -> Self {
+        PosTable {
+            table: hashbrown::HashTable::with_capacity(n),
+            hasher: Default::default(),
+        }
+    }
+    /// Adds `pos` under `key` unless the key is already there (the first entry wins).
+    fn insert_first<'s>(&mut self, key: &str, pos: usize, key_at: impl Fn(u32) -> &'s str) {
+        let Ok(pos) = u32::try_from(pos) else {
+            return;
+        };
+        let hash = self.hasher.hash_one(key);
+        let hasher = &self.hasher;
+        if let hashbrown::hash_table::Entry::Vacant(v) =
+            self.table
+                .entry(hash, |p| key_at(*p) == key, |p| hasher.hash_one(key_at(*p)))
+        {
+            v.insert(pos);
+        }
+    }
+    fn get<'s>(&self, key: &str, key_at: impl Fn(u32) -> &'s str) -> Option<usize> {
+        self.table
+            .find(self.hasher.hash_one(key), |p| key_at(*p) == key)
+            .map(|p| *p as usize)
+    }
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.table.iter().map(|p| *p as usize)
+    }
+}
+
+/// The entry at a position of a snapshot (users first, then groups).
+fn entry_at(snapshot: &Snapshot, pos: usize) -> Option<&Entry> {
+    let n_users = snapshot.users.len();
+    if pos < n_users {
+        snapshot.users.get(pos)
+    } else {
+        snapshot.groups.get(pos - n_users).map(|g| &g.entry)
+    }
+}
+
+fn id_at(snapshot: &Snapshot, pos: u32) -> &str {
+    entry_at(snapshot, pos as usize).map_or("", |e| e.id.as_str())
+}
+
+fn dn_at(snapshot: &Snapshot, pos: u32) -> &str {
+    entry_at(snapshot, pos as usize).map_or("", |e| e.locator.as_str())
+}
 
 /// The lookup tables. Positions number users first (snapshot order), then groups.
 #[derive(Debug)]
@@ -18,9 +82,9 @@ pub(crate) struct Index {
     /// Number of users (positions below it are users).
     pub n_users: usize,
     /// Stable id -> position.
-    by_id: HashMap<String, usize>,
+    by_id: PosTable,
     /// DN exactly as written -> position.
-    by_dn: HashMap<String, usize>,
+    by_dn: PosTable,
     /// Normalized DN -> position; built on the first lookup the exact table cannot answer.
     by_normalized_dn: OnceLock<HashMap<String, usize>>,
     /// Lower-cased group names (`cn`, `displayName`, `name`) -> group positions.
@@ -39,16 +103,16 @@ impl Index {
         let n_users = snapshot.users.len();
         let n_groups = snapshot.groups.len();
         let total = n_users + n_groups;
-        let mut by_id = HashMap::with_capacity(total);
-        let mut by_dn = HashMap::with_capacity(total);
+        let mut by_id = PosTable::with_capacity(total);
+        let mut by_dn = PosTable::with_capacity(total);
         let entries = snapshot
             .users
             .iter()
             .chain(snapshot.groups.iter().map(|g| &g.entry));
         for (pos, e) in entries.enumerate() {
-            by_id.entry(e.id.clone()).or_insert(pos);
+            by_id.insert_first(&e.id, pos, |p| id_at(&snapshot, p));
             if !e.locator.is_empty() {
-                by_dn.entry(e.locator.clone()).or_insert(pos);
+                by_dn.insert_first(&e.locator, pos, |p| dn_at(&snapshot, p));
             }
         }
         let mut group_by_name: HashMap<String, Vec<usize>> = HashMap::new();
@@ -67,7 +131,7 @@ impl Index {
         }
         // Membership by position: direct user members, then a walk through nested groups
         // (each group visited once per walk, so cycles end).
-        let resolve = |id: &String| by_id.get(id.as_str()).copied();
+        let resolve = |id: &String| by_id.get(id, |p| id_at(&snapshot, p));
         let mut direct_members = Vec::with_capacity(n_groups);
         let mut direct_groups = Vec::with_capacity(n_groups);
         for g in &snapshot.groups {
@@ -126,36 +190,35 @@ impl Index {
 
     /// The entry at a position.
     pub(crate) fn entry(&self, pos: usize) -> Option<&Entry> {
-        if pos < self.n_users {
-            self.snapshot.users.get(pos)
-        } else {
-            self.snapshot
-                .groups
-                .get(pos - self.n_users)
-                .map(|g| &g.entry)
-        }
+        entry_at(&self.snapshot, pos)
+    }
+
+    fn by_id(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id, |p| id_at(&self.snapshot, p))
+    }
+
+    fn by_dn(&self, dn: &str) -> Option<usize> {
+        self.by_dn.get(dn, |p| dn_at(&self.snapshot, p))
     }
 
     /// Finds an entry by stable id or DN (exact first, then normalized).
     pub(crate) fn find(&self, key: &str) -> Option<usize> {
         // A DN (the usual key, e.g. a manager) is tried as a DN first.
-        let tables = if key.contains('=') && key.contains(',') {
-            [&self.by_dn, &self.by_id]
+        let found = if key.contains('=') && key.contains(',') {
+            self.by_dn(key).or_else(|| self.by_id(key))
         } else {
-            [&self.by_id, &self.by_dn]
+            self.by_id(key).or_else(|| self.by_dn(key))
         };
-        for t in tables {
-            if let Some(&p) = t.get(key) {
-                return Some(p);
-            }
+        if found.is_some() {
+            return found;
         }
         if !key.contains('=') {
             return None;
         }
         let normalized = self.by_normalized_dn.get_or_init(|| {
             self.by_dn
-                .iter()
-                .map(|(dn, p)| (normalize_dn(dn), *p))
+                .positions()
+                .filter_map(|p| Some((normalize_dn(&self.entry(p)?.locator), p)))
                 .collect()
         });
         normalized.get(&normalize_dn(key)).copied()
@@ -163,17 +226,14 @@ impl Index {
 
     /// The position of the snapshot user with this stable id.
     pub(crate) fn user_position(&self, id: &str) -> Option<usize> {
-        self.by_id.get(id).copied().filter(|p| *p < self.n_users)
+        self.by_id(id).filter(|p| *p < self.n_users)
     }
 
     /// The groups a name designates: by DN, by stable id, or by name (case-insensitive).
     pub(crate) fn groups_named(&self, name: &str) -> Vec<usize> {
-        for p in [self.by_id.get(name), self.by_dn.get(name)]
-            .into_iter()
-            .flatten()
-        {
-            if *p >= self.n_users {
-                return vec![*p];
+        for p in [self.by_id(name), self.by_dn(name)].into_iter().flatten() {
+            if p >= self.n_users {
+                return vec![p];
             }
         }
         if let Some(found) = self.group_by_name.get(&name.to_lowercase()) {

@@ -470,7 +470,9 @@ fn desired_from(
     snap: &Arc<Snapshot>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String> {
-    let prepared = match mapping.prepare(snap, now) {
+    // The snapshot is shared with the mapping's index, not copied (a copy of 100,000 entries
+    // doubled the run's memory while the mapping ran).
+    let prepared = match mapping.prepare_shared(snap.clone(), now) {
         Ok(p) => p,
         Err(e) => {
             return Err(format!(
@@ -479,8 +481,16 @@ fn desired_from(
         }
     };
     let mut users = Vec::with_capacity(snap.users.len());
-    // Entry id -> correlation key (externalId), for group members.
+    // Entry id -> correlation key (externalId), for group members: only the keys that differ
+    // from the entry id are kept (usually none), and only when groups are managed; every other
+    // user's key is its id.
+    let manages_groups = mapping.manages_groups();
     let mut key_of: HashMap<String, String> = HashMap::new();
+    let user_ids: std::collections::HashSet<&str> = if manages_groups {
+        snap.users.iter().map(|u| u.id.as_str()).collect()
+    } else {
+        Default::default()
+    };
     // Every desired user carries each managed attribute of the mapping, in order: one policy
     // map, shared by all of them.
     let policies: Arc<BTreeMap<String, super::ApplyPolicy>> = Arc::new(
@@ -499,7 +509,9 @@ fn desired_from(
                     .as_ref()
                     .map(|u| u.external_id.clone())
                     .unwrap_or_else(|| ev.source_id.clone());
-                key_of.insert(ev.source_id.clone(), key.clone());
+                if manages_groups && key != ev.source_id {
+                    key_of.insert(ev.source_id.clone(), key.clone());
+                }
                 let state = match (&ev.user, ev.desired) {
                     (Some(u), true) => {
                         let mut user = u.scim();
@@ -532,7 +544,6 @@ fn desired_from(
                 });
             }
             Err(crate::mapping::MappingError::Eval(e)) => {
-                key_of.insert(e.id.clone(), e.id.clone());
                 users.push(DesiredUser {
                     source_id: e.id.clone(),
                     locator: e.locator.clone(),
@@ -545,7 +556,7 @@ fn desired_from(
         }
     }
     let mut groups = Vec::new();
-    if mapping.manages_groups() {
+    if manages_groups {
         let ge = prepared.groups();
         for e in &ge.errors {
             tracing::warn!(error = %e, "group skipped");
@@ -558,7 +569,10 @@ fn desired_from(
                 members: g
                     .member_source_ids
                     .iter()
-                    .filter_map(|m| key_of.get(m).cloned())
+                    .filter_map(|m| match key_of.get(m) {
+                        Some(key) => Some(key.clone()),
+                        None => user_ids.contains(m.as_str()).then(|| m.clone()),
+                    })
                     .collect(),
             });
         }

@@ -145,13 +145,19 @@ fn has(granted: &BTreeSet<String>, scope: &str) -> bool {
 /// Entries below which planning stays on one thread.
 const PARALLEL_FROM: usize = 4096;
 
-/// `f` over `items`, results in the items' order: on up to four threads for large inputs.
-fn map_in_order<'a, T: Sync, R: Send>(items: &'a [T], f: &(dyn Fn(&'a T) -> R + Sync)) -> Vec<R> {
+/// `f` over `items`, each result handed to `sink` in the items' order: on up to four threads
+/// for large inputs.
+fn map_in_order<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    f: &(dyn Fn(&'a T) -> R + Sync),
+    mut sink: impl FnMut(R),
+) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get().min(4))
         .unwrap_or(1);
     if threads < 2 || items.len() < PARALLEL_FROM {
-        return items.iter().map(f).collect();
+        items.iter().map(f).for_each(sink);
+        return;
     }
     let chunk = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -159,14 +165,13 @@ fn map_in_order<'a, T: Sync, R: Send>(items: &'a [T], f: &(dyn Fn(&'a T) -> R + 
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
             .collect();
-        let mut out = Vec::with_capacity(items.len());
+        // Each chunk is handed on and freed in turn: the results are never all copied twice.
         for h in handles {
             match h.join() {
-                Ok(part) => out.extend(part),
+                Ok(part) => part.into_iter().for_each(&mut sink),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        out
     })
 }
 
@@ -289,10 +294,11 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         }
         (line, ids)
     };
-    for (line, ids) in map_in_order(desired, &plan_one) {
+    users.reserve_exact(desired.len());
+    map_in_order(desired, &plan_one, |(line, ids)| {
         accounted.extend(ids.into_iter().flatten());
         users.push(line);
-    }
+    });
 
     // Managed Ironclad users no source entry accounts for: leavers whose entry is gone.
     let link_by_id: HashMap<&str, &str> = input
@@ -446,12 +452,12 @@ fn wanted_action(
         }
     }
     if let Some((id, matched_by)) = found {
-        let Some(cur) = target.by_id.get(id).map(|u| u.value()) else {
+        let Some(listed) = target.by_id.get(id) else {
             return UserAction::Conflict {
                 reason: format!("Ironclad user {id} vanished while planning"),
             };
         };
-        let cur = &cur;
+        let cur = &listed.value();
         let cur_name = s(cur, "userName").unwrap_or_default();
         if let Some(p) = protected.matches(cur_name) {
             return UserAction::Skip {
@@ -472,7 +478,7 @@ fn wanted_action(
             };
         }
         line.ironclad_id = Some(id.to_string());
-        line.seen_version = version(cur);
+        line.seen_version = listed.version.as_deref().map(str::to_string);
         line.seen = Some(cur.clone());
         let mut changes = diff(user, policies, cur);
         if !changes.iter().any(|c| c.path == "externalId") {
