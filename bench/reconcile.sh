@@ -105,6 +105,21 @@ for r in json.load(sys.stdin):
     print(r["method"], r["path"], r["status"])'
 }
 
+# Where the time of one run went, from the simulator's request log (arrival times, ms) and the
+# run's start and end ($1, $2: epoch seconds): first request, first write, last write, exit.
+sim_timeline() {
+  curl -s "$SIM_URL/_sim/requests" | python3 -c '
+import json, sys
+from datetime import datetime
+t0, t1 = float(sys.argv[1]), float(sys.argv[2])
+at = lambda r: datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp()
+log = json.load(sys.stdin)
+writes = [at(r) for r in log if r["method"] != "GET" and "/scim/v2/" in r["path"]]
+ms = lambda t: "%d ms" % round((t - t0) * 1000)
+print("first request +%s, first write +%s, last write +%s, exit +%s" % (
+    ms(min(at(r) for r in log)), ms(min(writes)), ms(max(writes)), ms(t1)))' "$1" "$2"
+}
+
 clear_sim_log() {
   curl -s -X DELETE "$SIM_URL/_sim/requests" > /dev/null
 }
@@ -227,9 +242,12 @@ EOF
   # One checked run of each: exact counts and zero 429.
   for v in balanced patch; do
     "$WORK/prepare.sh"
+    t0=$(date +%s.%N)
     "$IB" --log warn apply --config "$WORK/$v.toml" --yes > "$WORK/$v-apply.txt" 2>&1 || {
       tail -20 "$WORK/$v-apply.txt" >&2; echo "bench: $v apply did not exit 0" >&2; exit 1; }
+    t1=$(date +%s.%N)
     SIM_URL="http://127.0.0.1:$SIM_PORT" sim_log > "$WORK/$v-requests.txt"
+    eval "${v}_TIMELINE=\"$(SIM_URL="http://127.0.0.1:$SIM_PORT" sim_timeline "$t0" "$t1")\""
     eval "${v}_PUT=$(grep -c '^PUT /scim/v2/Users/' "$WORK/$v-requests.txt" || true)"
     eval "${v}_PATCH=$(grep -c '^PATCH /scim/v2/Users/' "$WORK/$v-requests.txt" || true)"
     eval "${v}_429=$(grep -c ' 429$' "$WORK/$v-requests.txt" || true)"
@@ -261,6 +279,8 @@ Writes: 1000 updates + 100 deactivations, simulator limits x60 (600 PUT/POST/GET
   balanced PUT/PATCH ($balanced_PUT PUT, $balanced_PATCH PATCH)   median $(printf '%.3f' "$B_MED") s, bound $B_BOUND s (steady-rate bound $B_STEADY s), ratio $(bench_ratio "$B_MED" "$B_BOUND")x (goal <= 1.1x), 429 answers: $balanced_429
   PATCH only ($patch_PUT PUT, $patch_PATCH PATCH)            median $(printf '%.3f' "$P_MED") s, bound $P_BOUND s, ratio $(bench_ratio "$P_MED" "$P_BOUND")x, 429 answers: $patch_429
   PATCH only / balanced: $(bench_ratio "$P_MED" "$B_MED")x slower (expected >= 8x)
+  checked balanced run: $balanced_TIMELINE
+  checked PATCH-only run: $patch_TIMELINE
 EOF
 )
 }

@@ -307,3 +307,47 @@ fn empty() -> &'static Entry {
         attrs: crate::model::Attributes::new(),
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::{Attributes, Group};
+
+    fn entry(id: &str, dn: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            locator: dn.into(),
+            attrs: Attributes::new(),
+        }
+    }
+
+    #[test]
+    fn lookups_by_id_and_dn_read_keys_back_from_the_snapshot() {
+        let snapshot = Snapshot {
+            source: "t".into(),
+            read_at: chrono::Utc::now(),
+            users: vec![
+                entry("u1", "uid=a,ou=people,dc=x"),
+                entry("u2", "uid=b,ou=people,dc=x"),
+                // A repeated id or DN keeps the first position.
+                entry("u1", "uid=a,ou=people,dc=x"),
+            ],
+            groups: vec![Group {
+                entry: entry("g1", "cn=staff,ou=groups,dc=x"),
+                members: vec!["u2".into(), "nobody".into()],
+            }],
+        };
+        let ix = Index::build(Arc::new(snapshot));
+        assert_eq!(ix.find("u1"), Some(0));
+        assert_eq!(ix.find("uid=b,ou=people,dc=x"), Some(1));
+        assert_eq!(ix.find("UID=B, OU=People,DC=x"), Some(1), "normalized DN");
+        assert_eq!(ix.find("cn=staff,ou=groups,dc=x"), Some(3));
+        assert_eq!(ix.find("u3"), None);
+        assert_eq!(ix.user_position("u2"), Some(1));
+        assert_eq!(ix.user_position("g1"), None, "a group is not a user");
+        assert_eq!(ix.groups_named("g1"), vec![3]);
+        assert_eq!(ix.groups_named("STAFF"), vec![3]);
+        assert_eq!(ix.direct_members[0], vec![1]);
+    }
+}
