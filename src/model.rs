@@ -75,13 +75,6 @@ impl Value {
     pub fn binary(b: impl Into<Box<[u8]>>) -> Self {
         Value::Binary(b.into())
     }
-    /// The text, if this is a text value.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Text(s) => Some(s),
-            Value::Binary(_) => None,
-        }
-    }
     /// The canonical text form: the text itself, or base64 of the bytes.
     pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
         match self {

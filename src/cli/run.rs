@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::reconcile::apply::{self, ApplyReport, Audit};
 use crate::reconcile::engine::{Engine, RunOptions};
 use crate::reconcile::progress;
-use crate::reconcile::users::IroncladUser;
+use crate::reconcile::users::{last_modified, IroncladUser};
 use crate::reconcile::{GroupAction, Plan, UserAction};
 use crate::report::{self, Format};
 use serde::{Deserialize, Serialize};
@@ -337,12 +337,6 @@ fn refuse_stale(
     users: &[IroncladUser],
     groups: &[serde_json::Value],
 ) -> Vec<(String, String, String)> {
-    let version = |v: &serde_json::Value| {
-        v.get("meta")
-            .and_then(|m| m.get("lastModified"))
-            .and_then(|x| x.as_str())
-            .map(str::to_string)
-    };
     let by_id: HashMap<&str, &IroncladUser> = users.iter().map(|u| (&*u.id, u)).collect();
     let names: BTreeSet<String> = users
         .iter()
@@ -391,7 +385,7 @@ fn refuse_stale(
         }
         let stale = match gby.get(id.as_str()) {
             None => Some("the Ironclad group no longer exists".to_string()),
-            Some(cur) if version(cur) != g.seen_version => {
+            Some(cur) if last_modified(cur) != g.seen_version.as_deref() => {
                 Some("changed in Ironclad since the plan was made".to_string())
             }
             Some(_) => None,

@@ -66,17 +66,20 @@ pub async fn dump(config: &Path, format: DumpFormat, limit: Option<usize>) -> an
     let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     match format {
         DumpFormat::Json => serde_json::to_writer_pretty(&mut stdout, &snap)?,
-        DumpFormat::Ldif => stdout.write_all(to_ldif(&snap).as_bytes())?,
+        DumpFormat::Ldif => write_ldif(&snap, &mut stdout)?,
     }
     writeln!(stdout)?;
     stdout.flush()?;
     Ok(Exit::Ok)
 }
 
-/// LDIF content records for a snapshot (RFC 2849: base64 where a value is not safe).
-pub fn to_ldif(snap: &Snapshot) -> String {
-    let mut out = String::from("version: 1\n");
+/// Writes LDIF content records for a snapshot (RFC 2849: base64 where a value is not safe),
+/// one record at a time.
+fn write_ldif(snap: &Snapshot, w: &mut impl std::io::Write) -> std::io::Result<()> {
+    w.write_all(b"version: 1\n")?;
+    let mut out = String::new();
     let mut record = |e: &Entry, members: Option<&[String]>| {
+        out.clear();
         let _ = writeln!(out, "\n# ironbridge id: {}", e.id);
         line(&mut out, "dn", &Value::text(e.locator.clone()));
         for (name, values) in e.attrs.iter() {
@@ -84,19 +87,18 @@ pub fn to_ldif(snap: &Snapshot) -> String {
                 line(&mut out, name, v);
             }
         }
-        if let Some(m) = members {
-            for id in m {
-                let _ = writeln!(out, "# member id: {id}");
-            }
+        for id in members.unwrap_or_default() {
+            let _ = writeln!(out, "# member id: {id}");
         }
+        w.write_all(out.as_bytes())
     };
     for u in &snap.users {
-        record(u, None);
+        record(u, None)?;
     }
     for g in &snap.groups {
-        record(&g.entry, Some(&g.members));
+        record(&g.entry, Some(&g.members))?;
     }
-    out
+    Ok(())
 }
 
 fn safe(s: &str) -> bool {
@@ -169,7 +171,9 @@ mod tests {
             users: vec![e],
             groups: vec![],
         };
-        let out = to_ldif(&snap);
+        let mut bytes = Vec::new();
+        write_ldif(&snap, &mut bytes).unwrap();
+        let out = String::from_utf8(bytes).unwrap();
         assert!(out.contains("cn:: Wm/Dqw=="), "{out}");
         assert!(!out.contains("hunter2"));
         assert!(out.contains("dn: uid=z,dc=x"));

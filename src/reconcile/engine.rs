@@ -486,11 +486,6 @@ fn desired_from(
     // user's key is its id.
     let manages_groups = mapping.manages_groups();
     let mut key_of: HashMap<String, String> = HashMap::new();
-    let user_ids: std::collections::HashSet<&str> = if manages_groups {
-        snap.users.iter().map(|u| u.id.as_str()).collect()
-    } else {
-        Default::default()
-    };
     // Every desired user carries each managed attribute of the mapping, in order: one policy
     // map, shared by all of them.
     let policies: Arc<BTreeMap<String, super::ApplyPolicy>> = Arc::new(
@@ -569,10 +564,8 @@ fn desired_from(
                 members: g
                     .member_source_ids
                     .iter()
-                    .filter_map(|m| match key_of.get(m) {
-                        Some(key) => Some(key.clone()),
-                        None => user_ids.contains(m.as_str()).then(|| m.clone()),
-                    })
+                    // Members are snapshot users (the mapping resolves them by position).
+                    .map(|m| key_of.get(m).unwrap_or(m).clone())
                     .collect(),
             });
         }

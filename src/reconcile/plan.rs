@@ -30,10 +30,7 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn version(v: &Value) -> Option<String> {
-    v.get("meta")
-        .and_then(|m| m.get("lastModified"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    super::users::last_modified(v).map(str::to_string)
 }
 
 fn emails_of(v: &Value) -> Vec<String> {
@@ -330,6 +327,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         input,
         &protected,
         &linked_ids,
+        &source_ids,
         &target,
         &mut users,
         &mut notes,
@@ -525,6 +523,7 @@ fn apply_removal_rules(
     input: &PlanInput<'_>,
     protected: &Protected,
     linked_ids: &HashSet<&str>,
+    source_ids: &HashSet<&str>,
     target: &Target<'_>,
     users: &mut [UserPlan],
     notes: &mut Vec<String>,
@@ -582,16 +581,10 @@ fn apply_removal_rules(
         }
         candidates.push(i);
     }
-    let source_ids: HashSet<&str> = input
-        .desired
-        .into_iter()
-        .flatten()
-        .map(|d| d.source_id.as_str())
-        .collect();
     let managed = target
         .by_id
         .keys()
-        .filter(|id| linked_ids.contains(*id) || is_ext_managed(&source_ids, target, id))
+        .filter(|id| linked_ids.contains(*id) || is_ext_managed(source_ids, target, id))
         .count();
     let n = candidates.len();
     let pct = if managed == 0 {

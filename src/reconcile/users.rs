@@ -18,9 +18,14 @@ use std::fmt;
 pub struct JsonText(Box<str>);
 
 impl JsonText {
-    /// The value's compact text.
-    pub fn new(v: &Value) -> Self {
-        JsonText(v.to_string().into_boxed_str())
+    /// The value's compact text. Serializing JSON values cannot fail (their keys are
+    /// strings); `null` stands in should it ever.
+    pub fn new<T: Serialize + ?Sized>(v: &T) -> Self {
+        JsonText(
+            serde_json::to_string(v)
+                .unwrap_or_else(|_| "null".to_string())
+                .into_boxed_str(),
+        )
     }
 
     /// The value as a tree. The text was written from a `Value`, so it always parses; `null`
@@ -117,6 +122,11 @@ pub fn emails_of(v: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// A resource's `meta.lastModified`.
+pub fn last_modified(v: &Value) -> Option<&str> {
+    v.get("meta")?.get("lastModified")?.as_str()
+}
+
 /// `v` serialized without its top-level `meta` (about a third of a listed user's text).
 struct WithoutMeta<'a>(&'a Value);
 
@@ -164,17 +174,8 @@ impl IroncladUser {
             user_name: s("userName").unwrap_or_default().into(),
             external_id: s("externalId").filter(|x| !x.is_empty()).map(Into::into),
             emails: emails_of(v).into_iter().map(Into::into).collect(),
-            version: v
-                .get("meta")
-                .and_then(|m| m.get("lastModified"))
-                .and_then(Value::as_str)
-                .map(Into::into),
-            // Serializing a `Value` cannot fail (its keys are strings).
-            json: JsonText(
-                serde_json::to_string(&WithoutMeta(v))
-                    .unwrap_or_else(|_| "null".to_string())
-                    .into_boxed_str(),
-            ),
+            version: last_modified(v).map(Into::into),
+            json: JsonText::new(&WithoutMeta(v)),
         })
     }
 
