@@ -71,6 +71,10 @@ impl Value {
     pub fn text(s: String) -> Self {
         Value::Text(CompactString::from_string_buffer(s))
     }
+    /// A text value copied from `s` (inline when short, so no allocation).
+    pub fn text_str(s: &str) -> Self {
+        Value::Text(CompactString::new(s))
+    }
     /// A binary value.
     pub fn binary(b: impl Into<Box<[u8]>>) -> Self {
         Value::Binary(b.into())

@@ -1,20 +1,30 @@
 //! One LDAP connection: TCP, TLS (ldaps or StartTLS, extra CA, explicit no-verify), the
-//! simple or anonymous bind, and the paged search loop (RFC 2696) that hands entries one by
-//! one to the caller and turns every unsuccessful outcome into an [`LdapError`].
+//! simple or anonymous bind, and the paged search loop (RFC 2696) that decodes each entry in
+//! place from the receive buffer, hands it to the caller on the same task, and turns every
+//! unsuccessful outcome into an [`LdapError`]. The connection is our own rather than
+//! `ldap3`'s: `ldap3` decodes every message into a tree of allocated tags (twice, as it
+//! copies the tree) on a driver task and hands it over a channel, which cost more CPU than
+//! the server spent answering. `ldap3` still parses filters and encodes requests.
 //!
-//! What does not live here: what is searched for and what the entries become (see
-//! `super::read`), or the decision to reconnect.
+//! What does not live here: message encoding and decoding (see `super::wire`), what is
+//! searched for and what the entries become (see `super::read`), or the decision to
+//! reconnect.
 
 use super::config::ReferencePolicy;
-use super::entry::{parse_entry, RawEntry};
+use super::entry::RawEntry;
 use super::error::{
     ad_bind_detail, colon_text, describe_tls, rc_name, rustls_in_io, LdapError, SearchKind,
 };
+use super::wire::{self, Response};
 use crate::config::Secret;
-use ldap3::controls::{PagedResults, RawControl};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchOptions};
-use std::sync::{Arc, Mutex};
+use bytes::{Buf, BytesMut};
+use ldap3::asn1::{StructureTag, Tag};
+use ldap3::Scope;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// How the connection is secured.
 #[derive(Clone)]
@@ -73,13 +83,131 @@ impl Settings {
     }
 }
 
-/// A bound connection. The driver task ends when the last handle is dropped.
+/// Anything the connection can run over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Why reading or writing the connection failed.
+enum WireError {
+    /// No complete answer within the response timeout.
+    Timeout,
+    /// The socket failed.
+    Io(std::io::Error),
+    /// The server closed the connection.
+    Closed,
+    /// The server sent something that is not a well-formed LDAP message.
+    Malformed(String),
+}
+
+/// A connection's byte stream with its receive buffer and message ids. Messages are decoded
+/// in place from the buffer, one at a time.
+struct Wire<S> {
+    io: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    last_id: u32,
+    timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    fn new(io: S, timeout: Duration) -> Self {
+        Wire {
+            io,
+            rbuf: BytesMut::with_capacity(256 * 1024),
+            wbuf: BytesMut::new(),
+            last_id: 0,
+            timeout,
+        }
+    }
+
+    /// Sends one request and returns its message id.
+    async fn send(&mut self, op: Tag, controls: Vec<StructureTag>) -> Result<u32, WireError> {
+        self.last_id = self.last_id % 0x7fff_fffe + 1;
+        let id = self.last_id;
+        self.wbuf.clear();
+        wire::encode(&mut self.wbuf, id, op, controls).map_err(WireError::Io)?;
+        let write = async {
+            self.io.write_all(&self.wbuf).await?;
+            self.io.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(e)) => Err(WireError::Io(e)),
+            Err(_) => Err(WireError::Timeout),
+        }
+    }
+
+    /// Waits until the receive buffer starts with one complete message; returns its length.
+    /// The caller decodes `self.rbuf[..len]` and then calls [`Wire::consume`].
+    async fn fill(&mut self) -> Result<usize, WireError> {
+        loop {
+            match wire::element_header(&self.rbuf) {
+                Ok(Some((header, len))) => return Ok(header + len),
+                Ok(None) => {}
+                Err(e) => return Err(WireError::Malformed(e)),
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 64 * 1024 {
+                self.rbuf.reserve(256 * 1024);
+            }
+            match tokio::time::timeout(self.timeout, self.io.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(0)) => return Err(WireError::Closed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(WireError::Io(e)),
+                Err(_) => return Err(WireError::Timeout),
+            }
+        }
+    }
+
+    /// Drops the first `len` bytes (a message that has been handled).
+    fn consume(&mut self, len: usize) {
+        self.rbuf.advance(len);
+    }
+
+    /// Reads until the answer to `id`, which must not be a search item, skipping anything
+    /// else (answers to abandoned requests). A notice of disconnection is an error.
+    async fn result_of(&mut self, id: u32) -> Result<(Answer, wire::LdapResult), WireError> {
+        loop {
+            let len = self.fill().await?;
+            let step = {
+                let (mid, resp) = wire::decode(&self.rbuf[..len]).map_err(WireError::Malformed)?;
+                match resp {
+                    Response::Extended(r) if mid == 0 => Err(disconnection(&r)),
+                    Response::Bind(r) if mid == id => Ok(Some((Answer::Bind, r))),
+                    Response::Extended(r) if mid == id => Ok(Some((Answer::Extended, r))),
+                    Response::Done(r) if mid == id => Ok(Some((Answer::Done, r))),
+                    _ => Ok(None),
+                }
+            };
+            self.consume(len);
+            if let Some(answer) = step? {
+                return Ok(answer);
+            }
+        }
+    }
+}
+
+/// Which kind of response [`Wire::result_of`] received.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Bind,
+    Extended,
+    Done,
+}
+
+/// A notice of disconnection (or any unsolicited message) as an error.
+fn disconnection(r: &wire::LdapResult) -> WireError {
+    WireError::Io(std::io::Error::other(format!(
+        "the server ended the session: LDAP result {} ({}){}",
+        r.rc,
+        rc_name(r.rc),
+        colon_text(&r.text)
+    )))
+}
+
+/// A bound connection.
 pub(crate) struct Conn {
-    ldap: Ldap,
+    wire: Wire<Box<dyn Io>>,
     settings: Settings,
-    /// Why the connection driver stopped, if it did: a std mutex because it is only touched
-    /// briefly, never across an await.
-    dropped: Arc<Mutex<Option<String>>>,
 }
 
 /// One search: what to ask and how to report about it.
@@ -96,125 +224,235 @@ pub(crate) struct Search<'a> {
 /// Opens and binds. `first` says whether this is the first attempt of a read: later
 /// attempts report connection failures as transient so the reader keeps its bounded retries.
 pub(crate) async fn open(settings: &Settings, first: bool) -> Result<Conn, LdapError> {
-    let mut ls = LdapConnSettings::new().set_conn_timeout(settings.connect_timeout);
-    match &settings.tls {
-        Tls::None => {}
-        Tls::Verify(config) => {
-            ls = ls.set_starttls(settings.starttls);
-            if let Some(c) = config {
-                ls = ls.set_config(c.clone());
-            }
-        }
-        Tls::Insecure => {
-            ls = ls.set_starttls(settings.starttls).set_no_tls_verify(true);
-        }
-    }
-    let url = settings.url.clone();
-    let tls_on = !matches!(settings.tls, Tls::None);
-    let (conn, mut ldap) = match LdapConnAsync::with_settings(ls, &url).await {
-        Ok(pair) => pair,
-        Err(e) => {
-            let err = connect_error(e, settings, tls_on);
+    let wire = match tokio::time::timeout(settings.connect_timeout, connect(settings)).await {
+        Ok(Ok(w)) => w,
+        Ok(Err(err)) => {
             if !first && matches!(err, LdapError::Unreachable { .. }) {
                 return Err(LdapError::Transient {
-                    url,
+                    url: settings.url.clone(),
+                    reason: err.to_string(),
+                });
+            }
+            return Err(err);
+        }
+        Err(_) => {
+            let err = LdapError::Unreachable {
+                url: settings.url.clone(),
+                reason: format!(
+                    "no connection within {} s (connect_timeout_secs)",
+                    settings.connect_timeout.as_secs()
+                ),
+            };
+            if !first {
+                return Err(LdapError::Transient {
+                    url: settings.url.clone(),
                     reason: err.to_string(),
                 });
             }
             return Err(err);
         }
     };
-    let dropped = Arc::new(Mutex::new(None));
-    let flag = dropped.clone();
-    tokio::spawn(async move {
-        let reason = match conn.drive().await {
-            Ok(()) => "the server closed the connection".to_string(),
-            Err(e) => format!("connection error: {e}"),
-        };
-        if let Ok(mut g) = flag.lock() {
-            *g = Some(reason);
-        }
-    });
     let mut c = Conn {
-        ldap: ldap.clone(),
+        wire,
         settings: settings.clone(),
-        dropped,
     };
     let (dn, pw) = match &settings.bind {
         Bind::Anonymous => ("", ""),
         Bind::Simple { dn, password } => (dn.as_str(), password.expose()),
     };
-    let res = ldap
-        .with_timeout(settings.response_timeout())
-        .simple_bind(dn, pw)
-        .await
-        .map_err(|e| c.transport_error(e))?;
+    let (answer, res) = async {
+        let id = c.wire.send(wire::bind_request(dn, pw), Vec::new()).await?;
+        c.wire.result_of(id).await
+    }
+    .await
+    .map_err(|e| c.transport_error(e))?;
+    if answer != Answer::Bind {
+        return Err(LdapError::Protocol {
+            url: settings.url.clone(),
+            reason: "the answer to the bind request is not a bind response".into(),
+        });
+    };
     if res.rc != 0 {
         return Err(bind_error(settings, res.rc, &res.text));
     }
-    c.ldap = ldap;
     Ok(c)
 }
 
-fn connect_error(e: ldap3::LdapError, settings: &Settings, tls_on: bool) -> LdapError {
+/// Host and port of an `ldap://` or `ldaps://` URL (checked when the configuration loaded).
+fn host_port(settings: &Settings) -> Result<(String, u16, bool), LdapError> {
+    let bad = |reason: String| LdapError::Config(format!("url {:?}: {reason}", settings.url));
+    let url = url::Url::parse(&settings.url).map_err(|e| bad(e.to_string()))?;
+    let ldaps = match url.scheme() {
+        "ldaps" => true,
+        "ldap" => false,
+        other => return Err(bad(format!("scheme {other:?} is not supported"))),
+    };
+    let host = match url.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => return Err(bad("no host".into())),
+    };
+    let port = url.port().unwrap_or(if ldaps { 636 } else { 389 });
+    Ok((host, port, ldaps))
+}
+
+/// TCP, then TLS (ldaps) or StartTLS as configured.
+async fn connect(settings: &Settings) -> Result<Wire<Box<dyn Io>>, LdapError> {
     let url = settings.url.clone();
-    match e {
-        ldap3::LdapError::Timeout { .. } => LdapError::Unreachable {
-            url,
-            reason: format!(
-                "no connection within {} s (connect_timeout_secs)",
-                settings.connect_timeout.as_secs()
-            ),
-        },
-        ldap3::LdapError::Io { source } => {
-            if let Some(t) = rustls_in_io(&source) {
-                LdapError::Tls {
+    let (host, port, ldaps) = host_port(settings)?;
+    let timeout = settings.response_timeout();
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| LdapError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let tls = match &settings.tls {
+        Tls::None => return Ok(Wire::new(Box::new(tcp), timeout)),
+        Tls::Verify(Some(config)) => Ok(config.clone()),
+        Tls::Verify(None) => default_tls_config(),
+        Tls::Insecure => insecure_tls_config(),
+    }
+    .map_err(|e| LdapError::Tls {
+        url: url.clone(),
+        reason: format!("TLS setup failed: {}", describe_tls(&e)),
+    })?;
+    let tcp = if ldaps || !settings.starttls {
+        tcp
+    } else {
+        let mut plain = Wire::new(tcp, timeout);
+        let res = async {
+            let id = plain.send(wire::starttls_request(), Vec::new()).await?;
+            plain.result_of(id).await
+        }
+        .await
+        .map_err(|e| match e {
+            WireError::Malformed(reason) => LdapError::Protocol {
+                url: url.clone(),
+                reason,
+            },
+            other => LdapError::Tls {
+                url: url.clone(),
+                reason: format!("StartTLS failed: {}", wire_reason(&other, timeout)),
+            },
+        })?;
+        match res {
+            (Answer::Extended, r) if r.rc == 0 => {}
+            (Answer::Extended, r) => {
+                return Err(LdapError::Tls {
                     url,
-                    reason: describe_tls(t),
-                }
-            } else if tls_on
-                && matches!(
-                    source.kind(),
-                    std::io::ErrorKind::UnexpectedEof
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::InvalidData
-                )
-            {
-                LdapError::Tls {
+                    reason: format!(
+                        "the server refused StartTLS: LDAP result {} ({}){}",
+                        r.rc,
+                        rc_name(r.rc),
+                        colon_text(&r.text)
+                    ),
+                })
+            }
+            _ => {
+                return Err(LdapError::Protocol {
                     url,
-                    reason: format!("handshake failed: {source}"),
-                }
-            } else {
-                LdapError::Unreachable {
-                    url,
-                    reason: source.to_string(),
-                }
+                    reason: "the answer to StartTLS is not an extended response".into(),
+                })
             }
         }
-        ldap3::LdapError::Rustls { source } => LdapError::Tls {
-            url,
-            reason: describe_tls(&source),
-        },
-        ldap3::LdapError::DNSName { source } => LdapError::Tls {
-            url,
-            reason: format!("the host name is not valid for TLS: {source}"),
-        },
-        ldap3::LdapError::LdapResult { result } if settings.starttls => LdapError::Tls {
-            url,
-            reason: format!(
-                "the server refused StartTLS: LDAP result {} ({}){}",
-                result.rc,
-                rc_name(result.rc),
-                colon_text(&result.text)
-            ),
-        },
-        ldap3::LdapError::UrlParsing { source } => {
-            LdapError::Config(format!("url {url:?}: {source}"))
-        }
-        other => LdapError::Unreachable {
-            url,
-            reason: other.to_string(),
-        },
+        plain.io
+    };
+    let name = ServerName::try_from(host.clone()).map_err(|e| LdapError::Tls {
+        url: url.clone(),
+        reason: format!("the host name is not valid for TLS: {e}"),
+    })?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| LdapError::Tls {
+            url: url.clone(),
+            reason: match rustls_in_io(&e) {
+                Some(t) => describe_tls(t),
+                None => format!("handshake failed: {e}"),
+            },
+        })?;
+    Ok(Wire::new(Box::new(stream), timeout))
+}
+
+/// TLS trusting the system's certificate store.
+fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS that accepts any certificate: only with the explicit `tls_skip_verify` opt-in, which
+/// is logged as a warning on every run.
+fn insecure_tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = crypto_provider();
+    let verifier = Arc::new(NoVerification(provider.clone()));
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The certificate verifier of [`insecure_tls_config`]: any certificate is accepted, but the
+/// handshake signatures are still checked with the provider's algorithms.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -255,129 +493,101 @@ impl Conn {
         &self.settings.url
     }
 
-    /// Turns a transport-level `ldap3` error into a transient error (or a filter error).
-    fn transport_error(&self, e: ldap3::LdapError) -> LdapError {
+    /// Turns a failure of the connection into a transient error (the read restarts), or a
+    /// protocol error for a malformed message.
+    fn transport_error(&self, e: WireError) -> LdapError {
         let url = self.settings.url.clone();
-        let dropped = self.dropped.lock().ok().and_then(|g| g.clone());
         match e {
-            ldap3::LdapError::Timeout { .. } => LdapError::Transient {
+            WireError::Malformed(reason) => LdapError::Protocol { url, reason },
+            other => LdapError::Transient {
                 url,
-                reason: format!(
-                    "no answer from the server within {} s",
-                    self.settings.response_timeout().as_secs()
-                ),
-            },
-            ldap3::LdapError::Io { source } => LdapError::Transient {
-                url,
-                reason: source.to_string(),
-            },
-            ldap3::LdapError::EndOfStream
-            | ldap3::LdapError::ResultRecv { .. }
-            | ldap3::LdapError::OpSend { .. }
-            | ldap3::LdapError::IdScrubSend { .. }
-            | ldap3::LdapError::MiscSend { .. } => LdapError::Transient {
-                url,
-                reason: dropped.unwrap_or_else(|| "the connection closed".to_string()),
-            },
-            other => LdapError::Protocol {
-                url,
-                reason: other.to_string(),
+                reason: wire_reason(&other, self.settings.response_timeout()),
             },
         }
     }
 
     /// Runs one search to the end, page by page when `paged`, calling `on_entry` for each
-    /// entry. Returns the number of entries. Any unsuccessful result, reference (unless
-    /// ignored) or transport failure is an error; entries already handed out must then be
-    /// discarded by the caller.
-    ///
-    /// Two futures run together on this task: `fetch` drains the server's answers and asks for
-    /// the next page as soon as a page ends, handing raw entries over a bounded channel to the
-    /// consumer, which converts them. So the server prepares page N+1 while page N is still
-    /// being converted, and memory stays bounded by the channel (two pages).
+    /// entry as it is decoded from the receive buffer. Returns the number of entries. Any
+    /// unsuccessful result, reference (unless ignored) or transport failure is an error;
+    /// entries already handed out must then be discarded by the caller, and the connection
+    /// must not be used for another search (it is left mid-answer).
     pub(crate) async fn search<F>(
         &mut self,
         s: &Search<'_>,
         mut on_entry: F,
     ) -> Result<usize, LdapError>
     where
-        F: FnMut(RawEntry) -> Result<(), LdapError>,
+        F: FnMut(RawEntry<'_>) -> Result<(), LdapError>,
     {
-        let cap = (self.settings.page_size as usize).clamp(128, 2048) * 2;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<ldap3::asn1::StructureTag>(cap);
-        let url = self.settings.url.clone();
-        let consume = async move {
-            let mut n = 0usize;
-            while let Some(tag) = rx.recv().await {
-                let raw = parse_entry(tag).map_err(|reason| LdapError::Protocol {
-                    url: url.clone(),
-                    reason,
-                })?;
-                on_entry(raw)?;
-                n += 1;
-            }
-            Ok::<usize, LdapError>(n)
-        };
-        let (_, n) = tokio::try_join!(self.fetch(s, tx), consume)?;
-        Ok(n)
-    }
-
-    /// The producing half of [`Conn::search`]: sends each entry's BER to `tx`; returns the
-    /// number of entries sent once the server said the search is complete.
-    async fn fetch(
-        &mut self,
-        s: &Search<'_>,
-        tx: tokio::sync::mpsc::Sender<ldap3::asn1::StructureTag>,
-    ) -> Result<usize, LdapError> {
+        let filter = ldap3::parse_filter(s.filter).map_err(|()| LdapError::FilterSyntax {
+            search: s.kind,
+            filter: s.filter.to_string(),
+            reason: String::new(),
+        })?;
+        let time_limit = i64::from(self.settings.time_limit_secs);
+        let page_size = i64::from(self.settings.page_size);
         let mut cookie: Vec<u8> = Vec::new();
         let mut count = 0usize;
         let mut page = 0u32;
         loop {
             page += 1;
-            if s.paged {
-                let ctrl: RawControl = PagedResults {
-                    size: i32::try_from(self.settings.page_size).unwrap_or(i32::MAX),
-                    cookie: std::mem::take(&mut cookie),
-                }
-                .into();
-                self.ldap.with_controls(ctrl);
-            }
-            let opts = SearchOptions::new()
-                .timelimit(i32::try_from(self.settings.time_limit_secs).unwrap_or(i32::MAX));
-            let mut stream = self
-                .ldap
-                .with_search_options(opts)
-                .with_timeout(self.settings.response_timeout())
-                .streaming_search(s.base, s.scope, s.filter, s.attrs)
+            let controls = if s.paged {
+                vec![wire::paged_control(page_size, &cookie)]
+            } else {
+                Vec::new()
+            };
+            let request =
+                wire::search_request(s.base, s.scope, time_limit, filter.clone(), s.attrs);
+            let id = self
+                .wire
+                .send(request, controls)
                 .await
-                .map_err(|e| self.search_transport_error(e, s))?;
+                .map_err(|e| self.transport_error(e))?;
             let mut refs = Vec::new();
             let mut in_page = 0usize;
-            loop {
-                let item = match stream.next().await {
-                    Ok(Some(item)) => item,
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = stream.finish().await;
-                        return Err(self.search_transport_error(e, s));
+            let res = loop {
+                let len = self
+                    .wire
+                    .fill()
+                    .await
+                    .map_err(|e| self.transport_error(e))?;
+                let step = {
+                    let (mid, resp) = wire::decode(&self.wire.rbuf[..len]).map_err(|reason| {
+                        LdapError::Protocol {
+                            url: self.settings.url.clone(),
+                            reason,
+                        }
+                    })?;
+                    match resp {
+                        Response::Extended(r) if mid == 0 => Step::Fail(disconnection(&r)),
+                        _ if mid != id => Step::Next,
+                        Response::Entry(entry) => {
+                            count += 1;
+                            in_page += 1;
+                            on_entry(entry)?;
+                            Step::Next
+                        }
+                        Response::Reference(urls) => {
+                            refs.extend(urls);
+                            Step::Next
+                        }
+                        Response::Intermediate => Step::Next,
+                        Response::Done(res) => Step::Done(res),
+                        Response::Bind(_) | Response::Extended(_) => {
+                            return Err(LdapError::Protocol {
+                                url: self.settings.url.clone(),
+                                reason: format!("message {id}: unexpected answer to a search"),
+                            })
+                        }
                     }
                 };
-                if item.is_ref() {
-                    refs.extend(reference_urls(item.0));
-                    continue;
+                self.wire.consume(len);
+                match step {
+                    Step::Next => {}
+                    Step::Done(res) => break res,
+                    Step::Fail(e) => return Err(self.transport_error(e)),
                 }
-                if item.is_intermediate() {
-                    continue;
-                }
-                count += 1;
-                in_page += 1;
-                if tx.send(item.0).await.is_err() {
-                    // The consumer stopped with its own error, which is the one reported.
-                    let _ = stream.finish().await;
-                    return Ok(count);
-                }
-            }
-            let res = stream.finish().await;
+            };
             if !refs.is_empty() {
                 match self.settings.references {
                     ReferencePolicy::Fail => {
@@ -398,34 +608,16 @@ impl Conn {
             if !s.paged {
                 return Ok(count);
             }
-            match paged_cookie(&res) {
+            match res.paged_cookie {
                 Some(c) if !c.is_empty() => cookie = c,
                 _ => return Ok(count),
             }
         }
     }
 
-    fn search_transport_error(&self, e: ldap3::LdapError, s: &Search<'_>) -> LdapError {
-        match e {
-            ldap3::LdapError::FilterParsing => LdapError::FilterSyntax {
-                search: s.kind,
-                filter: s.filter.to_string(),
-                reason: String::new(),
-            },
-            ldap3::LdapError::LdapResult { result } => match self.check_result(&result, s, 0) {
-                Err(e) => e,
-                Ok(()) => LdapError::Protocol {
-                    url: self.settings.url.clone(),
-                    reason: "search failed with a success result".into(),
-                },
-            },
-            other => self.transport_error(other),
-        }
-    }
-
     fn check_result(
         &self,
-        res: &ldap3::LdapResult,
+        res: &wire::LdapResult,
         s: &Search<'_>,
         entries: usize,
     ) -> Result<(), LdapError> {
@@ -496,39 +688,33 @@ impl Conn {
 
     /// Politely ends the session; errors are irrelevant by then.
     pub(crate) async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.ldap.unbind()).await;
+        let unbind = async {
+            if self
+                .wire
+                .send(wire::unbind_request(), Vec::new())
+                .await
+                .is_ok()
+            {
+                let _ = self.wire.io.shutdown().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), unbind).await;
     }
 }
 
-/// RFC 2696 Simple Paged Results.
-const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
-
-/// The URLs of a SearchResultReference.
-fn reference_urls(tag: ldap3::asn1::StructureTag) -> Vec<String> {
-    match tag.payload {
-        ldap3::asn1::PL::C(items) => items
-            .into_iter()
-            .filter_map(|t| match t.payload {
-                ldap3::asn1::PL::P(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-                ldap3::asn1::PL::C(_) => None,
-            })
-            .collect(),
-        ldap3::asn1::PL::P(_) => Vec::new(),
-    }
+/// What the search loop does after one message.
+enum Step {
+    Next,
+    Done(wire::LdapResult),
+    Fail(WireError),
 }
 
-/// The cookie of the paged results response control, if any. Parsed here rather than with
-/// `ldap3`'s parser, which panics on a malformed value.
-fn paged_cookie(res: &ldap3::LdapResult) -> Option<Vec<u8>> {
-    use ldap3::asn1::{parse_tag, PL};
-    let ctrl = res.ctrls.iter().find(|c| c.1.ctype == PAGED_RESULTS_OID)?;
-    let val = ctrl.1.val.as_ref()?;
-    let (_, tag) = parse_tag(val).ok()?;
-    let PL::C(parts) = tag.payload else {
-        return None;
-    };
-    match parts.into_iter().nth(1)?.payload {
-        PL::P(cookie) => Some(cookie),
-        PL::C(_) => None,
+/// A connection failure in words.
+fn wire_reason(e: &WireError, timeout: Duration) -> String {
+    match e {
+        WireError::Timeout => format!("no answer from the server within {} s", timeout.as_secs()),
+        WireError::Io(e) => e.to_string(),
+        WireError::Closed => "the server closed the connection".to_string(),
+        WireError::Malformed(reason) => format!("malformed message: {reason}"),
     }
 }

@@ -1,77 +1,33 @@
-//! Wire entries to model entries: walking a SearchResultEntry's BER without panicking,
+//! Wire entries to model entries: the borrowed form a decoded SearchResultEntry takes,
 //! deciding which values are binary, the Active Directory text forms (objectGUID as a
 //! mixed-endian GUID, objectSid as `S-1-5-...`), ranged attribute names
 //! (`member;range=0-1499`) and DN normalisation for comparing member DNs.
 //!
-//! What does not live here: searching (see `super::conn`) or membership resolution (see
+//! What does not live here: decoding messages (see `super::wire`), searching (see
+//! `super::conn`) or membership resolution (see
 //! `super::read`). Values the mapping layer converts (`accountExpires`, `pwdLastSet` as
 //! FILETIME, `whenChanged` as generalized time, `userAccountControl` flags) are kept as read.
 
 use crate::model::{Attributes, Value, Values};
-use ldap3::asn1::{StructureTag, PL};
+use smallvec::SmallVec;
 
-/// One entry as it came off the wire: DN and attributes with raw values.
+/// One entry as it came off the wire, borrowing the receive buffer: DN and attributes with
+/// raw values, in wire order.
 #[derive(Debug)]
-pub struct RawEntry {
+pub struct RawEntry<'a> {
     /// The entry's DN.
-    pub dn: String,
-    /// (attribute description as sent, values) in wire order.
-    pub attrs: Vec<(String, Vec<Vec<u8>>)>,
+    pub dn: &'a str,
+    /// The attributes in wire order.
+    pub attrs: Vec<RawAttr<'a>>,
 }
 
-/// Reads a SearchResultEntry (`[APPLICATION 4]`). Returns a description of the problem on a
-/// malformed structure.
-pub fn parse_entry(tag: StructureTag) -> Result<RawEntry, String> {
-    if tag.id != 4 {
-        return Err(format!(
-            "expected a search result entry, got tag {}",
-            tag.id
-        ));
-    }
-    let PL::C(parts) = tag.payload else {
-        return Err("search result entry is not constructed".into());
-    };
-    let mut parts = parts.into_iter();
-    let dn = match parts.next().map(|t| t.payload) {
-        Some(PL::P(bytes)) => {
-            String::from_utf8(bytes).map_err(|_| "entry DN is not UTF-8".to_string())?
-        }
-        _ => return Err("search result entry has no DN".into()),
-    };
-    let list = match parts.next().map(|t| t.payload) {
-        Some(PL::C(list)) => list,
-        Some(PL::P(p)) if p.is_empty() => Vec::new(),
-        _ => return Err(format!("entry {dn:?} has no attribute list")),
-    };
-    let mut attrs = Vec::with_capacity(list.len());
-    for pa in list {
-        let PL::C(pa) = pa.payload else {
-            return Err(format!("entry {dn:?}: malformed attribute"));
-        };
-        let mut pa = pa.into_iter();
-        let name = match pa.next().map(|t| t.payload) {
-            Some(PL::P(b)) => String::from_utf8(b)
-                .map_err(|_| format!("entry {dn:?}: attribute name is not UTF-8"))?,
-            _ => return Err(format!("entry {dn:?}: attribute without a name")),
-        };
-        let values = match pa.next().map(|t| t.payload) {
-            Some(PL::C(vals)) => {
-                let mut out = Vec::with_capacity(vals.len());
-                for v in vals {
-                    match v.payload {
-                        PL::P(b) => out.push(b),
-                        PL::C(_) => return Err(format!("entry {dn:?}: malformed value of {name}")),
-                    }
-                }
-                out
-            }
-            Some(PL::P(p)) if p.is_empty() => Vec::new(),
-            None => Vec::new(),
-            _ => return Err(format!("entry {dn:?}: malformed values of {name}")),
-        };
-        attrs.push((name, values));
-    }
-    Ok(RawEntry { dn, attrs })
+/// One attribute of a [`RawEntry`].
+#[derive(Debug)]
+pub struct RawAttr<'a> {
+    /// The attribute description as sent (`member;range=0-1499` included).
+    pub desc: &'a str,
+    /// The raw values.
+    pub values: SmallVec<[&'a [u8]; 2]>,
 }
 
 /// Attributes whose values are binary whatever their bytes look like.
@@ -130,12 +86,12 @@ pub fn classify(name: &str) -> ValueKind {
 }
 
 /// Converts one value of an attribute of the given kind.
-pub fn convert_kind(kind: ValueKind, bytes: Vec<u8>) -> Value {
+pub fn convert_kind(kind: ValueKind, bytes: &[u8]) -> Value {
     match kind {
-        ValueKind::Guid if bytes.len() == 16 => return Value::text(guid_text(&bytes)),
+        ValueKind::Guid if bytes.len() == 16 => return Value::text(guid_text(bytes)),
         ValueKind::Guid => return Value::binary(bytes),
         ValueKind::Sid => {
-            return match sid_text(&bytes) {
+            return match sid_text(bytes) {
                 Some(s) => Value::text(s),
                 None => Value::binary(bytes),
             }
@@ -143,15 +99,15 @@ pub fn convert_kind(kind: ValueKind, bytes: Vec<u8>) -> Value {
         ValueKind::Binary => return Value::binary(bytes),
         ValueKind::Text => {}
     }
-    match String::from_utf8(bytes) {
-        Ok(s) => Value::text(s),
-        Err(e) => Value::binary(e.into_bytes()),
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Value::text_str(s),
+        Err(_) => Value::binary(bytes),
     }
 }
 
 /// Converts one value. objectGUID and objectSid get their Active Directory text forms; known
 /// binary attributes and bytes that are not UTF-8 stay bytes. `name` in any letter case.
-pub fn convert_value(name: &str, bytes: Vec<u8>) -> Value {
+pub fn convert_value(name: &str, bytes: &[u8]) -> Value {
     convert_kind(classify(name), bytes)
 }
 
@@ -206,7 +162,7 @@ pub fn id_text(name: &str, bytes: &[u8]) -> String {
             return s.to_string();
         }
     }
-    match convert_kind(kind, bytes.to_vec()) {
+    match convert_kind(kind, bytes) {
         Value::Text(s) => s.into_string(),
         v @ Value::Binary(_) => v.as_text().into_owned(),
     }
@@ -347,50 +303,50 @@ fn normalize_ava(ava: &str) -> String {
 /// values (a server that does not cap answers both ways; the plain one is complete). Returns
 /// the attributes and, for each ranged attribute kept, (lower-cased base name, end of the
 /// range received or `None` when it ended with `*`).
-pub fn to_attributes(
-    attrs: Vec<(String, Vec<Vec<u8>>)>,
-) -> (Attributes, Vec<(String, Option<u64>)>) {
+pub fn to_attributes(attrs: &[RawAttr<'_>]) -> (Attributes, Vec<(String, Option<u64>)>) {
     let mut out = Attributes::with_capacity(attrs.len());
     let mut ranges = Vec::new();
+    let convert = |name: &str, values: &[&[u8]]| -> Values {
+        let kind = classify(name);
+        values.iter().map(|v| convert_kind(kind, v)).collect()
+    };
     // Attribute descriptions of one entry are distinct, so the common case is one `set` per
     // attribute; only ranged descriptions (and the rare repeated name) need merging.
-    let any_ranged = attrs.iter().any(|(d, _)| split_range(d).is_some());
+    let any_ranged = attrs.iter().any(|a| split_range(a.desc).is_some());
     if !any_ranged {
-        for (name, values) in attrs {
-            let kind = classify(&name);
-            let converted: Values = values.into_iter().map(|v| convert_kind(kind, v)).collect();
-            match out.get_mut(&name) {
+        for a in attrs {
+            let converted = convert(a.desc, &a.values);
+            match out.get_mut(a.desc) {
                 Some(existing) => existing.extend(converted),
-                None => out.set(&name, converted),
+                None => out.set(a.desc, converted),
             }
         }
         return (out, ranges);
     }
     let plain_with_values: Vec<String> = attrs
         .iter()
-        .filter(|(d, v)| !v.is_empty() && split_range(d).is_none())
-        .map(|(d, _)| d.to_ascii_lowercase())
+        .filter(|a| !a.values.is_empty() && split_range(a.desc).is_none())
+        .map(|a| a.desc.to_ascii_lowercase())
         .collect();
-    for (desc, values) in attrs {
-        let (name, range) = match split_range(&desc) {
-            Some((base, _start, end)) => (base.to_string(), Some(end)),
-            None => (desc, None),
+    for a in attrs {
+        let (name, range) = match split_range(a.desc) {
+            Some((base, _start, end)) => (base, Some(end)),
+            None => (a.desc, None),
         };
         let lower = name.to_ascii_lowercase();
         if range.is_some() && plain_with_values.contains(&lower) {
             continue;
         }
-        let kind = classify(&name);
-        let converted: Values = values.into_iter().map(|v| convert_kind(kind, v)).collect();
+        let converted = convert(name, &a.values);
         if let Some(end) = range {
             ranges.push((lower.clone(), end));
         }
-        if out.has(&name) || range.is_some() {
-            let mut existing = out.remove(&name).unwrap_or_default();
+        if out.has(name) || range.is_some() {
+            let mut existing = out.remove(name).unwrap_or_default();
             existing.extend(converted);
-            out.set(&name, existing);
+            out.set(name, existing);
         } else {
-            out.set(&name, converted);
+            out.set(name, converted);
         }
     }
     (out, ranges)
@@ -422,15 +378,15 @@ mod tests {
     #[test]
     fn binary_values_stay_bytes() {
         assert_eq!(
-            convert_value("jpegphoto", b"abc".to_vec()),
+            convert_value("jpegphoto", b"abc"),
             Value::binary(b"abc".to_vec())
         );
         assert_eq!(
-            convert_value("description", vec![0xff, 0xfe]),
+            convert_value("description", &[0xff, 0xfe]),
             Value::binary(vec![0xff, 0xfe])
         );
         assert_eq!(
-            convert_value("cn", "Zoë".as_bytes().to_vec()),
+            convert_value("cn", "Zoë".as_bytes()),
             Value::Text("Zoë".into())
         );
         assert_eq!(classify("JPEGPhoto"), ValueKind::Binary);
@@ -450,25 +406,17 @@ mod tests {
             Some(("Member", 1500, None))
         );
         assert_eq!(split_range("member"), None);
-        let (a, r) = to_attributes(vec![
-            ("member".into(), vec![]),
-            (
-                "member;range=0-1".into(),
-                vec![b"a".to_vec(), b"b".to_vec()],
-            ),
-        ]);
+        let attr = |desc, values: &[&'static [u8]]| RawAttr {
+            desc,
+            values: values.iter().copied().collect(),
+        };
+        let (a, r) = to_attributes(&[attr("member", &[]), attr("member;range=0-1", &[b"a", b"b"])]);
         assert_eq!(a.get("member").len(), 2);
         assert_eq!(r, vec![("member".to_string(), Some(1))]);
         // A plain attribute with values wins over a ranged one.
-        let (a, r) = to_attributes(vec![
-            (
-                "member".into(),
-                vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
-            ),
-            (
-                "member;range=0-1".into(),
-                vec![b"a".to_vec(), b"b".to_vec()],
-            ),
+        let (a, r) = to_attributes(&[
+            attr("member", &[b"a", b"b", b"c"]),
+            attr("member;range=0-1", &[b"a", b"b"]),
         ]);
         assert_eq!(a.get("member").len(), 3);
         assert!(r.is_empty());

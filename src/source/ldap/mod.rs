@@ -20,6 +20,7 @@ mod conn;
 mod entry;
 mod error;
 mod read;
+mod wire;
 
 pub use config::{
     Flavour, GroupsConfig, LdapSourceConfig, Membership, ReferencePolicy, ScopeConfig, UsersConfig,
@@ -40,6 +41,7 @@ use std::time::Duration;
 
 /// An opened LDAP source: configuration checked, secret read, TLS trust prepared. No
 /// connection is held between reads.
+#[derive(Clone)]
 pub struct LdapSource {
     cfg: LdapSourceConfig,
     settings: Settings,
@@ -102,8 +104,21 @@ impl LdapSource {
     }
 
     /// Reads one complete snapshot (the same as [`Source::read`], with the LDAP error type).
+    ///
+    /// The read runs as a task of its own on the runtime, so that the thread that waits for
+    /// the sockets is the one that decodes what they bring (from a `block_on` caller, every
+    /// packet would otherwise cost a wake-up of another thread). The task is aborted if this
+    /// future is dropped.
     pub async fn read_snapshot(&self) -> Result<Snapshot, LdapError> {
-        read::read_snapshot(self).await
+        let me = self.clone();
+        let task = AbortOnDrop(tokio::spawn(async move { read::read_snapshot(&me).await }));
+        match task.join().await {
+            Ok(result) => result,
+            Err(e) => Err(LdapError::Protocol {
+                url: self.cfg.url.clone(),
+                reason: format!("the read task failed: {e}"),
+            }),
+        }
     }
 
     /// For `ironbridge check`: connects, binds, checks that each base DN exists and counts
@@ -198,7 +213,22 @@ impl Source for LdapSource {
     }
 
     fn read(&self) -> BoxFuture<'_, Result<Snapshot, SourceError>> {
-        Box::pin(async move { Ok(read::read_snapshot(self).await?) })
+        Box::pin(async move { Ok(self.read_snapshot().await?) })
+    }
+}
+
+/// A task handle that aborts the task when dropped before it finished.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -11,7 +11,7 @@
 
 use super::config::Membership;
 use super::conn::{self, Conn, Search};
-use super::entry::{id_text, normalize_dn, split_range, to_attributes, RawEntry};
+use super::entry::{convert_value, id_text, normalize_dn, split_range, to_attributes, RawEntry};
 use super::error::{LdapError, SearchKind};
 use super::LdapSource;
 use crate::model::{Entry, Group, Snapshot, Value};
@@ -65,11 +65,11 @@ struct PendingGroup {
 fn take_id(raw: &RawEntry, id_attr: &str, kind: SearchKind) -> Result<String, LdapError> {
     raw.attrs
         .iter()
-        .find(|(n, v)| n.eq_ignore_ascii_case(id_attr) && !v.is_empty())
-        .and_then(|(n, v)| v.first().map(|b| id_text(n, b)))
+        .find(|a| a.desc.eq_ignore_ascii_case(id_attr) && !a.values.is_empty())
+        .and_then(|a| a.values.first().map(|b| id_text(a.desc, b)))
         .ok_or_else(|| LdapError::MissingId {
             search: kind,
-            dn: raw.dn.clone(),
+            dn: raw.dn.to_string(),
             attribute: id_attr.to_string(),
         })
 }
@@ -185,10 +185,10 @@ async fn read_users(
     };
     conn.search(&search, |raw| {
         let id = take_id(&raw, id_attr, SearchKind::Users)?;
-        let (attrs, _) = to_attributes(raw.attrs);
+        let (attrs, _) = to_attributes(&raw.attrs);
         users.push(Entry {
             id,
-            locator: raw.dn,
+            locator: raw.dn.to_string(),
             attrs,
         });
         Ok(())
@@ -231,7 +231,7 @@ async fn read_groups(
     let watched = gcfg.membership.attribute().to_ascii_lowercase();
     conn.search(&search, |raw| {
         let id = take_id(&raw, id_attr, SearchKind::Groups)?;
-        let (attrs, ranges) = to_attributes(raw.attrs);
+        let (attrs, ranges) = to_attributes(&raw.attrs);
         let next_range = ranges
             .into_iter()
             .find(|(name, _)| *name == watched)
@@ -239,7 +239,7 @@ async fn read_groups(
         groups.push(PendingGroup {
             entry: Entry {
                 id,
-                locator: raw.dn,
+                locator: raw.dn.to_string(),
                 attrs,
             },
             next_range,
@@ -298,22 +298,23 @@ async fn read_ranges(
             attrs: &attrs,
             paged: false,
         };
-        let mut got: Option<(u64, Option<u64>, Vec<Vec<u8>>)> = None;
-        let mut bad = None;
+        let mut got: Option<(u64, Option<u64>, Vec<Value>)> = None;
+        let mut bad = false;
         conn.search(&search, |raw| {
-            for (desc, values) in raw.attrs {
-                if let Some((base, s, e)) = split_range(&desc) {
+            for a in &raw.attrs {
+                if let Some((base, s, e)) = split_range(a.desc) {
                     if base.eq_ignore_ascii_case(attr) {
+                        let values = a.values.iter().map(|v| convert_value(attr, v)).collect();
                         got = Some((s, e, values));
                     }
-                } else if desc.eq_ignore_ascii_case(attr) && !values.is_empty() {
-                    bad = Some(desc);
+                } else if a.desc.eq_ignore_ascii_case(attr) && !a.values.is_empty() {
+                    bad = true;
                 }
             }
             Ok(())
         })
         .await?;
-        if bad.is_some() {
+        if bad {
             return Err(LdapError::Protocol {
                 url: conn_url(conn),
                 reason: format!("asked {dn:?} for a range of {attr} and got the whole attribute"),
@@ -340,11 +341,7 @@ async fn read_ranges(
             .map(|(name, _)| name.to_string())
             .unwrap_or_else(|| attr.to_string());
         let mut existing = g.entry.attrs.remove(attr).unwrap_or_default();
-        existing.extend(
-            values
-                .into_iter()
-                .map(|v| super::entry::convert_value(attr, v)),
-        );
+        existing.extend(values);
         g.entry.attrs.set(&display, existing);
         tracing::debug!(group = %dn, attr, start, values = n, rounds, "membership range read");
         match end {
@@ -385,14 +382,21 @@ fn resolve_membership(
     let mut members: Vec<Vec<String>> = vec![Vec::new(); pending.len()];
     match membership {
         Membership::Member | Membership::UniqueMember => {
-            let mut by_dn: HashMap<String, &str> =
+            // Member values almost always repeat the DN as the server wrote it, so an exact
+            // match is tried first; only a miss pays for normalising (case, spaces, escapes),
+            // and the normalised table is built the first time one is needed.
+            let entries = || {
+                users
+                    .iter()
+                    .map(|u| (&u.locator, &u.id))
+                    .chain(pending.iter().map(|g| (&g.entry.locator, &g.entry.id)))
+            };
+            let mut by_dn: HashMap<&str, &str> =
                 HashMap::with_capacity(users.len() + pending.len());
-            for u in users {
-                by_dn.insert(normalize_dn(&u.locator), &u.id);
+            for (dn, id) in entries() {
+                by_dn.entry(dn.as_str()).or_insert(id.as_str());
             }
-            for g in &pending {
-                by_dn.insert(normalize_dn(&g.entry.locator), &g.entry.id);
-            }
+            let mut by_normal: Option<HashMap<String, &str>> = None;
             let attr = membership.attribute();
             for (i, g) in pending.iter().enumerate() {
                 let mut dropped = 0usize;
@@ -401,8 +405,19 @@ fn resolve_membership(
                         dropped += 1;
                         continue;
                     };
-                    match by_dn.get(&normalize_dn(strip_optional_uid(dn))) {
-                        Some(id) => members[i].push((*id).to_string()),
+                    let dn = strip_optional_uid(dn);
+                    let found = by_dn.get(dn).copied().or_else(|| {
+                        let table = by_normal.get_or_insert_with(|| {
+                            let mut t = HashMap::with_capacity(users.len() + pending.len());
+                            for (dn, id) in entries() {
+                                t.entry(normalize_dn(dn)).or_insert(id.as_str());
+                            }
+                            t
+                        });
+                        table.get(&normalize_dn(dn)).copied()
+                    });
+                    match found {
+                        Some(id) => members[i].push(id.to_string()),
                         None => {
                             dropped += 1;
                             tracing::debug!(group = %g.entry.locator, member = %dn, "member is not a user or group of this read; dropped");
