@@ -35,6 +35,7 @@ pub mod config;
 pub mod ironclad;
 pub mod mapping;
 pub mod model;
+pub(crate) mod pos_table;
 pub mod reconcile;
 pub mod report;
 pub mod serve;

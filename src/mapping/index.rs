@@ -8,54 +8,9 @@
 
 use super::expr::{dn_rdns, normalize_dn};
 use crate::model::{Entry, Snapshot};
+use crate::pos_table::PosTable;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
-
-/// A hash table from an entry's id or DN to its position that stores positions only: the key
-/// is read back from the snapshot, so no id or DN is copied (at 100,000 entries the copies
-/// cost more than 20 MB).
-struct PosTable {
-    table: hashbrown::HashTable<u32>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl std::fmt::Debug for PosTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PosTable({} entries)", self.table.len())
-    }
-}
-
-impl PosTable {
-    fn with_capacity(n: usize) -> Self {
-        PosTable {
-            table: hashbrown::HashTable::with_capacity(n),
-            hasher: Default::default(),
-        }
-    }
-    /// Adds `pos` under `key` unless the key is already there (the first entry wins).
-    fn insert_first<'s>(&mut self, key: &str, pos: usize, key_at: impl Fn(u32) -> &'s str) {
-        let Ok(pos) = u32::try_from(pos) else {
-            return;
-        };
-        let hash = self.hasher.hash_one(key);
-        let hasher = &self.hasher;
-        if let hashbrown::hash_table::Entry::Vacant(v) =
-            self.table
-                .entry(hash, |p| key_at(*p) == key, |p| hasher.hash_one(key_at(*p)))
-        {
-            v.insert(pos);
-        }
-    }
-    fn get<'s>(&self, key: &str, key_at: impl Fn(u32) -> &'s str) -> Option<usize> {
-        self.table
-            .find(self.hasher.hash_one(key), |p| key_at(*p) == key)
-            .map(|p| *p as usize)
-    }
-    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
-        self.table.iter().map(|p| *p as usize)
-    }
-}
 
 /// The entry at a position of a snapshot (users first, then groups).
 fn entry_at(snapshot: &Snapshot, pos: usize) -> Option<&Entry> {

@@ -15,6 +15,7 @@ use super::entry::{convert_value, id_text, normalize_dn, split_range, to_attribu
 use super::error::{LdapError, SearchKind};
 use super::LdapSource;
 use crate::model::{Entry, Group, Snapshot, Value};
+use crate::pos_table::PosTable;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -144,6 +145,7 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
 
     check_unique(&users, &groups, &id_attr)?;
     let groups = resolve_membership(src, &users, groups, in_chain);
+    let users = users.entries;
     tracing::info!(
         url = %cfg.url,
         users = users.len(),
@@ -159,13 +161,29 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
     })
 }
 
-/// The users search, converted into entries as they arrive.
+/// The users as read, with tables of their ids and DNs (as written) built as they arrived,
+/// while the server was preparing the next ones.
+struct Users {
+    entries: Vec<Entry>,
+    by_id: PosTable,
+    by_dn: PosTable,
+}
+
+fn id_at(users: &[Entry], pos: u32) -> &str {
+    users.get(pos as usize).map_or("", |e| e.id.as_str())
+}
+
+fn dn_at(users: &[Entry], pos: u32) -> &str {
+    users.get(pos as usize).map_or("", |e| e.locator.as_str())
+}
+
+/// The users search, converted into entries as they arrive. A repeated id is an error at once.
 async fn read_users(
     src: &LdapSource,
     conn: &mut Conn,
     id_attr: &str,
     users_filter: &str,
-) -> Result<Vec<Entry>, LdapError> {
+) -> Result<Users, LdapError> {
     let cfg = &src.cfg;
     let mut user_extra: Vec<&str> = vec![id_attr];
     match cfg.groups.as_ref().map(|g| g.membership) {
@@ -175,6 +193,8 @@ async fn read_users(
     }
     let user_attrs = with_attrs(&cfg.users.attributes, &user_extra);
     let mut users: Vec<Entry> = Vec::new();
+    let mut by_id = PosTable::with_capacity(1024);
+    let mut by_dn = PosTable::with_capacity(1024);
     let search = Search {
         kind: SearchKind::Users,
         base: &cfg.users.base_dn,
@@ -185,16 +205,36 @@ async fn read_users(
     };
     conn.search(&search, |raw| {
         let id = take_id(&raw, id_attr, SearchKind::Users)?;
+        if let Some(first) = by_id.get(&id, |p| id_at(&users, p)) {
+            return Err(LdapError::DuplicateId {
+                attribute: id_attr.to_string(),
+                id,
+                first: users
+                    .get(first)
+                    .map(|e| e.locator.clone())
+                    .unwrap_or_default(),
+                second: raw.dn.to_string(),
+            });
+        }
         let (attrs, _) = to_attributes(&raw.attrs);
+        let pos = users.len();
         users.push(Entry {
             id,
             locator: raw.dn.to_string(),
             attrs,
         });
+        if let Some(entry) = users.get(pos) {
+            by_id.insert_first(&entry.id, pos, |p| id_at(&users, p));
+            by_dn.insert_first(&entry.locator, pos, |p| dn_at(&users, p));
+        }
         Ok(())
     })
     .await?;
-    Ok(users)
+    Ok(Users {
+        entries: users,
+        by_id,
+        by_dn,
+    })
 }
 
 /// The groups search and, for groups whose membership came in ranges, the follow-up range
@@ -257,12 +297,19 @@ async fn read_groups(
     Ok(groups)
 }
 
-/// Every stable id must be unique across users and groups.
-fn check_unique(users: &[Entry], groups: &[PendingGroup], attr: &str) -> Result<(), LdapError> {
-    let mut seen: HashMap<&str, &str> = HashMap::with_capacity(users.len() + groups.len());
-    let all = users.iter().chain(groups.iter().map(|g| &g.entry));
-    for e in all {
-        if let Some(first) = seen.insert(&e.id, &e.locator) {
+/// Every stable id must be unique across users and groups (users among themselves were
+/// checked as they arrived).
+fn check_unique(users: &Users, groups: &[PendingGroup], attr: &str) -> Result<(), LdapError> {
+    let mut seen: HashMap<&str, &str> = HashMap::with_capacity(groups.len());
+    for g in groups {
+        let e = &g.entry;
+        let first = users
+            .by_id
+            .get(&e.id, |p| id_at(&users.entries, p))
+            .and_then(|p| users.entries.get(p))
+            .map(|u| u.locator.as_str())
+            .or_else(|| seen.insert(&e.id, &e.locator));
+        if let Some(first) = first {
             return Err(LdapError::DuplicateId {
                 attribute: attr.to_string(),
                 id: e.id.clone(),
@@ -371,7 +418,7 @@ fn strip_optional_uid(v: &str) -> &str {
 
 fn resolve_membership(
     src: &LdapSource,
-    users: &[Entry],
+    read: &Users,
     pending: Vec<PendingGroup>,
     in_chain: HashMap<usize, Vec<String>>,
 ) -> Vec<Group> {
@@ -379,6 +426,7 @@ fn resolve_membership(
         return Vec::new();
     };
     let membership = gcfg.membership;
+    let users = read.entries.as_slice();
     let mut members: Vec<Vec<String>> = vec![Vec::new(); pending.len()];
     match membership {
         Membership::Member | Membership::UniqueMember => {
@@ -391,11 +439,19 @@ fn resolve_membership(
                     .map(|u| (&u.locator, &u.id))
                     .chain(pending.iter().map(|g| (&g.entry.locator, &g.entry.id)))
             };
-            let mut by_dn: HashMap<&str, &str> =
-                HashMap::with_capacity(users.len() + pending.len());
-            for (dn, id) in entries() {
-                by_dn.entry(dn.as_str()).or_insert(id.as_str());
+            let mut group_dns: HashMap<&str, &str> = HashMap::with_capacity(pending.len());
+            for g in &pending {
+                group_dns
+                    .entry(g.entry.locator.as_str())
+                    .or_insert(g.entry.id.as_str());
             }
+            let exact = |dn: &str| {
+                read.by_dn
+                    .get(dn, |p| dn_at(users, p))
+                    .and_then(|p| users.get(p))
+                    .map(|u| u.id.as_str())
+                    .or_else(|| group_dns.get(dn).copied())
+            };
             let mut by_normal: Option<HashMap<String, &str>> = None;
             let attr = membership.attribute();
             for (i, g) in pending.iter().enumerate() {
@@ -406,7 +462,7 @@ fn resolve_membership(
                         continue;
                     };
                     let dn = strip_optional_uid(dn);
-                    let found = by_dn.get(dn).copied().or_else(|| {
+                    let found = exact(dn).or_else(|| {
                         let table = by_normal.get_or_insert_with(|| {
                             let mut t = HashMap::with_capacity(users.len() + pending.len());
                             for (dn, id) in entries() {
