@@ -1,6 +1,6 @@
 //! [`LdapError`]: every way an LDAP read or check can fail, with the context an operator needs
 //! (URL, bind DN, base DN, filter, which search) and never the bind password. Also the
-//! translation of LDAP result codes and `ldap3` errors into it.
+//! translation of LDAP result codes and TLS errors into it.
 //!
 //! What does not live here: deciding whether to reconnect (see `super::read`), which only asks
 //! [`LdapError::is_transient`].

@@ -1,10 +1,12 @@
 //! The LDAP source: OpenLDAP, 389 Directory Server, FreeIPA and Active Directory (or Samba AD),
-//! read with `ldap3` into one complete [`crate::model::Snapshot`] or an error.
+//! read into one complete [`crate::model::Snapshot`] or an error. The connection and the
+//! decoding of answers are our own; `ldap3` parses filters and encodes requests.
 //!
 //! Layout:
 //! - `config`: the `[source] kind = "ldap"` shape, flavour defaults, offline validation;
 //! - `conn`: TCP/TLS/bind and the paged search loop;
-//! - `entry`: BER entries to model entries, AD text forms, ranged attributes, DN normalisation;
+//! - `wire`: LDAP messages encoded and decoded (entries as slices of the receive buffer);
+//! - `entry`: wire entries to model entries, AD text forms, ranged attributes, DN normalisation;
 //! - `read`: one full read with bounded restarts and membership resolution;
 //! - `error`: [`LdapError`].
 //!
