@@ -26,16 +26,20 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How the connection is secured.
+/// How the connection is secured. TLS configurations are built once, when the source is
+/// opened, and shared by every connection.
 #[derive(Clone)]
 pub(crate) enum Tls {
     /// Plain LDAP.
     None,
-    /// TLS with certificate verification; `Some` carries a configuration that trusts an
-    /// extra CA file as well as the system store.
-    Verify(Option<Arc<rustls::ClientConfig>>),
+    /// TLS with certificate verification against the system store, and the certificates of
+    /// `ca_file` too when `with_ca_file`.
+    Verify {
+        config: Arc<rustls::ClientConfig>,
+        with_ca_file: bool,
+    },
     /// TLS without certificate verification (explicit opt-in).
-    Insecure,
+    Insecure(Arc<rustls::ClientConfig>),
 }
 
 /// Who to bind as.
@@ -165,16 +169,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
 
     /// Reads until the answer to `id`, which must not be a search item, skipping anything
     /// else (answers to abandoned requests). A notice of disconnection is an error.
-    async fn result_of(&mut self, id: u32) -> Result<(Answer, wire::LdapResult), WireError> {
+    async fn result_of(&mut self, id: u32) -> Result<Response<'static>, WireError> {
         loop {
             let len = self.fill().await?;
-            let step = {
+            let step: Result<Option<Response<'static>>, WireError> = {
                 let (mid, resp) = wire::decode(&self.rbuf[..len]).map_err(WireError::Malformed)?;
                 match resp {
                     Response::Extended(r) if mid == 0 => Err(disconnection(&r)),
-                    Response::Bind(r) if mid == id => Ok(Some((Answer::Bind, r))),
-                    Response::Extended(r) if mid == id => Ok(Some((Answer::Extended, r))),
-                    Response::Done(r) if mid == id => Ok(Some((Answer::Done, r))),
+                    Response::Bind(r) if mid == id => Ok(Some(Response::Bind(r))),
+                    Response::Extended(r) if mid == id => Ok(Some(Response::Extended(r))),
+                    Response::Done(r) if mid == id => Ok(Some(Response::Done(r))),
                     _ => Ok(None),
                 }
             };
@@ -184,14 +188,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             }
         }
     }
-}
-
-/// Which kind of response [`Wire::result_of`] received.
-#[derive(Debug, PartialEq, Eq)]
-enum Answer {
-    Bind,
-    Extended,
-    Done,
 }
 
 /// A notice of disconnection (or any unsolicited message) as an error.
@@ -224,34 +220,23 @@ pub(crate) struct Search<'a> {
 /// Opens and binds. `first` says whether this is the first attempt of a read: later
 /// attempts report connection failures as transient so the reader keeps its bounded retries.
 pub(crate) async fn open(settings: &Settings, first: bool) -> Result<Conn, LdapError> {
-    let wire = match tokio::time::timeout(settings.connect_timeout, connect(settings)).await {
-        Ok(Ok(w)) => w,
-        Ok(Err(err)) => {
-            if !first && matches!(err, LdapError::Unreachable { .. }) {
-                return Err(LdapError::Transient {
-                    url: settings.url.clone(),
-                    reason: err.to_string(),
-                });
-            }
-            return Err(err);
-        }
-        Err(_) => {
-            let err = LdapError::Unreachable {
-                url: settings.url.clone(),
-                reason: format!(
-                    "no connection within {} s (connect_timeout_secs)",
-                    settings.connect_timeout.as_secs()
-                ),
-            };
-            if !first {
-                return Err(LdapError::Transient {
-                    url: settings.url.clone(),
-                    reason: err.to_string(),
-                });
-            }
-            return Err(err);
-        }
+    let connected = match tokio::time::timeout(settings.connect_timeout, connect(settings)).await {
+        Ok(result) => result,
+        Err(_) => Err(LdapError::Unreachable {
+            url: settings.url.clone(),
+            reason: format!(
+                "no connection within {} s (connect_timeout_secs)",
+                settings.connect_timeout.as_secs()
+            ),
+        }),
     };
+    let wire = connected.map_err(|err| match err {
+        LdapError::Unreachable { .. } if !first => LdapError::Transient {
+            url: settings.url.clone(),
+            reason: err.to_string(),
+        },
+        other => other,
+    })?;
     let mut c = Conn {
         wire,
         settings: settings.clone(),
@@ -260,13 +245,13 @@ pub(crate) async fn open(settings: &Settings, first: bool) -> Result<Conn, LdapE
         Bind::Anonymous => ("", ""),
         Bind::Simple { dn, password } => (dn.as_str(), password.expose()),
     };
-    let (answer, res) = async {
+    let answer = async {
         let id = c.wire.send(wire::bind_request(dn, pw), Vec::new()).await?;
         c.wire.result_of(id).await
     }
     .await
     .map_err(|e| c.transport_error(e))?;
-    if answer != Answer::Bind {
+    let Response::Bind(res) = answer else {
         return Err(LdapError::Protocol {
             url: settings.url.clone(),
             reason: "the answer to the bind request is not a bind response".into(),
@@ -310,14 +295,8 @@ async fn connect(settings: &Settings) -> Result<Wire<Box<dyn Io>>, LdapError> {
     let _ = tcp.set_nodelay(true);
     let tls = match &settings.tls {
         Tls::None => return Ok(Wire::new(Box::new(tcp), timeout)),
-        Tls::Verify(Some(config)) => Ok(config.clone()),
-        Tls::Verify(None) => default_tls_config(),
-        Tls::Insecure => insecure_tls_config(),
-    }
-    .map_err(|e| LdapError::Tls {
-        url: url.clone(),
-        reason: format!("TLS setup failed: {}", describe_tls(&e)),
-    })?;
+        Tls::Verify { config, .. } | Tls::Insecure(config) => config.clone(),
+    };
     let tcp = if ldaps || !settings.starttls {
         tcp
     } else {
@@ -338,8 +317,8 @@ async fn connect(settings: &Settings) -> Result<Wire<Box<dyn Io>>, LdapError> {
             },
         })?;
         match res {
-            (Answer::Extended, r) if r.rc == 0 => {}
-            (Answer::Extended, r) => {
+            Response::Extended(r) if r.rc == 0 => {}
+            Response::Extended(r) => {
                 return Err(LdapError::Tls {
                     url,
                     reason: format!(
@@ -376,26 +355,14 @@ async fn connect(settings: &Settings) -> Result<Wire<Box<dyn Io>>, LdapError> {
     Ok(Wire::new(Box::new(stream), timeout))
 }
 
-/// TLS trusting the system's certificate store.
-fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The cryptography every TLS configuration of the LDAP source uses.
+pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// TLS that accepts any certificate: only with the explicit `tls_skip_verify` opt-in, which
 /// is logged as a warning on every run.
-fn insecure_tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+pub(crate) fn insecure_tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = crypto_provider();
     let verifier = Arc::new(NoVerification(provider.clone()));
     let config = rustls::ClientConfig::builder_with_provider(provider)

@@ -73,16 +73,19 @@ impl LdapSource {
         let tls = if !cfg.uses_tls() {
             Tls::None
         } else if cfg.tls_insecure_skip_verify {
-            Tls::Insecure
-        } else if let Some(ca) = &cfg.ca_file {
-            let path = if ca.is_absolute() {
-                ca.clone()
-            } else {
-                base.join(ca)
-            };
-            Tls::Verify(Some(tls_config_with_ca(&path)?))
+            Tls::Insecure(conn::insecure_tls_config().map_err(|e| tls_setup_error(cfg, &e))?)
         } else {
-            Tls::Verify(None)
+            let ca = cfg.ca_file.as_ref().map(|ca| {
+                if ca.is_absolute() {
+                    ca.clone()
+                } else {
+                    base.join(ca)
+                }
+            });
+            Tls::Verify {
+                config: verified_tls_config(cfg, ca.as_deref())?,
+                with_ca_file: ca.is_some(),
+            }
         };
         let settings = Settings {
             url: cfg.url.clone(),
@@ -189,14 +192,18 @@ impl LdapSource {
             return "no TLS".to_string();
         };
         match &self.settings.tls {
-            Tls::Insecure => format!("{how}, certificate NOT verified (tls_insecure_skip_verify)"),
-            Tls::Verify(Some(_)) => format!("{how}, certificate verified (system store + ca_file)"),
+            Tls::Insecure(_) => {
+                format!("{how}, certificate NOT verified (tls_insecure_skip_verify)")
+            }
+            Tls::Verify {
+                with_ca_file: true, ..
+            } => format!("{how}, certificate verified (system store + ca_file)"),
             _ => format!("{how}, certificate verified (system store)"),
         }
     }
 
     fn warn_if_insecure(&self) {
-        if matches!(self.settings.tls, Tls::Insecure) {
+        if matches!(self.settings.tls, Tls::Insecure(_)) {
             tracing::warn!(
                 url = %self.cfg.url,
                 "TLS certificate verification is disabled (tls_insecure_skip_verify = true): anyone on the network path can impersonate the directory and read the bind password"
@@ -295,33 +302,44 @@ impl fmt::Display for LdapCheck {
     }
 }
 
-/// A TLS client configuration trusting the system store plus the certificates in `path`.
-fn tls_config_with_ca(path: &Path) -> Result<Arc<rustls::ClientConfig>, LdapError> {
-    let ca_err = |reason: String| LdapError::CaFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+fn tls_setup_error(cfg: &LdapSourceConfig, e: &rustls::Error) -> LdapError {
+    LdapError::Tls {
+        url: cfg.url.clone(),
+        reason: format!("TLS setup failed: {e}"),
+    }
+}
+
+/// A TLS client configuration trusting the system store plus the certificates in `ca_file`
+/// when given. Built once per source: reading the system store is not free.
+fn verified_tls_config(
+    cfg: &LdapSourceConfig,
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, LdapError> {
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
+    for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    let mut added = 0usize;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| ca_err(format!("not a PEM certificate file: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| ca_err(format!("unusable certificate: {e}")))?;
-        added += 1;
+    if let Some(path) = ca_file {
+        let ca_err = |reason: String| LdapError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let mut added = 0usize;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| ca_err(format!("not a PEM certificate file: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| ca_err(format!("unusable certificate: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ca_err("holds no PEM certificate".into()));
+        }
     }
-    if added == 0 {
-        return Err(ca_err("holds no PEM certificate".into()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(conn::crypto_provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ca_err(format!("TLS setup failed: {e}")))?
+        .map_err(|e| tls_setup_error(cfg, &e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

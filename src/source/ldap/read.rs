@@ -205,17 +205,6 @@ async fn read_users(
     };
     conn.search(&search, |raw| {
         let id = take_id(&raw, id_attr, SearchKind::Users)?;
-        if let Some(first) = by_id.get(&id, |p| id_at(&users, p)) {
-            return Err(LdapError::DuplicateId {
-                attribute: id_attr.to_string(),
-                id,
-                first: users
-                    .get(first)
-                    .map(|e| e.locator.clone())
-                    .unwrap_or_default(),
-                second: raw.dn.to_string(),
-            });
-        }
         let (attrs, _) = to_attributes(&raw.attrs);
         let pos = users.len();
         users.push(Entry {
@@ -223,10 +212,21 @@ async fn read_users(
             locator: raw.dn.to_string(),
             attrs,
         });
-        if let Some(entry) = users.get(pos) {
-            by_id.insert_first(&entry.id, pos, |p| id_at(&users, p));
-            by_dn.insert_first(&entry.locator, pos, |p| dn_at(&users, p));
+        let Some(entry) = users.get(pos) else {
+            return Ok(());
+        };
+        if let Some(first) = by_id.insert_first(&entry.id, pos, |p| id_at(&users, p)) {
+            // The read fails, so the entry just added is discarded with the rest.
+            return Err(LdapError::DuplicateId {
+                attribute: id_attr.to_string(),
+                id: entry.id.clone(),
+                first: users
+                    .get(first)
+                    .map_or_else(String::new, |e| e.locator.clone()),
+                second: entry.locator.clone(),
+            });
         }
+        by_dn.insert_first(&entry.locator, pos, |p| dn_at(&users, p));
         Ok(())
     })
     .await?;

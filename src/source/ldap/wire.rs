@@ -16,12 +16,12 @@ use ldap3::asn1::{
 use smallvec::SmallVec;
 
 /// RFC 2696 Simple Paged Results.
-pub(crate) const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
+const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 /// RFC 4511 StartTLS extended operation.
-pub(crate) const STARTTLS_OID: &str = "1.3.6.1.4.1.1466.20037";
+const STARTTLS_OID: &str = "1.3.6.1.4.1.1466.20037";
 /// The largest message accepted. A group with a million members is well below it; a length
 /// above it is taken for a corrupt stream rather than allocated.
-pub(crate) const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 
 // BER identifier octets used by LDAP.
 const SEQUENCE: u8 = 0x30;
@@ -41,13 +41,12 @@ const REFERRAL: u8 = 0xa3;
 const EXTENDED_NAME: u8 = 0x8a;
 
 /// A cursor over BER-encoded elements, each read as (identifier octet, content).
-#[derive(Clone, Copy)]
-pub(crate) struct Ber<'a> {
+struct Ber<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Ber<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    fn new(buf: &'a [u8]) -> Self {
         Ber { buf }
     }
 
@@ -141,7 +140,7 @@ fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, String> {
 
 /// The outcome of an operation (LDAPResult), with the paged results cookie when the server
 /// sent the control.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct LdapResult {
     pub rc: u32,
     pub matched: String,
