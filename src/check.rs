@@ -182,6 +182,7 @@ mod tests {
             remove_users: RemoveMode::Delete,
             manage_groups: true,
             write_method: crate::config::WriteMethod::Balanced,
+            full_compare: false,
         };
         let rows = scope_rows(&policy, &least_privilege());
         assert_eq!(
@@ -203,6 +204,7 @@ mod tests {
             remove_users: RemoveMode::Delete,
             manage_groups: false,
             write_method: crate::config::WriteMethod::Balanced,
+            full_compare: false,
         };
         assert!(missing(&scope_rows(&policy, &least_privilege())).is_empty());
     }
@@ -215,6 +217,7 @@ mod tests {
             remove_users: RemoveMode::Deactivate,
             manage_groups: false,
             write_method: crate::config::WriteMethod::Balanced,
+            full_compare: false,
         };
         let granted: BTreeSet<String> = [scopes::READ_USERS.to_string()].into();
         assert_eq!(

@@ -332,6 +332,11 @@ pub struct PolicyFile {
     /// both rate-limit buckets finish together) or `patch` (PATCH only). Default `balanced`.
     #[serde(default)]
     pub write_method: WriteMethod,
+    /// Compare every linked user attribute by attribute on every run. Default false: a user
+    /// whose desired state and Ironclad `meta.lastModified` are both unchanged since a run
+    /// found them equal is not compared again.
+    #[serde(default)]
+    pub full_compare: bool,
 }
 
 fn yes() -> bool {
@@ -351,6 +356,7 @@ impl Default for PolicyFile {
             grace_hours: None,
             quarantine_after: None,
             write_method: WriteMethod::Balanced,
+            full_compare: false,
         }
     }
 }
@@ -436,6 +442,8 @@ pub struct Policy {
     pub manage_groups: bool,
     /// Which requests carry updates and deactivations.
     pub write_method: WriteMethod,
+    /// Compare every linked user on every run (no shortcut for users known converged).
+    pub full_compare: bool,
 }
 
 /// Ironclad regions with published hosts.
@@ -661,6 +669,7 @@ impl Config {
                 remove_users: p.remove_users,
                 manage_groups: p.manage_groups,
                 write_method: p.write_method,
+                full_compare: p.full_compare,
             },
             safety: Safety {
                 max_removals: p.max_removals.unwrap_or(50),

@@ -1302,6 +1302,7 @@ mod tests {
             groups: Vec::new(),
             summary: BTreeMap::new(),
             notes: Vec::new(),
+            converged: Vec::new(),
         };
         heal_links(&plan, &store);
         let links = store.links("user").unwrap();

@@ -322,8 +322,15 @@ impl Engine {
         drop(target);
         tracing::debug!(
             elapsed_ms = plan_start.elapsed().as_millis() as u64,
+            newly_converged = plan.converged.len(),
             "planned"
         );
+        // Users found converged are recorded, so that the next run need not compare them
+        // (not under `full_compare`, where every run would rewrite every fingerprint).
+        let converged = std::mem::take(&mut plan.converged);
+        if !converged.is_empty() && !self.cfg.policy.full_compare {
+            self.store.record_converged(&converged)?;
+        }
         if let Some(only) = &only {
             restrict(&mut plan, only);
         }
@@ -405,6 +412,11 @@ impl Engine {
             .into_values()
             .map(|g| (g.source_id, (g.first_missing, g.missed_runs)))
             .collect();
+        // With `full_compare`, every linked user is compared as if none were known converged.
+        let converged = match self.cfg.policy.full_compare {
+            true => HashMap::new(),
+            false => self.store.converged()?,
+        };
         let policy = self.plan_policy(opts);
         let (desired, groups, note) = match desired {
             Ok((mut d, g)) => {
@@ -428,6 +440,7 @@ impl Engine {
             grace: &grace,
             now,
             protected_fn: Some(&protected),
+            converged: &converged,
         });
         if let Some(n) = note {
             plan.notes.insert(0, n);

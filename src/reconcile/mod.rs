@@ -19,7 +19,7 @@ pub mod users;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// When a managed attribute is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +159,15 @@ pub struct PlanInput<'a> {
     pub now: DateTime<Utc>,
     /// Protected userNames beyond `policy.protected` (the mapping's rules), if any.
     pub protected_fn: Option<ProtectedFn<'a>>,
+    /// Fingerprints of users an earlier run found converged: source id -> [`Fingerprint`].
+    /// A linked user whose fingerprint is unchanged is a no-op without being compared.
+    pub converged: &'a HashMap<String, Fingerprint>,
 }
+
+/// What a linked user's comparison depended on, hashed: this build, the managed attributes'
+/// policies, the desired user as text, and the Ironclad user's id and `meta.lastModified`.
+/// Equal fingerprints mean the comparison would again find nothing to change.
+pub type Fingerprint = [u8; 16];
 
 /// One attribute's change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -387,6 +395,10 @@ pub struct Plan {
     pub summary: BTreeMap<String, usize>,
     /// Safety notes (thresholds tripped, source incomplete).
     pub notes: Vec<String>,
+    /// Linked users this plan compared and found converged, with their fingerprints, for the
+    /// state store (not part of a saved plan or report).
+    #[serde(skip)]
+    pub converged: Vec<(String, Fingerprint)>,
 }
 
 impl Plan {

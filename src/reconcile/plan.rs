@@ -9,11 +9,12 @@
 use super::attrs;
 use super::users::IroncladUser;
 use super::{
-    ApplyPolicy, AttrChange, Desired, DesiredUser, GroupAction, GroupPlan, Plan, PlanInput,
-    PlanPolicy, SkipReason, UserAction, UserPlan,
+    ApplyPolicy, AttrChange, Desired, DesiredUser, Fingerprint, GroupAction, GroupPlan, Plan,
+    PlanInput, PlanPolicy, SkipReason, UserAction, UserPlan,
 };
 use crate::check::scopes;
 use crate::config::RemoveMode;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -188,7 +189,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         notes.push(
             "the source read failed: nothing is planned for users (zero removals)".to_string(),
         );
-        return finish(input, users, Vec::new(), notes);
+        return finish(input, users, Vec::new(), notes, Vec::new());
     };
 
     // Two entries wanting one userName is a conflict for each of them.
@@ -204,7 +205,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
 
     // One line per entry. Each line depends only on its entry and the indexes, so large runs
     // plan in chunks on several threads; the lines keep the entries' order.
-    let plan_one = |d: &'a DesiredUser| -> (UserPlan, [Option<&'a str>; 2]) {
+    let plan_one = |d: &'a DesiredUser| -> Line<'a> {
         let linked = input
             .user_links
             .get(&d.source_id)
@@ -213,8 +214,27 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             .or_else(|| target.by_external_id.get(d.source_id.as_str()).copied());
         let mut ids = [linked, None];
         let listed = linked.and_then(|id| target.by_id.get(id).copied());
+        // A user linked in the store whose fingerprint is the one recorded when a run last
+        // found it converged needs no comparison (and no tree of either side).
+        let fingerprint = match (&d.state, listed) {
+            (Desired::Wanted { user, policies }, Some(l))
+                if input.user_links.get(&d.source_id).map(String::as_str) == Some(&*l.id) =>
+            {
+                fingerprint(user.as_str(), policies, l, input.now)
+            }
+            _ => None,
+        };
+        let known =
+            fingerprint.is_some() && input.converged.get(&d.source_id) == fingerprint.as_ref();
+        let quarantined = input
+            .quarantined
+            .get(&d.source_id)
+            .filter(|u| **u > input.now);
         // The one tree of this user the planner holds; dropped at the end of the iteration.
-        let current_tree = listed.map(IroncladUser::value);
+        let current_tree = match known && quarantined.is_none() {
+            true => None,
+            false => listed.map(IroncladUser::value),
+        };
         let current = current_tree.as_ref();
         // Where apply needs it, the line keeps this tree (moved, not copied).
         let mut line = UserPlan {
@@ -229,16 +249,12 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             seen: None,
             held_action: None,
         };
-        if let Some(until) = input
-            .quarantined
-            .get(&d.source_id)
-            .filter(|u| **u > input.now)
-        {
+        if let Some(until) = quarantined {
             line.action = UserAction::Skip {
                 reason: SkipReason::Quarantined { until: *until },
             };
             line.seen = current_tree;
-            return (line, ids);
+            return (line, ids, None);
         }
         match &d.state {
             Desired::Failed { error } => {
@@ -263,6 +279,17 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
                     };
                 }
             },
+            Desired::Wanted { user, .. } if known => {
+                let want_name = user
+                    .top_str("userName")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                line.action = name_checks(&want_name, &wanted_names, &protected)
+                    .or_else(|| listed.and_then(|l| protected_skip(&protected, &l.user_name)))
+                    .unwrap_or(UserAction::Noop);
+                line.user_name = want_name;
+            }
             Desired::Wanted { user, policies } => {
                 let user = &user.parse();
                 let want_name = s(user, "userName").unwrap_or_default().trim().to_string();
@@ -284,16 +311,22 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
                 }
             }
         }
-        let linked_noop =
-            matches!(line.action, UserAction::Noop) && input.user_links.contains_key(&d.source_id);
+        let noop = matches!(line.action, UserAction::Noop);
+        let linked_noop = noop && input.user_links.contains_key(&d.source_id);
         if line.seen.is_none() && !linked_noop {
-            line.seen = current_tree;
+            line.seen = current_tree.or_else(|| listed.map(IroncladUser::value));
         }
-        (line, ids)
+        // Newly found converged: recorded so that the next run need not compare again.
+        let converged = fingerprint.filter(|_| noop && !known);
+        (line, ids, converged)
     };
+    let mut converged = Vec::new();
     users.reserve_exact(desired.len());
-    map_in_order(desired, &plan_one, |(line, ids)| {
+    map_in_order(desired, &plan_one, |(line, ids, fingerprint)| {
         accounted.extend(ids.into_iter().flatten());
+        if let (Some(fp), Some(id)) = (fingerprint, &line.source_id) {
+            converged.push((id.clone(), fp));
+        }
         users.push(line);
     });
 
@@ -333,7 +366,81 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         &mut notes,
     );
     let groups = plan_groups(input, &users);
-    finish(input, users, groups, notes)
+    finish(input, users, groups, notes, converged)
+}
+
+/// One planned line, the ids it accounts for, and its fingerprint if newly found converged.
+type Line<'a> = (UserPlan, [Option<&'a str>; 2], Option<Fingerprint>);
+
+/// How much older than the run Ironclad's `meta.lastModified` must be for a fingerprint to be
+/// recorded: a change made within the same tick of a coarse clock would leave it unchanged.
+const SETTLED: chrono::Duration = chrono::Duration::seconds(2);
+
+/// The [`Fingerprint`] of a linked user's comparison; `None` when Ironclad gave no
+/// `meta.lastModified`, or one that is not clearly in the past (see [`SETTLED`]).
+fn fingerprint(
+    desired: &str,
+    policies: &BTreeMap<String, ApplyPolicy>,
+    listed: &IroncladUser,
+    now: DateTime<Utc>,
+) -> Option<Fingerprint> {
+    use sha2::Digest as _;
+    let version = listed.version.as_deref()?;
+    let at = DateTime::parse_from_rfc3339(version).ok()?;
+    if at.with_timezone(&Utc) > now - SETTLED {
+        return None;
+    }
+    let mut h = sha2::Sha256::new();
+    let mut part = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    part(env!("CARGO_PKG_VERSION").as_bytes());
+    part(listed.id.as_bytes());
+    part(version.as_bytes());
+    for (path, p) in policies {
+        part(path.as_bytes());
+        part(&[*p as u8]);
+    }
+    part(desired.as_bytes());
+    let digest = h.finalize();
+    let mut out = Fingerprint::default();
+    out.copy_from_slice(&digest[..16]);
+    Some(out)
+}
+
+/// The checks on a wanted userName that come before any comparison: empty, wanted by more
+/// than one entry, protected.
+fn name_checks(
+    want_name: &str,
+    wanted_names: &HashMap<String, usize>,
+    protected: &Protected,
+) -> Option<UserAction> {
+    if want_name.is_empty() {
+        return Some(UserAction::Skip {
+            reason: SkipReason::MappingError {
+                error: "the mapping produced an empty userName".into(),
+            },
+        });
+    }
+    if wanted_names
+        .get(&want_name.to_lowercase())
+        .copied()
+        .unwrap_or(0)
+        > 1
+    {
+        return Some(UserAction::Conflict {
+            reason: format!("more than one source entry wants the userName {want_name}"),
+        });
+    }
+    protected_skip(protected, want_name)
+}
+
+/// A skip naming the pattern, when `user_name` is protected.
+fn protected_skip(protected: &Protected, user_name: &str) -> Option<UserAction> {
+    protected.matches(user_name).map(|p| UserAction::Skip {
+        reason: SkipReason::Protected { pattern: p },
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -352,22 +459,8 @@ fn wanted_action(
     let policy = input.policy;
     let want_name = s(user, "userName").unwrap_or_default().trim().to_string();
     let key = want_name.to_lowercase();
-    if want_name.is_empty() {
-        return UserAction::Skip {
-            reason: SkipReason::MappingError {
-                error: "the mapping produced an empty userName".into(),
-            },
-        };
-    }
-    if wanted_names.get(&key).copied().unwrap_or(0) > 1 {
-        return UserAction::Conflict {
-            reason: format!("more than one source entry wants the userName {want_name}"),
-        };
-    }
-    if let Some(p) = protected.matches(&want_name) {
-        return UserAction::Skip {
-            reason: SkipReason::Protected { pattern: p },
-        };
+    if let Some(a) = name_checks(&want_name, wanted_names, protected) {
+        return a;
     }
     let update_gate = |a: UserAction| -> UserAction {
         if !policy.update_users {
@@ -389,10 +482,8 @@ fn wanted_action(
 
     if let Some(cur) = current {
         let cur_name = s(cur, "userName").unwrap_or_default();
-        if let Some(p) = protected.matches(cur_name) {
-            return UserAction::Skip {
-                reason: SkipReason::Protected { pattern: p },
-            };
+        if let Some(a) = protected_skip(protected, cur_name) {
+            return a;
         }
         let changes = diff(user, policies, cur);
         if changes.is_empty() {
@@ -457,10 +548,8 @@ fn wanted_action(
         };
         let cur = &listed.value();
         let cur_name = s(cur, "userName").unwrap_or_default();
-        if let Some(p) = protected.matches(cur_name) {
-            return UserAction::Skip {
-                reason: SkipReason::Protected { pattern: p },
-            };
+        if let Some(a) = protected_skip(protected, cur_name) {
+            return a;
         }
         if let Some(x) = s(cur, "externalId").filter(|x| !x.is_empty() && *x != d.source_id) {
             let why = if source_ids.contains(x) {
@@ -807,6 +896,7 @@ fn finish(
     mut users: Vec<UserPlan>,
     mut groups: Vec<GroupPlan>,
     notes: Vec<String>,
+    converged: Vec<(String, Fingerprint)>,
 ) -> Plan {
     // One lower-cased key per line, not two per comparison.
     users.sort_by_cached_key(|u| (u.user_name.to_lowercase(), u.source_id.clone()));
@@ -844,6 +934,7 @@ fn finish(
         groups,
         summary,
         notes,
+        converged,
     }
 }
 
@@ -938,6 +1029,7 @@ mod tests {
         links: BTreeMap<String, String>,
         policy: PlanPolicy,
         granted: BTreeSet<String>,
+        converged: HashMap<String, Fingerprint>,
     }
 
     impl Case {
@@ -950,6 +1042,7 @@ mod tests {
                 links: BTreeMap::new(),
                 policy: PlanPolicy::default(),
                 granted: all_scopes(),
+                converged: HashMap::new(),
             }
         }
         fn run(&self) -> Plan {
@@ -974,6 +1067,7 @@ mod tests {
                 grace: &g,
                 now: now(),
                 protected_fn: None,
+                converged: &self.converged,
             })
         }
     }
@@ -1324,5 +1418,108 @@ mod tests {
             }
         ));
         assert_eq!(g.add, vec!["s1".to_string()], "drift is still reported");
+    }
+
+    /// A converged, linked user: desired and Ironclad agree.
+    fn converged_case() -> Case {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann@example.com", "Counsel")]);
+        c.ic_users = vec![ic("i1", Some("s1"), "ann@example.com", "Counsel")];
+        c.links.insert("s1".into(), "i1".into());
+        c
+    }
+
+    #[test]
+    fn a_converged_user_is_fingerprinted_once_and_then_not_compared() {
+        let mut c = converged_case();
+        let first = c.run();
+        assert_eq!(action_of(&first, "ann@example.com"), &UserAction::Noop);
+        assert_eq!(first.converged.len(), 1);
+        assert_eq!(first.converged[0].0, "s1");
+        c.converged = first.converged.iter().cloned().collect();
+        let second = c.run();
+        assert_eq!(action_of(&second, "ann@example.com"), &UserAction::Noop);
+        assert!(second.converged.is_empty(), "nothing new to record");
+        // The shortcut is taken: with the fingerprint known, an Ironclad value that differs
+        // under the same lastModified (which Ironclad never serves) is not looked at.
+        c.ic_users[0]["title"] = json!("Paralegal");
+        assert_eq!(action_of(&c.run(), "ann@example.com"), &UserAction::Noop);
+    }
+
+    #[test]
+    fn a_change_on_either_side_is_compared_again() {
+        let mut c = converged_case();
+        c.converged = c.run().converged.into_iter().collect();
+        // Changed in Ironclad: lastModified moves, the fingerprint no longer matches.
+        let mut edited = c.ic_users.clone();
+        edited[0]["title"] = json!("Paralegal");
+        edited[0]["meta"]["lastModified"] = json!("2026-11-20T08:00:00.123Z");
+        let mut ironclad_side = converged_case();
+        ironclad_side.ic_users = edited;
+        ironclad_side.converged = c.converged.clone();
+        let p = ironclad_side.run();
+        assert!(matches!(
+            action_of(&p, "ann@example.com"),
+            UserAction::Update { .. }
+        ));
+        assert!(p.converged.is_empty());
+        // Changed in the source: the desired text differs.
+        let mut source_side = converged_case();
+        source_side.desired = Some(vec![want("s1", "ann@example.com", "Partner")]);
+        source_side.converged = c.converged.clone();
+        let p = source_side.run();
+        let UserAction::Update { changes } = action_of(&p, "ann@example.com") else {
+            panic!("expected an update");
+        };
+        assert_eq!(changes[0].path, "title");
+        // Changed policies (a mapping that now writes title only on create): compared again.
+        let mut policy_side = converged_case();
+        policy_side.desired = Some(vec![want("s1", "ann@example.com", "Counsel")]);
+        if let Some(Desired::Wanted { policies: each, .. }) =
+            policy_side.desired.as_mut().map(|d| &mut d[0].state)
+        {
+            let mut p = policies();
+            p.insert("title".into(), ApplyPolicy::OnCreate);
+            *each = p.into();
+        }
+        policy_side.converged = c.converged.clone();
+        let p = policy_side.run();
+        assert_eq!(action_of(&p, "ann@example.com"), &UserAction::Noop);
+        assert_eq!(
+            p.converged.len(),
+            1,
+            "a new fingerprint for the new policies"
+        );
+    }
+
+    #[test]
+    fn no_fingerprint_without_a_settled_last_modified_or_a_store_link() {
+        // Modified a second before the run: a same-tick change could hide behind it.
+        let mut recent = converged_case();
+        recent.ic_users[0]["meta"]["lastModified"] = json!("2026-11-23T11:59:59Z");
+        assert!(recent.run().converged.is_empty());
+        // No lastModified at all.
+        let mut none = converged_case();
+        none.ic_users[0].as_object_mut().unwrap().remove("meta");
+        assert!(none.run().converged.is_empty());
+        // Matched by externalId only, not linked in the store.
+        let mut unlinked = converged_case();
+        unlinked.links.clear();
+        let p = unlinked.run();
+        assert_eq!(action_of(&p, "ann@example.com"), &UserAction::Noop);
+        assert!(p.converged.is_empty());
+    }
+
+    #[test]
+    fn a_known_user_still_meets_the_name_rules() {
+        let mut c = converged_case();
+        c.converged = c.run().converged.into_iter().collect();
+        c.policy.protected = vec!["ann@*".into()];
+        assert!(matches!(
+            action_of(&c.run(), "ann@example.com"),
+            UserAction::Skip {
+                reason: SkipReason::Protected { .. }
+            }
+        ));
     }
 }

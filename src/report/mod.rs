@@ -493,6 +493,7 @@ mod tests {
             groups: vec![],
             summary: [("update".to_string(), 1), ("create".to_string(), 1)].into(),
             notes: vec![],
+            converged: Vec::new(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! The embedded state store: one SQLite file (WAL mode) holding what ironbridge must remember
 //! between runs: links (source id ↔ Ironclad id), run history with summaries, the audit log of
 //! every write (intent before sending, outcome after), quarantine of users that keep failing,
-//! grace counters for people missing from the source, and the single-instance run lock (with
-//! this process's holder name and the heartbeat that keeps a held lock fresh).
+//! grace counters for people missing from the source, fingerprints of users a run found
+//! converged, and the single-instance run lock (with this process's holder name and the
+//! heartbeat that keeps a held lock fresh).
 //!
 //! Each step is its own transaction, so a process killed at any point (kill -9 included) leaves
 //! the file consistent: at worst an intent without its outcome, which the next run re-reads.
@@ -13,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -70,6 +71,10 @@ CREATE TABLE IF NOT EXISTS grace (
 CREATE TABLE IF NOT EXISTS run_reports (
     run_id       TEXT PRIMARY KEY,
     plan         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS converged (
+    source_id    TEXT PRIMARY KEY,
+    fingerprint  BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS run_lock (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
@@ -343,11 +348,57 @@ impl Store {
         })
     }
 
-    /// Forgets a link (after the Ironclad object was removed).
+    /// Forgets a link (after the Ironclad object was removed), and its converged fingerprint.
     pub fn delete_link(&self, source_id: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute("DELETE FROM links WHERE source_id = ?1", params![source_id])
-                .map(|_| ())
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM links WHERE source_id = ?1", params![source_id])?;
+            tx.execute(
+                "DELETE FROM converged WHERE source_id = ?1",
+                params![source_id],
+            )?;
+            tx.commit()
+        })
+    }
+
+    // ---- converged fingerprints -----------------------------------------------------------
+
+    /// The fingerprint recorded for each user a run found converged, by source id. Rows of
+    /// another length than 16 bytes (written by something else) are ignored.
+    pub fn converged(&self) -> Result<HashMap<String, [u8; 16]>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT source_id, fingerprint FROM converged")?;
+            let mut rows = st.query([])?;
+            let mut out = HashMap::new();
+            while let Some(r) = rows.next()? {
+                let fp: Vec<u8> = r.get(1)?;
+                if let Ok(fp) = <[u8; 16]>::try_from(fp.as_slice()) {
+                    out.insert(r.get(0)?, fp);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records users found converged (one transaction), replacing their earlier fingerprints,
+    /// and forgets fingerprints of source ids no longer linked.
+    pub fn record_converged(&self, found: &[(String, [u8; 16])]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare(
+                    "INSERT INTO converged (source_id, fingerprint) VALUES (?1, ?2)
+                     ON CONFLICT(source_id) DO UPDATE SET fingerprint = excluded.fingerprint",
+                )?;
+                for (id, fp) in found {
+                    st.execute(params![id, &fp[..]])?;
+                }
+            }
+            tx.execute(
+                "DELETE FROM converged WHERE source_id NOT IN (SELECT source_id FROM links)",
+                [],
+            )?;
+            tx.commit()
         })
     }
 
@@ -925,6 +976,38 @@ mod tests {
         assert_eq!(links["s2"].ironclad_id, "i1");
         s.delete_link("s2").unwrap();
         assert!(s.links("user").unwrap().is_empty());
+    }
+
+    #[test]
+    fn converged_fingerprints_follow_the_links() {
+        let (_d, s) = store();
+        let now = Utc::now();
+        for src in ["s1", "s2"] {
+            let link = Link {
+                source_id: src.into(),
+                ironclad_id: format!("i-{src}"),
+                user_name: format!("{src}@x"),
+                kind: "user".into(),
+            };
+            s.put_link(&link, now).unwrap();
+        }
+        // A fingerprint of a source id with no link is not kept.
+        s.record_converged(&[
+            ("s1".into(), [1; 16]),
+            ("s2".into(), [2; 16]),
+            ("gone".into(), [3; 16]),
+        ])
+        .unwrap();
+        let got = s.converged().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["s1"], [1; 16]);
+        s.record_converged(&[("s1".into(), [9; 16])]).unwrap();
+        assert_eq!(s.converged().unwrap()["s1"], [9; 16]);
+        s.delete_link("s2").unwrap();
+        assert_eq!(
+            s.converged().unwrap().keys().collect::<Vec<_>>(),
+            vec!["s1"]
+        );
     }
 
     #[test]

@@ -641,6 +641,49 @@ fn a_mover_is_updated_in_place_title_department_manager_and_department_head() {
 }
 
 #[test]
+fn drift_made_in_ironclad_is_found_after_a_run_recorded_the_users_as_converged() {
+    let w = World::new("drift", slapd::small(), &org(), &[], "");
+    w.apply_and_converge();
+    // Fingerprints are recorded only for users last modified at least 2 s before the run.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let (code, _) = w.plan();
+    assert_eq!(code, 0);
+    let store = ironbridge::store::Store::open(&w.dir.path().join("ironbridge-state.db")).unwrap();
+    let known = store.converged().unwrap();
+    assert!(
+        known.contains_key(&w.entry_uuid("ann")),
+        "ann recorded as converged: {known:?}"
+    );
+    drop(store);
+    // An administrator edits ann in Ironclad; nothing changes in the directory.
+    let ann = w.user(&w.mail("ann")).unwrap();
+    let status = w.rt.block_on(async {
+        reqwest::Client::new()
+            .patch(format!("{}/scim/v2/Users/{}", w.sim.base_url, id(&ann)))
+            .bearer_auth(TOKEN)
+            .json(&json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "title", "value": "Paralegal"}]
+            }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "{status}");
+    let (code, plan) = w.plan();
+    assert_eq!(code, 2, "the drift is planned: {plan:#}");
+    let line = line(&plan, &w.mail("ann"));
+    assert_eq!(line["action"], "update", "{line:#}");
+    assert_eq!(
+        changes(line)["title"],
+        (json!("Paralegal"), json!("Counsel"))
+    );
+    w.apply_and_converge();
+    assert_eq!(w.user(&w.mail("ann")).unwrap()["title"], "Counsel");
+}
+
+#[test]
 fn an_email_change_renames_the_same_ironclad_user() {
     let w = World::new("rename", slapd::small(), &org(), &[], "");
     w.apply_and_converge();
