@@ -325,10 +325,9 @@ impl Engine {
             newly_converged = plan.converged.len(),
             "planned"
         );
-        // Users found converged are recorded, so that the next run need not compare them
-        // (not under `full_compare`, where every run would rewrite every fingerprint).
+        // Users found converged are recorded, so that the next run need not compare them.
         let converged = std::mem::take(&mut plan.converged);
-        if !converged.is_empty() && !self.cfg.policy.full_compare {
+        if !converged.is_empty() {
             self.store.record_converged(&converged)?;
         }
         if let Some(only) = &only {
@@ -412,10 +411,10 @@ impl Engine {
             .into_values()
             .map(|g| (g.source_id, (g.first_missing, g.missed_runs)))
             .collect();
-        // With `full_compare`, every linked user is compared as if none were known converged.
+        // With `full_compare`, every linked user is compared and none is fingerprinted.
         let converged = match self.cfg.policy.full_compare {
-            true => HashMap::new(),
-            false => self.store.converged()?,
+            true => None,
+            false => Some(self.store.converged()?),
         };
         let policy = self.plan_policy(opts);
         let (desired, groups, note) = match desired {
@@ -440,7 +439,7 @@ impl Engine {
             grace: &grace,
             now,
             protected_fn: Some(&protected),
-            converged: &converged,
+            converged: converged.as_ref(),
         });
         if let Some(n) = note {
             plan.notes.insert(0, n);

@@ -161,7 +161,8 @@ pub struct PlanInput<'a> {
     pub protected_fn: Option<ProtectedFn<'a>>,
     /// Fingerprints of users an earlier run found converged: source id -> [`Fingerprint`].
     /// A linked user whose fingerprint is unchanged is a no-op without being compared.
-    pub converged: &'a HashMap<String, Fingerprint>,
+    /// `None` (`full_compare`): every linked user is compared and none is fingerprinted.
+    pub converged: Option<&'a HashMap<String, Fingerprint>>,
 }
 
 /// What a linked user's comparison depended on, hashed: this build, the managed attributes'

@@ -216,24 +216,25 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         let listed = linked.and_then(|id| target.by_id.get(id).copied());
         // A user linked in the store whose fingerprint is the one recorded when a run last
         // found it converged needs no comparison (and no tree of either side).
-        let fingerprint = match (&d.state, listed) {
-            (Desired::Wanted { user, policies }, Some(l))
+        let fingerprint = match (&d.state, listed, input.converged) {
+            (Desired::Wanted { user, policies }, Some(l), Some(_))
                 if input.user_links.get(&d.source_id).map(String::as_str) == Some(&*l.id) =>
             {
                 fingerprint(user.as_str(), policies, l, input.now)
             }
             _ => None,
         };
-        let known =
-            fingerprint.is_some() && input.converged.get(&d.source_id) == fingerprint.as_ref();
+        let known = fingerprint.is_some()
+            && input.converged.and_then(|c| c.get(&d.source_id)) == fingerprint.as_ref();
         let quarantined = input
             .quarantined
             .get(&d.source_id)
             .filter(|u| **u > input.now);
         // The one tree of this user the planner holds; dropped at the end of the iteration.
-        let current_tree = match known && quarantined.is_none() {
-            true => None,
-            false => listed.map(IroncladUser::value),
+        let current_tree = if known && quarantined.is_none() {
+            None
+        } else {
+            listed.map(IroncladUser::value)
         };
         let current = current_tree.as_ref();
         // Where apply needs it, the line keeps this tree (moved, not copied).
@@ -285,7 +286,8 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
                     .unwrap_or_default()
                     .trim()
                     .to_string();
-                line.action = name_checks(&want_name, &wanted_names, &protected)
+                let key = want_name.to_lowercase();
+                line.action = name_checks(&want_name, &key, &wanted_names, &protected)
                     .or_else(|| listed.and_then(|l| protected_skip(&protected, &l.user_name)))
                     .unwrap_or(UserAction::Noop);
                 line.user_name = want_name;
@@ -413,6 +415,7 @@ fn fingerprint(
 /// than one entry, protected.
 fn name_checks(
     want_name: &str,
+    key: &str,
     wanted_names: &HashMap<String, usize>,
     protected: &Protected,
 ) -> Option<UserAction> {
@@ -423,12 +426,7 @@ fn name_checks(
             },
         });
     }
-    if wanted_names
-        .get(&want_name.to_lowercase())
-        .copied()
-        .unwrap_or(0)
-        > 1
-    {
+    if wanted_names.get(key).copied().unwrap_or(0) > 1 {
         return Some(UserAction::Conflict {
             reason: format!("more than one source entry wants the userName {want_name}"),
         });
@@ -459,7 +457,7 @@ fn wanted_action(
     let policy = input.policy;
     let want_name = s(user, "userName").unwrap_or_default().trim().to_string();
     let key = want_name.to_lowercase();
-    if let Some(a) = name_checks(&want_name, wanted_names, protected) {
+    if let Some(a) = name_checks(&want_name, &key, wanted_names, protected) {
         return a;
     }
     let update_gate = |a: UserAction| -> UserAction {
@@ -1067,7 +1065,7 @@ mod tests {
                 grace: &g,
                 now: now(),
                 protected_fn: None,
-                converged: &self.converged,
+                converged: Some(&self.converged),
             })
         }
     }

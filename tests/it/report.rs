@@ -91,7 +91,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         grace: &BTreeMap::new(),
         now: Utc::now(),
         protected_fn: None,
-        converged: &Default::default(),
+        converged: None,
     })
 }
 
