@@ -222,6 +222,17 @@ pub struct ApiResponse {
     pub recovered: bool,
 }
 
+/// A 2xx answer with its body undecoded.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// HTTP status (2xx).
+    pub status: u16,
+    /// The body as received (empty for 204).
+    pub bytes: Vec<u8>,
+    /// The `x-request-id` of the attempt that produced it.
+    pub request_id: String,
+}
+
 /// Settings of the request layer.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -245,7 +256,9 @@ struct Answer {
     generation: u64,
 }
 
-/// The shared request layer.
+/// The shared request layer. A clone shares the connection pool, credentials, pacer, permits
+/// and counters (a listing reads its next page on a task of its own with one).
+#[derive(Clone)]
 pub struct ScimHttp {
     client: reqwest::Client,
     base: String,
@@ -302,7 +315,24 @@ impl ScimHttp {
     /// Sends a request with retries. A POST whose outcome is unknown is not repeated: its
     /// error is returned ([`IroncladError::outcome_unknown`] is true).
     pub async fn send(&self, req: &ApiRequest) -> Result<ApiResponse, IroncladError> {
-        self.run(req, None).await
+        let got = self.run(req, None).await?;
+        got.decoded(req)
+    }
+
+    /// Like [`ScimHttp::send`], answering with the body's bytes undecoded (a listing parses
+    /// its pages into its own forms, without JSON trees).
+    pub async fn send_raw(&self, req: &ApiRequest) -> Result<RawResponse, IroncladError> {
+        let got = self.run(req, None).await?;
+        let bytes = match got.body {
+            Body::Bytes(b) => b,
+            Body::Value(None) => Vec::new(),
+            Body::Value(Some(v)) => serde_json::to_vec(&v).unwrap_or_default(),
+        };
+        Ok(RawResponse {
+            status: got.status,
+            bytes,
+            request_id: got.request_id,
+        })
     }
 
     /// Sends a create (POST). When an attempt's outcome is unknown, `lookup` is run before any
@@ -313,14 +343,15 @@ impl ScimHttp {
         req: &ApiRequest,
         lookup: Lookup<'_>,
     ) -> Result<ApiResponse, IroncladError> {
-        self.run(req, Some(lookup)).await
+        let got = self.run(req, Some(lookup)).await?;
+        got.decoded(req)
     }
 
     async fn run(
         &self,
         req: &ApiRequest,
         lookup: Option<Lookup<'_>>,
-    ) -> Result<ApiResponse, IroncladError> {
+    ) -> Result<Got, IroncladError> {
         let bucket = (self.classify)(&req.method, &req.path);
         let repeatable = req.method != Method::POST;
         let mut schedule = Schedule::new(self.retry);
@@ -351,10 +382,9 @@ impl ScimHttp {
                         "answer"
                     );
                     if (200..300).contains(&a.status) {
-                        let body = decode_body(req, &request_id, &a.bytes)?;
-                        return Ok(ApiResponse {
+                        return Ok(Got {
                             status: a.status,
-                            body,
+                            body: Body::Bytes(a.bytes),
                             request_id,
                             recovered: false,
                         });
@@ -381,9 +411,9 @@ impl ScimHttp {
                         404 if maybe_applied_before && req.method == Method::DELETE => {
                             // An earlier attempt probably deleted it; the goal is reached.
                             tracing::info!("404 after an unknown outcome: already deleted");
-                            return Ok(ApiResponse {
+                            return Ok(Got {
                                 status: 204,
-                                body: None,
+                                body: Body::Value(None),
                                 request_id,
                                 recovered: true,
                             });
@@ -577,12 +607,41 @@ impl ScimHttp {
     }
 }
 
-fn recovered(v: Value, request_id: String) -> ApiResponse {
-    ApiResponse {
+fn recovered(v: Value, request_id: String) -> Got {
+    Got {
         status: 200,
-        body: Some(v),
+        body: Body::Value(Some(v)),
         request_id,
         recovered: true,
+    }
+}
+
+/// A 2xx answer before its body is decoded.
+struct Got {
+    status: u16,
+    body: Body,
+    request_id: String,
+    recovered: bool,
+}
+
+/// A body as received, or a resource found by lookup.
+enum Body {
+    Bytes(Vec<u8>),
+    Value(Option<Value>),
+}
+
+impl Got {
+    fn decoded(self, req: &ApiRequest) -> Result<ApiResponse, IroncladError> {
+        let body = match self.body {
+            Body::Bytes(b) => decode_body(req, &self.request_id, &b)?,
+            Body::Value(v) => v,
+        };
+        Ok(ApiResponse {
+            status: self.status,
+            body,
+            request_id: self.request_id,
+            recovered: self.recovered,
+        })
     }
 }
 

@@ -23,8 +23,9 @@
 
 use super::error::IroncladError;
 use super::http::{ApiRequest, ScimHttp};
+use serde_json::value::RawValue;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
 
 /// What to list.
 #[derive(Debug, Clone, Default)]
@@ -54,18 +55,61 @@ pub struct ListSummary {
     pub passes: u32,
 }
 
-struct Page {
-    total: Option<u64>,
-    resources: Vec<Value>,
+/// A resource as a listing hands it out: anything with an `id`, decoded from the text of a
+/// page's `Resources` array. JSON trees ([`Value`]) are one form; the reconciliation decodes
+/// users straight into its compact form, with no tree.
+pub trait Listed: Sized + Send + 'static {
+    /// The resource's `id`, if it has one (resources without one are never de-duplicated).
+    fn id(&self) -> Option<&str>;
+    /// The resources of one page, from the JSON text of its `Resources` array.
+    fn decode_page(resources: &str) -> Result<Vec<Self>, String>;
 }
 
-async fn fetch_page(
-    http: &ScimHttp,
-    path: &str,
-    opts: &ListOptions,
+impl Listed for Value {
+    fn id(&self) -> Option<&str> {
+        self.get("id").and_then(Value::as_str)
+    }
+
+    fn decode_page(resources: &str) -> Result<Vec<Self>, String> {
+        match serde_json::from_str::<Value>(resources) {
+            Ok(Value::Array(a)) => Ok(a),
+            Ok(Value::Null) => Ok(Vec::new()),
+            Ok(_) => Err("`Resources` is not an array".to_string()),
+            Err(e) => Err(format!("`Resources` is not JSON: {e}")),
+        }
+    }
+}
+
+struct Page<R> {
+    total: Option<u64>,
+    resources: Vec<R>,
+}
+
+/// Splits a list response into `totalResults` and the text of `Resources` (found under any
+/// casing of that name), without building a tree of either.
+fn split_list(bytes: &[u8]) -> Result<(Option<u64>, Option<&RawValue>), String> {
+    let top: HashMap<String, &RawValue> = serde_json::from_slice(bytes)
+        .map_err(|e| format!("a list response must be a JSON object ({e})"))?;
+    let total = top
+        .get("totalResults")
+        .and_then(|t| serde_json::from_str::<u64>(t.get()).ok());
+    let resources = top.get("Resources").copied().or_else(|| {
+        top.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("resources"))
+            .map(|(_, v)| *v)
+    });
+    Ok((total, resources))
+}
+
+/// Reads the page at `start`. Owns what it needs, so that it can run on a task of its own
+/// while the caller works on the page before.
+async fn fetch_page<R: Listed>(
+    http: ScimHttp,
+    path: String,
+    opts: ListOptions,
     start: u64,
-) -> Result<Page, IroncladError> {
-    let mut req = ApiRequest::get(path)
+) -> Result<Page<R>, IroncladError> {
+    let mut req = ApiRequest::get(&path)
         .query("startIndex", start.to_string())
         .query("count", opts.page_size.max(1).to_string());
     if let Some(f) = &opts.filter {
@@ -77,45 +121,76 @@ async fn fetch_page(
     if let Some(a) = &opts.excluded_attributes {
         req = req.query("excludedAttributes", a.clone());
     }
-    let resp = http.send(&req).await?;
-    let mut body = resp.body.unwrap_or(Value::Null);
-    let bad = |m: &str| IroncladError::Decode {
+    let resp = http.send_raw(&req).await?;
+    let bad = |m: String| IroncladError::Decode {
         method: "GET".into(),
-        path: path.to_string(),
-        message: m.to_string(),
+        path: path.clone(),
+        message: m,
         request_id: resp.request_id.clone(),
     };
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| bad("a list response must be a JSON object"))?;
-    let total = obj.get("totalResults").and_then(Value::as_u64);
-    let resources = match obj.remove("Resources").or_else(|| {
-        let k = obj
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case("resources"))
-            .cloned()?;
-        obj.remove(&k)
-    }) {
-        Some(Value::Array(a)) => a,
-        None | Some(Value::Null) => Vec::new(),
-        Some(_) => return Err(bad("`Resources` is not an array")),
+    let (total, resources) = split_list(&resp.bytes).map_err(bad)?;
+    let resources = match resources {
+        Some(r) => R::decode_page(r.get()).map_err(bad)?,
+        None => Vec::new(),
     };
     Ok(Page { total, resources })
 }
 
+/// A page being read on a task of its own; dropped unfinished, the read is cancelled.
+struct Pending<R>(tokio::task::JoinHandle<Result<Page<R>, IroncladError>>);
+
+impl<R: Listed> Pending<R> {
+    fn start(http: &ScimHttp, path: &str, opts: &ListOptions, start: u64) -> Self {
+        Pending(tokio::spawn(fetch_page(
+            http.clone(),
+            path.to_string(),
+            opts.clone(),
+            start,
+        )))
+    }
+
+    async fn page(mut self, path: &str) -> Result<Page<R>, IroncladError> {
+        match (&mut self.0).await {
+            Ok(r) => r,
+            Err(e) => Err(IroncladError::Paging {
+                path: path.to_string(),
+                message: format!("reading a page stopped: {e}"),
+            }),
+        }
+    }
+}
+
+impl<R> Drop for Pending<R> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Pages in flight at once while a listing reads a counted collection.
+const LOOKAHEAD: usize = 2;
+
 /// Lists a collection page by page, calling `on_page` with each page's new (not yet seen)
 /// resources. Returns a summary, or the first error (the caller discards what it received).
-pub async fn for_each_page<F>(
+///
+/// Pages are requested ahead: when a page arrives, the next one is requested before `on_page`
+/// works on it (where it starts depends only on the page), and on a collection whose
+/// `totalResults` is known and did not shrink, one more beyond it, starting where pages of the
+/// same size put it. Each page is decoded on its own task. While the collection holds still
+/// and the server fills its pages, the requests are exactly those of a sequential listing;
+/// a page asked for ahead that the listing does not go to (the total shrank, a page came
+/// back shorter) is cancelled and asked for again where the listing goes.
+pub async fn for_each_page<R, F>(
     http: &ScimHttp,
     path: &str,
     opts: &ListOptions,
     mut on_page: F,
 ) -> Result<ListSummary, IroncladError>
 where
-    F: FnMut(Vec<Value>) -> Result<(), IroncladError>,
+    R: Listed,
+    F: FnMut(Vec<R>) -> Result<(), IroncladError>,
 {
     let page_size = u64::from(opts.page_size.max(1));
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen: foldhash::HashSet<String> = foldhash::HashSet::default();
     let mut summary = ListSummary::default();
     loop {
         summary.passes += 1;
@@ -126,6 +201,8 @@ where
         let mut prev_total: Option<u64> = None;
         let mut max_total: u64 = 0;
         let mut pass_pages: u64 = 0;
+        // Pages requested ahead, with where each starts.
+        let mut ahead: VecDeque<(u64, Pending<R>)> = VecDeque::new();
         loop {
             pass_pages += 1;
             // Bounds a pathological server (one that keeps shifting): three times the pages the
@@ -139,7 +216,14 @@ where
                     ),
                 });
             }
-            let page = fetch_page(http, path, opts, start).await?;
+            let pending = match ahead.pop_front() {
+                Some((at, p)) if at == start => p,
+                _ => {
+                    ahead.clear();
+                    Pending::start(http, path, opts, start)
+                }
+            };
+            let page = pending.page(path).await?;
             summary.pages += 1;
             let mut shrunk_by = 0;
             if let Some(t) = page.total {
@@ -161,9 +245,40 @@ where
                 }
                 break;
             }
+            let last = page.total.is_some_and(|t| start + n > t);
+            if !last {
+                if shrunk_by > 0 {
+                    // Deletions before the cursor shifted this page left: re-read from that
+                    // far back.
+                    tracing::info!(
+                        path,
+                        shrunk_by,
+                        "paging: totalResults shrank while reading; re-reading the overlap"
+                    );
+                    start = start.saturating_sub(shrunk_by).max(1);
+                } else {
+                    start += n;
+                }
+                // Pages asked for ahead are kept only if the listing goes where they start.
+                if ahead.front().map(|(at, _)| *at) != Some(start) {
+                    ahead.clear();
+                    ahead.push_back((start, Pending::start(http, path, opts, start)));
+                }
+                // On a counted collection that did not shrink, the pages after it start where
+                // pages of this one's size put them.
+                if let (Some(t), 0) = (page.total, shrunk_by) {
+                    while ahead.len() < LOOKAHEAD {
+                        let at = ahead.back().map_or(start, |(at, _)| *at) + n;
+                        if at > t {
+                            break;
+                        }
+                        ahead.push_back((at, Pending::start(http, path, opts, at)));
+                    }
+                }
+            }
             let mut fresh = Vec::with_capacity(page.resources.len());
             for r in page.resources {
-                match r.get("id").and_then(Value::as_str) {
+                match r.id() {
                     Some(id) if !seen.insert(id.to_string()) => {
                         if first_pass {
                             summary.duplicates_dropped += 1;
@@ -177,19 +292,8 @@ where
             if !fresh.is_empty() {
                 on_page(fresh)?;
             }
-            if page.total.is_some_and(|t| start + n > t) {
+            if last {
                 break;
-            }
-            if shrunk_by > 0 {
-                // Deletions before the cursor shifted this page left: re-read from that far back.
-                tracing::info!(
-                    path,
-                    shrunk_by,
-                    "paging: totalResults shrank while reading; re-reading the overlap"
-                );
-                start = start.saturating_sub(shrunk_by).max(1);
-            } else {
-                start += n;
             }
         }
         if first_pass {
@@ -237,7 +341,7 @@ pub async fn list_all(
     opts: &ListOptions,
 ) -> Result<Vec<Value>, IroncladError> {
     let mut out = Vec::new();
-    for_each_page(http, path, opts, |page| {
+    for_each_page(http, path, opts, |page: Vec<Value>| {
         out.extend(page);
         Ok(())
     })
@@ -257,6 +361,7 @@ mod tests {
     use axum::routing::get;
     use axum::{Json, Router};
     use std::collections::HashMap;
+    use std::collections::HashSet;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -351,7 +456,7 @@ mod tests {
     async fn pages_through_everything_when_nothing_changes() {
         let (http, _) = serve(2500, 1000, |_, _| {}).await;
         let mut summary = None;
-        let mut got = Vec::new();
+        let mut got: Vec<Value> = Vec::new();
         summary.replace(
             for_each_page(&http, "/Users", &opts(1000), |p| {
                 got.extend(p);
@@ -367,9 +472,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_capping_count_below_the_page_size_is_still_read_fully() {
-        let (http, _) = serve(120, 25, |_, _| {}).await;
+        let (http, fake) = serve(120, 25, |_, _| {}).await;
         let got = list_all(&http, "/Users", &opts(1000)).await.unwrap();
         assert_eq!(got.len(), 120);
+        // Pages asked for ahead start where pages of the size served put them: none wasted.
+        assert_eq!(*fake.pages_served.lock().unwrap(), 5);
     }
 
     #[tokio::test]
@@ -447,19 +554,21 @@ mod tests {
 
     #[tokio::test]
     async fn an_unchanged_collection_takes_exactly_ceil_total_over_count_requests() {
-        for (n, pages) in [(3000, 3), (2999, 3), (3001, 4), (1000, 1)] {
-            let (http, _) = serve(n, 1000, |_, _| {}).await;
-            let s = for_each_page(&http, "/Users", &opts(1000), |_| Ok(()))
+        for (n, pages) in [(3000, 3), (2999, 3), (3001, 4), (1000, 1), (0, 1)] {
+            let (http, fake) = serve(n, 1000, |_, _| {}).await;
+            let s = for_each_page(&http, "/Users", &opts(1000), |_: Vec<Value>| Ok(()))
                 .await
                 .unwrap();
             assert_eq!((s.pages, s.resources, s.passes), (pages, n, 1), "{n}");
+            // What the server saw, pages asked for ahead included.
+            assert_eq!(*fake.pages_served.lock().unwrap(), pages, "{n}");
         }
     }
 
     #[tokio::test]
     async fn an_error_from_the_callback_stops_the_listing() {
         let (http, _) = serve(30, 1000, |_, _| {}).await;
-        let e = for_each_page(&http, "/Users", &opts(10), |_| {
+        let e = for_each_page(&http, "/Users", &opts(10), |_: Vec<Value>| {
             Err(IroncladError::Setup("stop".into()))
         })
         .await

@@ -1152,20 +1152,31 @@ pub async fn apply_until(
 /// process died, the connection dropped) left the user in Ironclad unlinked. Without the link
 /// the user would be unowned: never removed once their entry is gone, never added to groups.
 fn heal_links(plan: &Plan, store: &Store) {
-    let Ok(links) = store.links("user") else {
-        return;
-    };
-    for u in &plan.users {
-        let (Some(src), Some(id), Some(seen)) = (&u.source_id, &u.ironclad_id, &u.seen) else {
-            continue;
-        };
-        if links.contains_key(src)
-            || seen.get("externalId").and_then(Value::as_str) != Some(src.as_str())
-            || matches!(
+    // Only lines carrying what Ironclad holds can need it (a linked no-op carries nothing), so
+    // the links are read only when there are some.
+    let candidates: Vec<_> = plan
+        .users
+        .iter()
+        .filter_map(|u| {
+            let (Some(src), Some(id), Some(seen)) = (&u.source_id, &u.ironclad_id, &u.seen) else {
+                return None;
+            };
+            let carries = seen.get("externalId").and_then(Value::as_str) == Some(src.as_str());
+            let acts = matches!(
                 u.action,
                 UserAction::Adopt { .. } | UserAction::Conflict { .. } | UserAction::Remove { .. }
-            )
-        {
+            );
+            (carries && !acts).then_some((u, src, id, seen))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    let Ok(links) = store.link_ids("user") else {
+        return;
+    };
+    for (u, src, id, seen) in candidates {
+        if links.contains_key(src) {
             continue;
         }
         let link = Link {

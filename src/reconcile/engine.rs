@@ -7,11 +7,15 @@
 //! ([`super::apply`]), argument parsing and printing (the CLI).
 
 use super::apply::{self, ApplyOptions, ApplyReport, Audit};
+use super::plan::DesiredNames;
 use super::users::{IroncladUser, JsonText};
-use super::{plan, Desired, DesiredGroup, DesiredUser, Plan, PlanInput, PlanPolicy, UserAction};
+use super::{
+    plan, Desired, DesiredGroup, DesiredUser, Fingerprint, LinkMap, Plan, PlanInput, PlanPolicy,
+    UserAction,
+};
 use crate::check::scopes;
 use crate::config::{ActingUser, Config};
-use crate::ironclad::IroncladClient;
+use crate::ironclad::{paging, IroncladClient};
 use crate::mapping::{Apply, Mapping};
 use crate::model::Snapshot;
 use crate::source;
@@ -138,22 +142,22 @@ impl Engine {
             .scopes
             .into_iter()
             .collect();
-        // Each page becomes compact users as it arrives: the listing never holds every user as
-        // a JSON tree. The listing is a task of its own, so that it runs beside the source read
+        // Each page is decoded straight into compact users, with no JSON tree. The listing is a task of its own, so that it runs beside the source read
         // and the mapping on a multi-threaded runtime.
         let client = self.client.clone();
         let users = tokio::spawn(async move {
-            let mut users = Vec::new();
-            client
-                .for_each_user_page(&client.list_options(None), |page| {
-                    users.extend(
-                        page.iter()
-                            .filter_map(|u| IroncladUser::from_value(u.as_value())),
-                    );
+            let mut users: Vec<IroncladUser> = Vec::new();
+            paging::for_each_page(
+                client.http(),
+                "/Users",
+                &client.list_options(None),
+                |page: Vec<IroncladUser>| {
+                    users.extend(page);
                     Ok(())
-                })
-                .await
-                .map(|_| users)
+                },
+            )
+            .await
+            .map(|_| users)
         })
         .await
         .map_err(|e| EngineError::Config(format!("the Ironclad listing stopped: {e}")))??;
@@ -302,10 +306,39 @@ impl Engine {
             let (desired, snapshot) = self.desired(now).await;
             // Only its size is kept: the snapshot is not needed once the mapping has run.
             let entries = snapshot.map(|s| s.users.len() + s.groups.len());
-            ((desired, entries), read_start.elapsed())
+            let elapsed = read_start.elapsed();
+            // The names are indexed while the Ironclad listing is still being read.
+            let (desired, names) = match desired {
+                Ok((users, groups)) => {
+                    let (users, names) = tokio::task::spawn_blocking(move || {
+                        let names = DesiredNames::new(&users);
+                        (users, names)
+                    })
+                    .await
+                    .map_err(|e| {
+                        EngineError::Config(format!("indexing the source stopped: {e}"))
+                    })?;
+                    (Ok((users, groups)), Some(names))
+                }
+                Err(e) => (Err(e), None),
+            };
+            Ok::<_, EngineError>(((desired, names, entries), elapsed))
         };
-        let (((desired, source_entries), source_read), target) =
-            tokio::join!(source_side, self.read_target());
+        // The state store is read beside them.
+        let store = self.store.clone();
+        let (after, full) = (
+            self.cfg.safety.quarantine_after,
+            self.cfg.policy.full_compare,
+        );
+        let state_side = async {
+            tokio::task::spawn_blocking(move || load_state(&store, after, full))
+                .await
+                .map_err(|e| EngineError::Config(format!("reading the state store stopped: {e}")))?
+        };
+        let (source_side, target, state) =
+            tokio::join!(source_side, self.read_target(), state_side);
+        let ((desired, names, source_entries), source_read) = source_side?;
+        let state = state?;
         if let Ok((users, _)) = &desired {
             progress.read("the source (people)", users.len());
         }
@@ -318,7 +351,8 @@ impl Engine {
             Err(_) => with_email_matches(only, &[], &target.users),
         });
         let plan_start = std::time::Instant::now();
-        let mut plan = self.plan_with(desired, &target, opts, now)?;
+        let mut plan = self.plan_from(desired, names.as_ref(), &target, &state, opts, now)?;
+        drop(state);
         drop(target);
         tracing::debug!(
             elapsed_ms = plan_start.elapsed().as_millis() as u64,
@@ -385,41 +419,34 @@ impl Engine {
         opts: &RunOptions,
         now: DateTime<Utc>,
     ) -> Result<Plan, EngineError> {
-        let links: BTreeMap<String, String> = self
-            .store
-            .links("user")?
-            .into_iter()
-            .map(|(k, v)| (k, v.ironclad_id))
-            .collect();
-        let group_links: BTreeMap<String, String> = self
-            .store
-            .links("group")?
-            .into_iter()
-            .map(|(k, v)| (k, v.ironclad_id))
-            .collect();
-        let after = self.cfg.safety.quarantine_after;
-        let quarantined: BTreeMap<String, DateTime<Utc>> = self
-            .store
-            .quarantine()?
-            .into_values()
-            .filter(|q| q.failures >= after)
-            .map(|q| (q.source_id, q.retry_after))
-            .collect();
-        let grace: BTreeMap<String, (DateTime<Utc>, u32)> = self
-            .store
-            .grace()?
-            .into_values()
-            .map(|g| (g.source_id, (g.first_missing, g.missed_runs)))
-            .collect();
-        // With `full_compare`, every linked user is compared and none is fingerprinted.
-        let converged = match self.cfg.policy.full_compare {
-            true => None,
-            false => Some(self.store.converged()?),
-        };
+        let state = self.store_state()?;
+        self.plan_from(desired, None, target, &state, opts, now)
+    }
+
+    /// What the planner needs from the state store, read in one go.
+    pub fn store_state(&self) -> Result<StoreState, EngineError> {
+        load_state(
+            &self.store,
+            self.cfg.safety.quarantine_after,
+            self.cfg.policy.full_compare,
+        )
+    }
+
+    /// Plans from desired state (with its names when built beforehand), a target snapshot and
+    /// the state store's view.
+    pub fn plan_from(
+        &self,
+        desired: Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>,
+        names: Option<&DesiredNames>,
+        target: &Target,
+        state: &StoreState,
+        opts: &RunOptions,
+        now: DateTime<Utc>,
+    ) -> Result<Plan, EngineError> {
         let policy = self.plan_policy(opts);
         let (desired, groups, note) = match desired {
             Ok((mut d, g)) => {
-                resolve_managers(&mut d, &target.users, &links);
+                resolve_managers(&mut d, &target.users, &state.links);
                 (Some(d), g, None)
             }
             Err(why) => (None, Vec::new(), Some(why)),
@@ -431,15 +458,16 @@ impl Engine {
             desired_groups: &groups,
             ironclad_users: &target.users,
             ironclad_groups: &target.groups,
-            user_links: &links,
-            group_links: &group_links,
+            user_links: &state.links,
+            group_links: &state.group_links,
             policy: &policy,
             granted: &target.granted,
-            quarantined: &quarantined,
-            grace: &grace,
+            quarantined: &state.quarantined,
+            grace: &state.grace,
             now,
             protected_fn: Some(&protected),
-            converged: converged.as_ref(),
+            converged: state.converged.as_ref(),
+            desired_names: names,
         });
         if let Some(n) = note {
             plan.notes.insert(0, n);
@@ -585,15 +613,48 @@ fn desired_from(
     Ok((users, groups))
 }
 
+/// What the planner needs from the state store.
+pub struct StoreState {
+    links: LinkMap,
+    group_links: BTreeMap<String, String>,
+    quarantined: BTreeMap<String, DateTime<Utc>>,
+    grace: BTreeMap<String, (DateTime<Utc>, u32)>,
+    /// `None` with `full_compare`: every linked user is compared and none is fingerprinted.
+    converged: Option<foldhash::HashMap<String, Fingerprint>>,
+}
+
+fn load_state(
+    store: &Store,
+    quarantine_after: u32,
+    full_compare: bool,
+) -> Result<StoreState, EngineError> {
+    let after = quarantine_after;
+    Ok(StoreState {
+        links: store.link_ids("user")?,
+        group_links: store.link_ids("group")?.into_iter().collect(),
+        quarantined: store
+            .quarantine()?
+            .into_values()
+            .filter(|q| q.failures >= after)
+            .map(|q| (q.source_id, q.retry_after))
+            .collect(),
+        grace: store
+            .grace()?
+            .into_values()
+            .map(|g| (g.source_id, (g.first_missing, g.missed_runs)))
+            .collect(),
+        converged: match full_compare {
+            true => None,
+            false => Some(store.converged()?),
+        },
+    })
+}
+
 /// Sets `manager.value` from the manager's externalId: the Ironclad id of the linked (or
 /// externalId-carrying) manager. A manager not in Ironclad yet is left out of this run's
 /// comparison; for a joiner, apply resolves it when the manager's own create has landed (the
 /// `__manager_external_id` hint is never sent).
-fn resolve_managers(
-    desired: &mut [DesiredUser],
-    users: &[IroncladUser],
-    links: &BTreeMap<String, String>,
-) {
+fn resolve_managers(desired: &mut [DesiredUser], users: &[IroncladUser], links: &LinkMap) {
     let by_ext: HashMap<&str, &str> = users
         .iter()
         .filter_map(|u| Some((u.external_id.as_deref()?, &*u.id)))

@@ -19,7 +19,7 @@ pub mod users;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// When a managed attribute is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +144,7 @@ pub struct PlanInput<'a> {
     /// Every Ironclad group as read.
     pub ironclad_groups: &'a [Value],
     /// Links from the state store: source id -> Ironclad id (users).
-    pub user_links: &'a BTreeMap<String, String>,
+    pub user_links: &'a LinkMap,
     /// Links from the state store: source id -> Ironclad id (groups).
     pub group_links: &'a BTreeMap<String, String>,
     /// Settings.
@@ -162,8 +162,14 @@ pub struct PlanInput<'a> {
     /// Fingerprints of users an earlier run found converged: source id -> [`Fingerprint`].
     /// A linked user whose fingerprint is unchanged is a no-op without being compared.
     /// `None` (`full_compare`): every linked user is compared and none is fingerprinted.
-    pub converged: Option<&'a HashMap<String, Fingerprint>>,
+    pub converged: Option<&'a foldhash::HashMap<String, Fingerprint>>,
+    /// The desired users' names, when built beforehand ([`plan::DesiredNames::new`] of
+    /// `desired`); `None`: the planner builds them.
+    pub desired_names: Option<&'a plan::DesiredNames>,
 }
+
+/// Links from the state store: source id -> Ironclad id.
+pub type LinkMap = foldhash::HashMap<String, String>;
 
 /// What a linked user's comparison depended on, hashed: this build, the managed attributes'
 /// policies, the desired user as text, and the Ironclad user's id and `meta.lastModified`.

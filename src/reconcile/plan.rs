@@ -15,15 +15,28 @@ use super::{
 use crate::check::scopes;
 use crate::config::RemoveMode;
 use chrono::{DateTime, Utc};
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Indexes of the Ironclad snapshot.
 struct Target<'a> {
     by_id: HashMap<&'a str, &'a IroncladUser>,
-    by_user_name: HashMap<String, &'a str>,
-    by_email: HashMap<String, &'a str>,
+    by_user_name: HashMap<Cow<'a, str>, &'a str>,
+    by_email: HashMap<Cow<'a, str>, &'a str>,
     by_external_id: HashMap<&'a str, &'a str>,
+}
+
+/// A userName or email address as compared: trimmed and lower-cased (borrowed when it
+/// already is).
+pub(crate) fn name_key(s: &str) -> Cow<'_, str> {
+    let t = s.trim();
+    if t.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(t)
+    } else {
+        Cow::Owned(t.to_lowercase())
+    }
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -53,10 +66,10 @@ impl<'a> Target<'a> {
             let id = &*u.id;
             t.by_id.insert(id, u);
             if !u.user_name.is_empty() {
-                t.by_user_name.insert(u.user_name.trim().to_lowercase(), id);
+                t.by_user_name.insert(name_key(&u.user_name), id);
             }
             for e in u.emails.iter() {
-                t.by_email.entry(e.trim().to_lowercase()).or_insert(id);
+                t.by_email.entry(name_key(e)).or_insert(id);
             }
             if let Some(x) = u.external_id.as_deref() {
                 t.by_external_id.insert(x, id);
@@ -147,30 +160,98 @@ const PARALLEL_FROM: usize = 4096;
 /// for large inputs.
 fn map_in_order<'a, T: Sync, R: Send>(
     items: &'a [T],
-    f: &(dyn Fn(&'a T) -> R + Sync),
+    f: &(dyn Fn(usize, &'a T) -> R + Sync),
     mut sink: impl FnMut(R),
 ) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get().min(4))
         .unwrap_or(1);
     if threads < 2 || items.len() < PARALLEL_FROM {
-        items.iter().map(f).for_each(sink);
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| f(i, x))
+            .for_each(sink);
         return;
     }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        // Each chunk is handed on and freed in turn: the results are never all copied twice.
-        for h in handles {
-            match h.join() {
-                Ok(part) => part.into_iter().for_each(&mut sink),
-                Err(panic) => std::panic::resume_unwind(panic),
+    // Batches bound what is held at once: a batch's lines are handed on before the next is
+    // planned.
+    let batch = (threads * 4096).min(items.len());
+    for (b, items) in items.chunks(batch).enumerate() {
+        let base = b * batch;
+        let chunk = items.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = items
+                .chunks(chunk)
+                .enumerate()
+                .map(|(c, part)| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .enumerate()
+                            .map(|(i, x)| f(base + c * chunk + i, x))
+                            .collect::<Vec<R>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(part) => part.into_iter().for_each(&mut sink),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
             }
-        }
-    })
+        })
+    }
+}
+
+/// The userName each desired entry wants (trimmed), and how many entries want each one
+/// (compared case-insensitively). The planner builds it when not given one; the engine builds
+/// it beforehand, while the Ironclad listing is still being read.
+#[derive(Debug, Default)]
+pub struct DesiredNames {
+    names: Vec<Option<Box<str>>>,
+    counts: HashMap<Box<str>, u32>,
+}
+
+impl DesiredNames {
+    /// The names of `desired`, in its order.
+    pub fn new(desired: &[DesiredUser]) -> Self {
+        let mut counts: HashMap<Box<str>, u32> = HashMap::with_capacity(desired.len());
+        let names = desired
+            .iter()
+            .map(|d| match &d.state {
+                Desired::Wanted { user, .. } => {
+                    let n = user.top_str("userName")?;
+                    *counts.entry(name_key(&n).into()).or_default() += 1;
+                    Some(n.trim().into())
+                }
+                _ => None,
+            })
+            .collect();
+        DesiredNames { names, counts }
+    }
+
+    /// Entries named.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when no entry is named.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The trimmed userName entry `i` wants ("" when none).
+    fn name(&self, i: usize) -> &str {
+        self.names
+            .get(i)
+            .and_then(Option::as_deref)
+            .unwrap_or_default()
+    }
+
+    /// How many entries want `key` (a [`name_key`]).
+    fn count(&self, key: &str) -> u32 {
+        self.counts.get(key).copied().unwrap_or(0)
+    }
 }
 
 /// Plans one reconciliation. Pure: the same input always gives the same plan.
@@ -193,19 +274,19 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
     };
 
     // Two entries wanting one userName is a conflict for each of them.
-    let mut wanted_names: HashMap<String, usize> = HashMap::new();
-    for d in desired {
-        if let Desired::Wanted { user, .. } = &d.state {
-            if let Some(n) = user.top_str("userName") {
-                *wanted_names.entry(n.trim().to_lowercase()).or_default() += 1;
-            }
+    let built;
+    let wanted_names = match input.desired_names {
+        Some(n) if n.len() == desired.len() => n,
+        _ => {
+            built = DesiredNames::new(desired);
+            &built
         }
-    }
+    };
     let source_ids: HashSet<&str> = desired.iter().map(|d| d.source_id.as_str()).collect();
 
     // One line per entry. Each line depends only on its entry and the indexes, so large runs
     // plan in chunks on several threads; the lines keep the entries' order.
-    let plan_one = |d: &'a DesiredUser| -> Line<'a> {
+    let plan_one = |i: usize, d: &'a DesiredUser| -> Line<'a> {
         let linked = input
             .user_links
             .get(&d.source_id)
@@ -280,17 +361,13 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
                     };
                 }
             },
-            Desired::Wanted { user, .. } if known => {
-                let want_name = user
-                    .top_str("userName")
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
-                let key = want_name.to_lowercase();
-                line.action = name_checks(&want_name, &key, &wanted_names, &protected)
-                    .or_else(|| listed.and_then(|l| protected_skip(&protected, &l.user_name)))
-                    .unwrap_or(UserAction::Noop);
-                line.user_name = want_name;
+            Desired::Wanted { .. } if known => {
+                let want_name = wanted_names.name(i);
+                line.action =
+                    name_checks(want_name, &name_key(want_name), wanted_names, &protected)
+                        .or_else(|| listed.and_then(|l| protected_skip(&protected, &l.user_name)))
+                        .unwrap_or(UserAction::Noop);
+                line.user_name = want_name.to_string();
             }
             Desired::Wanted { user, policies } => {
                 let user = &user.parse();
@@ -300,8 +377,9 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
                     input,
                     &target,
                     &protected,
-                    &wanted_names,
+                    wanted_names,
                     &source_ids,
+                    &linked_ids,
                     d,
                     user,
                     policies,
@@ -416,7 +494,7 @@ fn fingerprint(
 fn name_checks(
     want_name: &str,
     key: &str,
-    wanted_names: &HashMap<String, usize>,
+    wanted_names: &DesiredNames,
     protected: &Protected,
 ) -> Option<UserAction> {
     if want_name.is_empty() {
@@ -426,7 +504,7 @@ fn name_checks(
             },
         });
     }
-    if wanted_names.get(key).copied().unwrap_or(0) > 1 {
+    if wanted_names.count(key) > 1 {
         return Some(UserAction::Conflict {
             reason: format!("more than one source entry wants the userName {want_name}"),
         });
@@ -446,8 +524,9 @@ fn wanted_action(
     input: &PlanInput<'_>,
     target: &Target<'_>,
     protected: &Protected,
-    wanted_names: &HashMap<String, usize>,
+    wanted_names: &DesiredNames,
     source_ids: &HashSet<&str>,
+    linked_ids: &HashSet<&str>,
     d: &DesiredUser,
     user: &Value,
     policies: &BTreeMap<String, ApplyPolicy>,
@@ -494,7 +573,11 @@ fn wanted_action(
         ) && changes.iter().any(|c| c.path == "userName");
         if renamed {
             let cur_id = s(cur, "id").unwrap_or_default();
-            if let Some(other) = target.by_user_name.get(&key).filter(|o| **o != cur_id) {
+            if let Some(other) = target
+                .by_user_name
+                .get(key.as_str())
+                .filter(|o| **o != cur_id)
+            {
                 return UserAction::Conflict {
                     reason: format!("cannot rename {cur_name} to {want_name}: that userName belongs to Ironclad user {other}"),
                 };
@@ -512,15 +595,15 @@ fn wanted_action(
     let mut found: Option<(&str, &str)> = None;
     for k in &policy.fallback_keys {
         let hit = match k.to_ascii_lowercase().as_str() {
-            "username" => target.by_user_name.get(&key).copied(),
+            "username" => target.by_user_name.get(key.as_str()).copied(),
             "email" => {
                 let mut emails = emails_of(user);
                 emails.push(key.clone());
                 emails.iter().find_map(|e| {
                     target
                         .by_email
-                        .get(e)
-                        .or_else(|| target.by_user_name.get(e))
+                        .get(e.as_str())
+                        .or_else(|| target.by_user_name.get(e.as_str()))
                         .copied()
                 })
             }
@@ -557,7 +640,7 @@ fn wanted_action(
             };
             return UserAction::Conflict { reason: why };
         }
-        if input.user_links.values().any(|v| v == id) {
+        if linked_ids.contains(id) {
             return UserAction::Conflict {
                 reason: format!("{cur_name} is linked to another source entry in the state store"),
             };
@@ -579,7 +662,7 @@ fn wanted_action(
         });
     }
     if policy.fallback_keys.is_empty() {
-        if let Some(other) = target.by_user_name.get(&key) {
+        if let Some(other) = target.by_user_name.get(key.as_str()) {
             return UserAction::Conflict {
                 reason: format!(
                     "the userName {want_name} belongs to an unmanaged Ironclad user ({other})"
@@ -1024,7 +1107,7 @@ mod tests {
         groups: Vec<DesiredGroup>,
         ic_users: Vec<Value>,
         ic_groups: Vec<Value>,
-        links: BTreeMap<String, String>,
+        links: crate::reconcile::LinkMap,
         policy: PlanPolicy,
         granted: BTreeSet<String>,
         converged: HashMap<String, Fingerprint>,
@@ -1037,7 +1120,7 @@ mod tests {
                 groups: Vec::new(),
                 ic_users: Vec::new(),
                 ic_groups: Vec::new(),
-                links: BTreeMap::new(),
+                links: Default::default(),
                 policy: PlanPolicy::default(),
                 granted: all_scopes(),
                 converged: HashMap::new(),
@@ -1066,6 +1149,7 @@ mod tests {
                 now: now(),
                 protected_fn: None,
                 converged: Some(&self.converged),
+                desired_names: None,
             })
         }
     }

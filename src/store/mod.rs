@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -328,6 +328,20 @@ impl Store {
         })
     }
 
+    /// Every link of a kind as source id -> Ironclad id: what the planner needs of them,
+    /// read without the rest.
+    pub fn link_ids(&self, kind: &str) -> Result<foldhash::HashMap<String, String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT source_id, ironclad_id FROM links WHERE kind = ?1")?;
+            let mut rows = st.query(params![kind])?;
+            let mut out = foldhash::HashMap::default();
+            while let Some(r) = rows.next()? {
+                out.insert(r.get(0)?, r.get(1)?);
+            }
+            Ok(out)
+        })
+    }
+
     /// Records (or moves) a link. A link to the same Ironclad id under another source id is
     /// replaced, so one Ironclad object is never linked twice.
     pub fn put_link(&self, link: &Link, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -365,11 +379,11 @@ impl Store {
 
     /// The fingerprint recorded for each user a run found converged, by source id. Rows of
     /// another length than 16 bytes (written by something else) are ignored.
-    pub fn converged(&self) -> Result<HashMap<String, [u8; 16]>, StoreError> {
+    pub fn converged(&self) -> Result<foldhash::HashMap<String, [u8; 16]>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare("SELECT source_id, fingerprint FROM converged")?;
             let mut rows = st.query([])?;
-            let mut out = HashMap::new();
+            let mut out = foldhash::HashMap::default();
             while let Some(r) = rows.next()? {
                 let fp: Vec<u8> = r.get(1)?;
                 if let Ok(fp) = <[u8; 16]>::try_from(fp.as_slice()) {

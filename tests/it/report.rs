@@ -56,7 +56,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         ic("i4", "s4", "same@example.com", "Same"),
         ic("i5", "s5", "leaver@example.com", "x"),
     ];
-    let links: BTreeMap<String, String> = [("s3", "i3"), ("s4", "i4"), ("s5", "i5")]
+    let links: ironbridge::reconcile::LinkMap = [("s3", "i3"), ("s4", "i4"), ("s5", "i5")]
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
@@ -92,6 +92,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         now: Utc::now(),
         protected_fn: None,
         converged: None,
+        desired_names: None,
     })
 }
 
