@@ -592,15 +592,13 @@ fn resolve_manager_hint(user: &Value, store: &Store) -> Value {
         .as_object_mut()
         .and_then(|o| o.remove(super::engine::MANAGER_HINT));
     if let Some(Value::String(m)) = hint {
-        if let Ok(links) = store.links("user") {
-            if let Some(l) = links.get(&m) {
-                let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-                if let Some(o) = user.as_object_mut() {
-                    let e = o
-                        .entry(ent)
-                        .or_insert_with(|| Value::Object(Default::default()));
-                    e["manager"] = json!({ "value": l.ironclad_id });
-                }
+        if let Ok(Some(manager_id)) = store.linked_id("user", &m) {
+            let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+            if let Some(o) = user.as_object_mut() {
+                let e = o
+                    .entry(ent)
+                    .or_insert_with(|| Value::Object(Default::default()));
+                e["manager"] = json!({ "value": manager_id });
             }
         }
     }
@@ -909,8 +907,8 @@ pub async fn apply_until(
         progress.phase_end("users");
     }
 
-    // Phase 3: group membership (and renames), resolving source ids through the links.
-    let links = store.links("user").unwrap_or_default();
+    // Phase 3: group membership (and renames), resolving source ids through the links (read
+    // only when there is membership to write).
     let membership: Vec<(&super::GroupPlan, String)> = plan
         .groups
         .iter()
@@ -935,11 +933,15 @@ pub async fn apply_until(
     if membership_total > 0 {
         progress.phase_start("membership", membership_total);
     }
+    let links = match membership_total {
+        0 => Default::default(),
+        _ => store.link_ids("user").unwrap_or_default(),
+    };
     for (g, id) in membership {
         let add: Vec<&str> = g
             .add
             .iter()
-            .filter_map(|s| links.get(s).map(|l| l.ironclad_id.as_str()))
+            .filter_map(|s| links.get(s).map(String::as_str))
             .collect();
         let remove: Vec<&str> = g.remove.iter().map(String::as_str).collect();
         let mut ops = Vec::new();

@@ -654,6 +654,10 @@ fn load_state(
 /// externalId-carrying) manager. A manager not in Ironclad yet is left out of this run's
 /// comparison; for a joiner, apply resolves it when the manager's own create has landed (the
 /// `__manager_external_id` hint is never sent).
+/// Finds [`MANAGER_HINT`] in a desired user's text.
+static HINT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MANAGER_HINT));
+
 fn resolve_managers(desired: &mut [DesiredUser], users: &[IroncladUser], links: &LinkMap) {
     let by_ext: HashMap<&str, &str> = users
         .iter()
@@ -666,7 +670,7 @@ fn resolve_managers(desired: &mut [DesiredUser], users: &[IroncladUser], links: 
             continue;
         };
         // Only users carrying the hint are parsed (and written back).
-        if !user.as_str().contains(MANAGER_HINT) {
+        if HINT.find(user.as_str().as_bytes()).is_none() {
             continue;
         }
         let mut tree = user.parse();

@@ -11,7 +11,9 @@
 use serde::de::Deserializer;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
+use memchr::memmem::Finder;
 use std::borrow::Cow;
+use std::sync::LazyLock;
 use std::fmt;
 
 /// A JSON value kept as its compact text. Serializes as the JSON value itself.
@@ -126,29 +128,35 @@ const SHORT: [(&str, &str); 3] = [
 /// `text` with the URNs of [`SHORT`] shortened, marked by a leading space; as it is when it
 /// holds none of them, or already holds an escaped control character.
 fn shorten(text: String) -> String {
-    const PREFIX: &str = "\"urn:ietf:params:scim:schemas:";
     let text = match text.starts_with(|c: char| c.is_ascii_whitespace()) {
         true => text.trim_start().to_string(),
         false => text,
     };
-    if text.contains("\"\\u00") || !text.contains(PREFIX) {
+    if ESCAPED.find(text.as_bytes()).is_some() {
         return text;
     }
+    let Some(mut at) = URN.find(text.as_bytes()) else {
+        return text;
+    };
     let mut out = String::with_capacity(text.len());
     out.push(' ');
     let mut rest = text.as_str();
-    while let Some(at) = rest.find(PREFIX) {
+    loop {
         out.push_str(&rest[..at]);
         let tail = &rest[at..];
-        match SHORT.iter().find(|(long, _)| tail.starts_with(long)) {
+        rest = match SHORT.iter().find(|(long, _)| tail.starts_with(long)) {
             Some((long, short)) => {
                 out.push_str(short);
-                rest = &tail[long.len()..];
+                &tail[long.len()..]
             }
             None => {
-                out.push_str(PREFIX);
-                rest = &tail[PREFIX.len()..];
+                out.push_str(URN_PREFIX);
+                &tail[URN_PREFIX.len()..]
             }
+        };
+        match URN.find(rest.as_bytes()) {
+            Some(next) => at = next,
+            None => break,
         }
     }
     out.push_str(rest);
@@ -157,28 +165,33 @@ fn shorten(text: String) -> String {
 
 /// The text [`shorten`] was given.
 fn lengthen(text: &str) -> Cow<'_, str> {
-    let Some(body) = text.strip_prefix(' ') else {
+    let Some(mut rest) = text.strip_prefix(' ') else {
         return Cow::Borrowed(text);
     };
     let mut out = String::with_capacity(text.len() + 256);
-    let mut rest = body;
-    while let Some(at) = rest.find("\"\\u000") {
+    while let Some(at) = ESCAPED.find(rest.as_bytes()) {
         out.push_str(&rest[..at]);
         let tail = &rest[at..];
-        match SHORT.iter().find(|(_, short)| tail.starts_with(short)) {
+        rest = match SHORT.iter().find(|(_, short)| tail.starts_with(short)) {
             Some((long, short)) => {
                 out.push_str(long);
-                rest = &tail[short.len()..];
+                &tail[short.len()..]
             }
             None => {
                 out.push('"');
-                rest = &tail[1..];
+                &tail[1..]
             }
-        }
+        };
     }
     out.push_str(rest);
     Cow::Owned(out)
 }
+
+/// What every URN of [`SHORT`] starts with.
+const URN_PREFIX: &str = "\"urn:ietf:params:scim:schemas:";
+static URN: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(URN_PREFIX));
+/// A string starting with an escaped control character (what a short URN is).
+static ESCAPED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"\\u00"));
 
 /// The members of a SCIM user the planner looks up without a tree. Every other member is
 /// skipped without allocating. A user whose members have other shapes fails to read this way,

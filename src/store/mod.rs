@@ -342,6 +342,20 @@ impl Store {
         })
     }
 
+    /// The Ironclad id linked to one source id, if any.
+    pub fn linked_id(&self, kind: &str, source_id: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT ironclad_id FROM links WHERE kind = ?1 AND source_id = ?2",
+            )?;
+            let mut rows = st.query(params![kind, source_id])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            })
+        })
+    }
+
     /// Records (or moves) a link. A link to the same Ironclad id under another source id is
     /// replaced, so one Ironclad object is never linked twice.
     pub fn put_link(&self, link: &Link, now: DateTime<Utc>) -> Result<(), StoreError> {
