@@ -305,7 +305,7 @@ async fn apply_saved(
     // they were (and not as held back, which would make the exit code 2).
     for u in &mut plan.users {
         if let Some(a) = u.held_action.take() {
-            u.action = a;
+            u.action = *a;
         }
     }
     for (name, action, why) in refused {

@@ -6,7 +6,9 @@
 //!   resources left), the next page starts that many positions earlier, so none is skipped;
 //! - when `totalResults` changed at all, or a duplicate came, or a page came back empty before
 //!   the total was reached, one more full pass is made and merged by id;
-//! - listing stops at an empty page or when `startIndex` passes `totalResults`.
+//! - listing stops at an empty page or when `startIndex` passes `totalResults`;
+//! - two pages are kept in flight (see [`for_each_page`]), each read and decoded on a task of
+//!   its own, into any [`Listed`] form (JSON trees, or the reconciliation's compact users).
 //!
 //! What paging alone cannot see: an insertion after the cursor and a deletion before it
 //! between two pages (the total stays the same, and one resource slips past the boundary).

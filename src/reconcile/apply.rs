@@ -1029,7 +1029,7 @@ pub async fn apply_until(
         .users
         .iter()
         .filter_map(|u| {
-            let a = match (&u.action, &u.held_action) {
+            let a = match (&u.action, u.held_action.as_deref()) {
                 (UserAction::Remove { how, .. }, _) => Some(*how),
                 (_, Some(UserAction::Remove { how, .. })) if opts.apply_held => Some(*how),
                 _ => None,

@@ -335,7 +335,7 @@ pub struct UserPlan {
     /// For a removal held back by a safety rule: the removal that would run. Applying a
     /// reviewed saved plan carries it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub held_action: Option<UserAction>,
+    pub held_action: Option<Box<UserAction>>,
 }
 
 /// What happens to one group.

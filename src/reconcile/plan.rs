@@ -773,7 +773,7 @@ fn apply_removal_rules(
         notes.push(format!("removals held: {rule}"));
         for i in candidates {
             if let Some(u) = users.get_mut(i) {
-                u.held_action = Some(u.action.clone());
+                u.held_action = Some(Box::new(u.action.clone()));
                 u.action = UserAction::Skip {
                     reason: SkipReason::Held { rule: rule.clone() },
                 };

@@ -8,13 +8,13 @@
 //!
 //! What does not live here: comparison ([`super::attrs`]), planning ([`super::plan`]), reading.
 
+use memchr::memmem::Finder;
 use serde::de::Deserializer;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use memchr::memmem::Finder;
 use std::borrow::Cow;
-use std::sync::LazyLock;
 use std::fmt;
+use std::sync::LazyLock;
 
 /// A JSON value kept as its compact text. Serializes as the JSON value itself.
 #[derive(Clone, PartialEq, Eq)]
