@@ -814,9 +814,10 @@ fn plan_groups(input: &PlanInput<'_>, users: &[UserPlan]) -> Vec<GroupPlan> {
         .filter_map(|g| Some((s(g, "displayName")?.trim().to_lowercase(), s(g, "id")?)))
         .collect();
     // Source user id -> (Ironclad id if known, whether they stay).
-    let mut user_state: HashMap<&str, (Option<&str>, bool)> = HashMap::new();
+    let mut user_state: HashMap<&str, (Option<&str>, bool)> = HashMap::with_capacity(users.len());
     let mut managed_user_ids: HashSet<&str> =
-        input.user_links.values().map(String::as_str).collect();
+        HashSet::with_capacity(input.user_links.len() + users.len());
+    managed_user_ids.extend(input.user_links.values().map(String::as_str));
     for u in users {
         let stays = matches!(
             u.action,
