@@ -50,20 +50,19 @@ impl IroncladClient {
         Ok(all.into_iter().map(ScimUser).collect())
     }
 
-    /// Streams users page by page (de-duplicated) to `on_page`. On error, discard what was
+    /// Streams users page by page (de-duplicated) to `on_page`, each page decoded into `R`
+    /// (JSON trees, or the reconciliation's compact users). On error, discard what was
     /// received: it is not a complete listing.
-    pub async fn for_each_user_page<F>(
+    pub async fn for_each_user_page<R, F>(
         &self,
         opts: &ListOptions,
-        mut on_page: F,
+        on_page: F,
     ) -> Result<ListSummary, IroncladError>
     where
-        F: FnMut(Vec<ScimUser>) -> Result<(), IroncladError>,
+        R: paging::Listed,
+        F: FnMut(Vec<R>) -> Result<(), IroncladError>,
     {
-        paging::for_each_page(&self.http, "/Users", opts, |page| {
-            on_page(page.into_iter().map(ScimUser).collect())
-        })
-        .await
+        paging::for_each_page(&self.http, "/Users", opts, on_page).await
     }
 
     /// The user with this userName (`userName eq "..."`, escaped), if any.

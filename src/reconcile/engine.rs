@@ -15,7 +15,7 @@ use super::{
 };
 use crate::check::scopes;
 use crate::config::{ActingUser, Config};
-use crate::ironclad::{paging, IroncladClient};
+use crate::ironclad::IroncladClient;
 use crate::mapping::{Apply, Mapping};
 use crate::model::Snapshot;
 use crate::source;
@@ -142,22 +142,19 @@ impl Engine {
             .scopes
             .into_iter()
             .collect();
-        // Each page is decoded straight into compact users, with no JSON tree. The listing is a task of its own, so that it runs beside the source read
-        // and the mapping on a multi-threaded runtime.
+        // Each page is decoded straight into compact users, with no JSON tree. The listing is a
+        // task of its own, so that it runs beside the source read and the mapping on a
+        // multi-threaded runtime.
         let client = self.client.clone();
         let users = tokio::spawn(async move {
             let mut users: Vec<IroncladUser> = Vec::new();
-            paging::for_each_page(
-                client.http(),
-                "/Users",
-                &client.list_options(None),
-                |page: Vec<IroncladUser>| {
+            client
+                .for_each_user_page(&client.list_options(None), |page: Vec<IroncladUser>| {
                     users.extend(page);
                     Ok(())
-                },
-            )
-            .await
-            .map(|_| users)
+                })
+                .await
+                .map(|_| users)
         })
         .await
         .map_err(|e| EngineError::Config(format!("the Ironclad listing stopped: {e}")))??;
@@ -418,17 +415,12 @@ impl Engine {
         opts: &RunOptions,
         now: DateTime<Utc>,
     ) -> Result<Plan, EngineError> {
-        let state = self.store_state()?;
-        self.plan_from(desired, None, target, &state, opts, now)
-    }
-
-    /// What the planner needs from the state store, read in one go.
-    pub fn store_state(&self) -> Result<StoreState, EngineError> {
-        load_state(
+        let state = load_state(
             &self.store,
             self.cfg.safety.quarantine_after,
             self.cfg.policy.full_compare,
-        )
+        )?;
+        self.plan_from(desired, None, target, &state, opts, now)
     }
 
     /// Plans from desired state (with its names when built beforehand), a target snapshot and
@@ -622,7 +614,7 @@ fn drop_aside<T: Send + 'static>(x: T) {
         .spawn(move || drop(x));
 }
 
-/// What the planner needs from the state store.
+/// What the planner needs from the state store, read in one go.
 pub struct StoreState {
     links: LinkMap,
     group_links: BTreeMap<String, String>,
@@ -637,14 +629,13 @@ fn load_state(
     quarantine_after: u32,
     full_compare: bool,
 ) -> Result<StoreState, EngineError> {
-    let after = quarantine_after;
     Ok(StoreState {
         links: store.link_ids("user")?,
         group_links: store.link_ids("group")?.into_iter().collect(),
         quarantined: store
             .quarantine()?
             .into_values()
-            .filter(|q| q.failures >= after)
+            .filter(|q| q.failures >= quarantine_after)
             .map(|q| (q.source_id, q.retry_after))
             .collect(),
         grace: store
@@ -659,14 +650,14 @@ fn load_state(
     })
 }
 
-/// Sets `manager.value` from the manager's externalId: the Ironclad id of the linked (or
-/// externalId-carrying) manager. A manager not in Ironclad yet is left out of this run's
-/// comparison; for a joiner, apply resolves it when the manager's own create has landed (the
-/// `__manager_external_id` hint is never sent).
 /// Finds [`MANAGER_HINT`] in a desired user's text.
 static HINT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MANAGER_HINT));
 
+/// Sets `manager.value` from the manager's externalId: the Ironclad id of the linked (or
+/// externalId-carrying) manager. A manager not in Ironclad yet is left out of this run's
+/// comparison; for a joiner, apply resolves it when the manager's own create has landed (the
+/// `__manager_external_id` hint is never sent).
 fn resolve_managers(desired: &mut [DesiredUser], users: &[IroncladUser], links: &LinkMap) {
     let by_ext: HashMap<&str, &str> = users
         .iter()

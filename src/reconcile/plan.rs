@@ -263,8 +263,6 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
     let mut notes = Vec::new();
     // Ironclad ids that a source entry accounts for (kept, updated, skipped, or removed).
     let mut accounted: HashSet<&str> = HashSet::new();
-    // Ironclad ids the bridge manages: linked in the store, or carrying a source id as externalId.
-    let linked_ids: HashSet<&str> = input.user_links.values().map(String::as_str).collect();
 
     let Some(desired) = input.desired else {
         notes.push(
@@ -273,6 +271,12 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         return finish(input, users, Vec::new(), notes, Vec::new());
     };
 
+    // Ironclad ids linked in the store (users the bridge manages), with their source ids.
+    let link_by_id: HashMap<&str, &str> = input
+        .user_links
+        .iter()
+        .map(|(src, id)| (id.as_str(), src.as_str()))
+        .collect();
     // Two entries wanting one userName is a conflict for each of them.
     let built;
     let wanted_names = match input.desired_names {
@@ -379,7 +383,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
                     &protected,
                     wanted_names,
                     &source_ids,
-                    &linked_ids,
+                    &link_by_id,
                     d,
                     user,
                     policies,
@@ -411,14 +415,9 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
     });
 
     // Managed Ironclad users no source entry accounts for: leavers whose entry is gone.
-    let link_by_id: HashMap<&str, &str> = input
-        .user_links
-        .iter()
-        .map(|(src, id)| (id.as_str(), src.as_str()))
-        .collect();
     for u in input.ironclad_users {
         let id = &*u.id;
-        if accounted.contains(id) || !linked_ids.contains(id) {
+        if accounted.contains(id) || !link_by_id.contains_key(id) {
             continue;
         }
         users.push(UserPlan {
@@ -439,13 +438,13 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
     apply_removal_rules(
         input,
         &protected,
-        &linked_ids,
+        &link_by_id,
         &source_ids,
         &target,
         &mut users,
         &mut notes,
     );
-    let groups = plan_groups(input, &users);
+    let groups = plan_groups(input, &users, &link_by_id);
     finish(input, users, groups, notes, converged)
 }
 
@@ -526,7 +525,7 @@ fn wanted_action(
     protected: &Protected,
     wanted_names: &DesiredNames,
     source_ids: &HashSet<&str>,
-    linked_ids: &HashSet<&str>,
+    link_by_id: &HashMap<&str, &str>,
     d: &DesiredUser,
     user: &Value,
     policies: &BTreeMap<String, ApplyPolicy>,
@@ -640,7 +639,7 @@ fn wanted_action(
             };
             return UserAction::Conflict { reason: why };
         }
-        if linked_ids.contains(id) {
+        if link_by_id.contains_key(id) {
             return UserAction::Conflict {
                 reason: format!("{cur_name} is linked to another source entry in the state store"),
             };
@@ -692,7 +691,7 @@ fn wanted_action(
 fn apply_removal_rules(
     input: &PlanInput<'_>,
     protected: &Protected,
-    linked_ids: &HashSet<&str>,
+    link_by_id: &HashMap<&str, &str>,
     source_ids: &HashSet<&str>,
     target: &Target<'_>,
     users: &mut [UserPlan],
@@ -754,7 +753,7 @@ fn apply_removal_rules(
     let managed = target
         .by_id
         .keys()
-        .filter(|id| linked_ids.contains(*id) || is_ext_managed(source_ids, target, id))
+        .filter(|id| link_by_id.contains_key(*id) || is_ext_managed(source_ids, target, id))
         .count();
     let n = candidates.len();
     let pct = if managed == 0 {
@@ -790,7 +789,12 @@ fn is_ext_managed(source_ids: &HashSet<&str>, target: &Target<'_>, id: &str) -> 
         .is_some_and(|x| source_ids.contains(x))
 }
 
-fn plan_groups(input: &PlanInput<'_>, users: &[UserPlan]) -> Vec<GroupPlan> {
+fn plan_groups(
+    input: &PlanInput<'_>,
+    users: &[UserPlan],
+    // Ironclad user id -> source id, from the store's links.
+    link_by_id: &HashMap<&str, &str>,
+) -> Vec<GroupPlan> {
     let policy: &PlanPolicy = input.policy;
     if !policy.manage_groups || !has(input.granted, scopes::READ_GROUPS) {
         return Vec::new();
@@ -815,9 +819,8 @@ fn plan_groups(input: &PlanInput<'_>, users: &[UserPlan]) -> Vec<GroupPlan> {
         .collect();
     // Source user id -> (Ironclad id if known, whether they stay).
     let mut user_state: HashMap<&str, (Option<&str>, bool)> = HashMap::with_capacity(users.len());
-    let mut managed_user_ids: HashSet<&str> =
-        HashSet::with_capacity(input.user_links.len() + users.len());
-    managed_user_ids.extend(input.user_links.values().map(String::as_str));
+    // Beyond the store's links: Ironclad users a source entry's line holds.
+    let mut managed_user_ids: HashSet<&str> = HashSet::with_capacity(users.len());
     for u in users {
         let stays = matches!(
             u.action,
@@ -891,7 +894,10 @@ fn plan_groups(input: &PlanInput<'_>, users: &[UserPlan]) -> Vec<GroupPlan> {
             .filter_map(|m| user_state.get(m.as_str()).and_then(|(id, _)| *id))
             .collect();
         for id in &current_members {
-            if managed_user_ids.contains(id) && !wanted_ids.contains(id) && !leaving.contains(id) {
+            if (link_by_id.contains_key(id) || managed_user_ids.contains(id))
+                && !wanted_ids.contains(id)
+                && !leaving.contains(id)
+            {
                 line.remove.push((*id).to_string());
             }
         }
@@ -941,18 +947,18 @@ fn plan_groups(input: &PlanInput<'_>, users: &[UserPlan]) -> Vec<GroupPlan> {
     }
     // Bridge-managed groups no longer selected.
     if input.desired.is_some() {
-        let link_by_id: HashMap<&str, &str> = input
+        let group_source_by_id: HashMap<&str, &str> = input
             .group_links
             .iter()
             .map(|(src, id)| (id.as_str(), src.as_str()))
             .collect();
         for g in input.ironclad_groups {
             let Some(id) = s(g, "id") else { continue };
-            if seen_groups.contains(id) || !link_by_id.contains_key(id) {
+            if seen_groups.contains(id) || !group_source_by_id.contains_key(id) {
                 continue;
             }
             out.push(GroupPlan {
-                source_id: link_by_id.get(id).map(|x| x.to_string()),
+                source_id: group_source_by_id.get(id).map(|x| x.to_string()),
                 display_name: s(g, "displayName").unwrap_or_default().to_string(),
                 ironclad_id: Some(id.to_string()),
                 action: if can_delete {

@@ -193,11 +193,16 @@ static URN: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(URN_PREFIX)
 /// A string starting with an escaped control character (what a short URN is).
 static ESCAPED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"\\u00"));
 
-/// The members of a SCIM user the planner looks up without a tree. Every other member is
-/// skipped without allocating. A user whose members have other shapes fails to read this way,
-/// and the callers fall back to the tree.
+/// The members of a SCIM user read without a tree (what the planner indexes by, and for a
+/// listed user its `id` and `meta` as text). Every other member is skipped without allocating.
+/// A user whose members have other shapes fails to read this way, and the callers fall back to
+/// the tree.
 #[derive(Deserialize)]
 struct TopLevel<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    meta: Option<&'a serde_json::value::RawValue>,
     #[serde(default, rename = "userName", borrow)]
     user_name: Option<Cow<'a, str>>,
     #[serde(default, rename = "externalId", borrow)]
@@ -302,7 +307,7 @@ impl IroncladUser {
         if text.contains('\n') {
             return None;
         }
-        let thin: Thin<'_> = serde_json::from_str(text).ok()?;
+        let thin: TopLevel<'_> = serde_json::from_str(text).ok()?;
         let Some(id) = thin.id else {
             return Some(None);
         };
@@ -349,21 +354,6 @@ impl crate::ironclad::paging::Listed for IroncladUser {
             .filter_map(|r| IroncladUser::from_text(r.get()))
             .collect())
     }
-}
-
-/// What a listed user is indexed by, read in place; `meta` kept as its text.
-#[derive(Deserialize)]
-struct Thin<'a> {
-    #[serde(default, borrow)]
-    meta: Option<&'a serde_json::value::RawValue>,
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, rename = "userName", borrow)]
-    user_name: Option<Cow<'a, str>>,
-    #[serde(default, rename = "externalId", borrow)]
-    external_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    emails: Vec<Email<'a>>,
 }
 
 #[derive(Deserialize)]
