@@ -20,7 +20,7 @@ use super::{AttrChange, GroupAction, Plan, UserAction, UserPlan};
 use crate::config::{RateLimits, RemoveMode};
 use crate::ironclad::http::{ApiRequest, ApiResponse};
 use crate::ironclad::{IroncladClient, IroncladError, PatchOp};
-use crate::store::{AuditEntry, Link, Store};
+use crate::store::{AfterWrite, AuditEntry, Link, Store};
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::StreamExt as _;
@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Where apply writes its audit lines and what it may do.
 #[derive(Debug, Clone)]
@@ -90,15 +90,31 @@ impl ApplyReport {
     }
 }
 
-/// The audit trail: state store plus JSON-lines file. The file is appended and flushed per line.
+/// The audit trail: state store plus JSON-lines file, written by a thread of its own.
+///
+/// A line is handed to the writer and the caller waits (without holding a runtime thread)
+/// until it is committed, so an intent is recorded before its request is sent and an outcome
+/// before the write counts as done. The writer takes every line waiting when it wakes and
+/// commits them in one store transaction, then appends them to the file in one write: with
+/// many writes in flight, one commit serves several of them (group commit).
 pub struct Audit {
-    store: Arc<Store>,
-    file: Mutex<Option<std::fs::File>>,
+    lines: Option<std::sync::mpsc::Sender<Line>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     run_id: String,
 }
 
+/// One line on its way to the writer.
+struct Line {
+    entry: AuditEntry,
+    then: AfterWrite,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Most lines the writer commits in one transaction.
+const AUDIT_BATCH: usize = 256;
+
 impl Audit {
-    /// Opens the JSON-lines file for appending (created mode 0600).
+    /// Opens the JSON-lines file for appending (created mode 0600) and starts the writer.
     pub fn open(store: Arc<Store>, path: &std::path::Path, run_id: &str) -> Result<Audit, String> {
         let mut o = std::fs::OpenOptions::new();
         o.create(true).append(true);
@@ -107,19 +123,24 @@ impl Audit {
             use std::os::unix::fs::OpenOptionsExt as _;
             o.mode(0o600);
         }
-        let f = o
+        let file = o
             .open(path)
             .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
+        let (lines, rx) = std::sync::mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("ironbridge-audit".into())
+            .spawn(move || write_audit(&store, file, &rx))
+            .map_err(|e| format!("cannot start the audit writer: {e}"))?;
         Ok(Audit {
-            store,
-            file: Mutex::new(Some(f)),
+            lines: Some(lines),
+            writer: Some(writer),
             run_id: run_id.to_string(),
         })
     }
 
     /// Records one line (errors are logged, never fatal: the store copy is the primary).
     #[allow(clippy::too_many_arguments)]
-    pub fn record(
+    pub async fn record(
         &self,
         phase: &str,
         action: &str,
@@ -132,7 +153,40 @@ impl Audit {
         request_id: Option<String>,
         error: Option<String>,
     ) {
-        let e = AuditEntry {
+        self.record_then(
+            phase,
+            action,
+            name,
+            source_id,
+            ironclad_id,
+            before,
+            after,
+            status,
+            request_id,
+            error,
+            AfterWrite::Nothing,
+        )
+        .await;
+    }
+
+    /// Records one line and, in the same store transaction, what the write changed in the
+    /// store (`then`). Returns once both are committed (or failed, which is logged).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_then(
+        &self,
+        phase: &str,
+        action: &str,
+        name: &str,
+        source_id: Option<&str>,
+        ironclad_id: Option<&str>,
+        before: Option<Value>,
+        after: Option<Value>,
+        status: Option<u16>,
+        request_id: Option<String>,
+        error: Option<String>,
+        then: AfterWrite,
+    ) {
+        let entry = AuditEntry {
             seq: 0,
             run_id: self.run_id.clone(),
             time: Utc::now(),
@@ -147,18 +201,57 @@ impl Audit {
             request_id,
             error,
         };
-        if let Err(err) = self.store.audit(&e) {
-            tracing::error!(error = %err, "cannot write the audit entry to the state store");
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let sent = self
+            .lines
+            .as_ref()
+            .is_some_and(|l| l.send(Line { entry, then, done }).is_ok());
+        if !sent || committed.await.is_err() {
+            tracing::error!("the audit writer has stopped: an audit entry was not recorded");
         }
-        let mut guard = match self.file.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(f) = guard.as_mut() {
-            let line = serde_json::to_string(&e).unwrap_or_default();
-            if let Err(err) = writeln!(f, "{line}").and_then(|_| f.flush()) {
-                tracing::error!(error = %err, "cannot append to the audit log");
+    }
+}
+
+impl Drop for Audit {
+    /// Lets the writer finish what it was handed and waits for it.
+    fn drop(&mut self) {
+        self.lines = None;
+        if let Some(w) = self.writer.take() {
+            if w.join().is_err() {
+                tracing::error!("the audit writer panicked");
             }
+        }
+    }
+}
+
+/// The audit writer: commits the lines waiting, in batches, until every sender is gone.
+fn write_audit(store: &Store, mut file: std::fs::File, rx: &std::sync::mpsc::Receiver<Line>) {
+    let mut batch: Vec<Line> = Vec::new();
+    let mut text = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < AUDIT_BATCH {
+            match rx.try_recv() {
+                Ok(l) => batch.push(l),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<(&AuditEntry, &AfterWrite)> =
+            batch.iter().map(|l| (&l.entry, &l.then)).collect();
+        if let Err(err) = store.audit_batch(&rows) {
+            tracing::error!(error = %err, "cannot record the audit entries in the state store");
+        }
+        text.clear();
+        for l in &batch {
+            if serde_json::to_writer(&mut text, &l.entry).is_ok() {
+                text.push(b'\n');
+            }
+        }
+        if let Err(err) = file.write_all(&text) {
+            tracing::error!(error = %err, "cannot append to the audit log");
+        }
+        for l in batch.drain(..) {
+            let _ = l.done.send(());
         }
     }
 }
@@ -222,10 +315,18 @@ pub fn put_share(flexible: usize, fixed_rw: usize, fixed_pd: usize, limits: &Rat
     x.ceil().clamp(0.0, f) as usize
 }
 
+/// Write jobs a lane runs at once for each request it may have in flight (see [`two_lanes`]).
+const JOBS_PER_REQUEST: usize = 2;
+
 /// Runs write jobs in two lanes, one per rate-limit bucket, so that waiting for the slow
 /// PATCH/DELETE bucket never holds up the PUT/POST lane (and the reverse): `slow` tells which
 /// jobs go through PATCH/DELETE. The lanes share `conc` requests in flight (the slow lane gets
 /// a quarter, at least one); with `conc` 1 the jobs run one at a time in their order.
+///
+/// Each lane runs [`JOBS_PER_REQUEST`] times as many jobs as it has requests in flight: a job
+/// also waits for its audit lines to be committed, before and after its request, and meanwhile
+/// another job's request can use the slot. The client's own limit (`max_concurrency`) still
+/// bounds the requests actually in flight.
 fn two_lanes<'a, J, F, Fut>(
     jobs: Vec<J>,
     slow: impl Fn(&J) -> bool,
@@ -247,10 +348,10 @@ where
     let (slow_jobs, fast_jobs): (Vec<J>, Vec<J>) = jobs.into_iter().partition(|j| slow(j));
     let fast = futures::stream::iter(fast_jobs)
         .map(run)
-        .buffer_unordered(conc - slow_conc);
+        .buffer_unordered((conc - slow_conc) * JOBS_PER_REQUEST);
     let slow = futures::stream::iter(slow_jobs)
         .map(run)
-        .buffer_unordered(slow_conc);
+        .buffer_unordered(slow_conc * JOBS_PER_REQUEST);
     futures::stream::select(fast, slow).boxed_local()
 }
 
@@ -300,20 +401,22 @@ impl Ctx<'_> {
         self.client.http().send(&req).await
     }
 
-    fn fail(&self, u: &UserPlan, action: &str, e: &IroncladError) -> Outcome {
+    async fn fail(&self, u: &UserPlan, action: &str, e: &IroncladError) -> Outcome {
         let text = Self::err_text(e);
-        self.audit.record(
-            "outcome",
-            action,
-            &u.user_name,
-            u.source_id.as_deref(),
-            u.ironclad_id.as_deref(),
-            None,
-            None,
-            e.status(),
-            None,
-            Some(text.clone()),
-        );
+        self.audit
+            .record(
+                "outcome",
+                action,
+                &u.user_name,
+                u.source_id.as_deref(),
+                u.ironclad_id.as_deref(),
+                None,
+                None,
+                e.status(),
+                None,
+                Some(text.clone()),
+            )
+            .await;
         if let Some(src) = &u.source_id {
             let after = self.opts.quarantine_after;
             let backoff = move |n: u32| {
@@ -335,7 +438,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn success(
+    async fn success(
         &self,
         u: &UserPlan,
         action: &str,
@@ -343,31 +446,27 @@ impl Ctx<'_> {
         user_name: &str,
         resp: Option<&ApiResponse>,
     ) -> Outcome {
-        self.audit.record(
-            "outcome",
-            action,
-            user_name,
-            u.source_id.as_deref(),
-            Some(id),
-            None,
-            None,
-            resp.map(|r| r.status),
-            resp.map(|r| r.request_id.clone()),
-            None,
-        );
-        if let Some(src) = &u.source_id {
-            let link = Link {
-                source_id: src.clone(),
-                ironclad_id: id.to_string(),
-                user_name: user_name.into(),
-                kind: "user".into(),
-            };
-            if let Err(e) = self.store.put_link(&link, Utc::now()) {
-                tracing::error!(error = %e, "cannot record the link");
-            }
-            let _ = self.store.clear_failure(src);
-            let _ = self.store.clear_grace(src);
-        }
+        let link = u.source_id.as_ref().map(|src| Link {
+            source_id: src.clone(),
+            ironclad_id: id.to_string(),
+            user_name: user_name.into(),
+            kind: "user".into(),
+        });
+        self.audit
+            .record_then(
+                "outcome",
+                action,
+                user_name,
+                u.source_id.as_deref(),
+                Some(id),
+                None,
+                None,
+                resp.map(|r| r.status),
+                resp.map(|r| r.request_id.clone()),
+                None,
+                link.map_or(AfterWrite::Nothing, AfterWrite::Linked),
+            )
+            .await;
         Outcome {
             name: user_name.to_string(),
             action: action.into(),
@@ -378,22 +477,24 @@ impl Ctx<'_> {
 
     async fn create(&self, u: &UserPlan, user: &Value) -> Outcome {
         if self.stopping() {
-            return self.refuse(u, "create", STOPPED.into());
+            return self.refuse(u, "create", STOPPED.into()).await;
         }
         let user_name = u.user_name.clone();
         let user = &resolve_manager_hint(user, self.store);
-        self.audit.record(
-            "intent",
-            "create",
-            &user_name,
-            u.source_id.as_deref(),
-            None,
-            None,
-            Some(user.clone()),
-            None,
-            None,
-            None,
-        );
+        self.audit
+            .record(
+                "intent",
+                "create",
+                &user_name,
+                u.source_id.as_deref(),
+                None,
+                None,
+                Some(user.clone()),
+                None,
+                None,
+                None,
+            )
+            .await;
         let req = ApiRequest::with_body(Method::POST, "/Users", user.clone());
         let client = self.client;
         let un = user_name.clone();
@@ -414,7 +515,7 @@ impl Ctx<'_> {
                     .and_then(|b| b.get("id"))
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                self.success(u, "create", id, &user_name, Some(&resp))
+                self.success(u, "create", id, &user_name, Some(&resp)).await
             }
             Err(e) if e.status() == Some(409) => {
                 // Someone (or an earlier interrupted run) created it: re-correlate and continue.
@@ -424,7 +525,7 @@ impl Ctx<'_> {
                         let ours = u.source_id.as_deref().unwrap_or_default();
                         if !ext.is_empty() && ext != ours {
                             let err = format!("409: {user_name} exists with externalId {ext}, not ours; not adopted");
-                            return self.refuse(u, "create", err);
+                            return self.refuse(u, "create", err).await;
                         }
                         let id = found.id().unwrap_or_default().to_string();
                         let seen = found.into_value();
@@ -432,32 +533,34 @@ impl Ctx<'_> {
                         let mut line = u.clone();
                         line.ironclad_id = Some(id.clone());
                         if changes.is_empty() {
-                            return self.success(&line, "create", &id, &user_name, None);
+                            return self.success(&line, "create", &id, &user_name, None).await;
                         }
                         self.update(&line, "create", &seen, &changes, Via::Put)
                             .await
                     }
-                    Ok(None) => self.fail(u, "create", &e),
-                    Err(e2) => self.fail(u, "create", &e2),
+                    Ok(None) => self.fail(u, "create", &e).await,
+                    Err(e2) => self.fail(u, "create", &e2).await,
                 }
             }
-            Err(e) => self.fail(u, "create", &e),
+            Err(e) => self.fail(u, "create", &e).await,
         }
     }
 
-    fn refuse(&self, u: &UserPlan, action: &str, why: String) -> Outcome {
-        self.audit.record(
-            "outcome",
-            action,
-            &u.user_name,
-            u.source_id.as_deref(),
-            u.ironclad_id.as_deref(),
-            None,
-            None,
-            None,
-            None,
-            Some(why.clone()),
-        );
+    async fn refuse(&self, u: &UserPlan, action: &str, why: String) -> Outcome {
+        self.audit
+            .record(
+                "outcome",
+                action,
+                &u.user_name,
+                u.source_id.as_deref(),
+                u.ironclad_id.as_deref(),
+                None,
+                None,
+                None,
+                None,
+                Some(why.clone()),
+            )
+            .await;
         Outcome {
             name: u.user_name.clone(),
             action: action.into(),
@@ -475,24 +578,28 @@ impl Ctx<'_> {
         via: Via,
     ) -> Outcome {
         if self.stopping() {
-            return self.refuse(u, action, STOPPED.into());
+            return self.refuse(u, action, STOPPED.into()).await;
         }
         let Some(id) = u.ironclad_id.clone() else {
-            return self.refuse(u, action, "no Ironclad id to update".into());
+            return self
+                .refuse(u, action, "no Ironclad id to update".into())
+                .await;
         };
         let (before, after) = change_maps(changes);
-        self.audit.record(
-            "intent",
-            action,
-            &u.user_name,
-            u.source_id.as_deref(),
-            Some(&id),
-            Some(before),
-            Some(after),
-            None,
-            None,
-            None,
-        );
+        self.audit
+            .record(
+                "intent",
+                action,
+                &u.user_name,
+                u.source_id.as_deref(),
+                Some(&id),
+                Some(before),
+                Some(after),
+                None,
+                None,
+                None,
+            )
+            .await;
         let req = match via {
             Via::Put => ApiRequest::with_body(Method::PUT, user_path(&id), put_body(seen, changes)),
             Via::Patch => {
@@ -507,30 +614,32 @@ impl Ctx<'_> {
             .unwrap_or(&u.user_name)
             .to_string();
         match self.send(req).await {
-            Ok(resp) => self.success(u, action, &id, &new_name, Some(&resp)),
-            Err(e) => self.fail(u, action, &e),
+            Ok(resp) => self.success(u, action, &id, &new_name, Some(&resp)).await,
+            Err(e) => self.fail(u, action, &e).await,
         }
     }
 
     async fn remove(&self, u: &UserPlan, how: RemoveMode, via: Via) -> Outcome {
         if self.stopping() {
-            return self.refuse(u, "remove", STOPPED.into());
+            return self.refuse(u, "remove", STOPPED.into()).await;
         }
         let Some(id) = u.ironclad_id.clone() else {
-            return self.refuse(u, "remove", "no Ironclad id".into());
+            return self.refuse(u, "remove", "no Ironclad id".into()).await;
         };
-        self.audit.record(
-            "intent",
-            "remove",
-            &u.user_name,
-            u.source_id.as_deref(),
-            Some(&id),
-            None,
-            Some(json!({"how": how})),
-            None,
-            None,
-            None,
-        );
+        self.audit
+            .record(
+                "intent",
+                "remove",
+                &u.user_name,
+                u.source_id.as_deref(),
+                Some(&id),
+                None,
+                Some(json!({"how": how})),
+                None,
+                None,
+                None,
+            )
+            .await;
         let req = match (how, via) {
             (RemoveMode::Delete, _) | (RemoveMode::Keep, _) => ApiRequest::delete(user_path(&id)),
             (RemoveMode::Deactivate, Via::Put) => {
@@ -555,23 +664,23 @@ impl Ctx<'_> {
         };
         match result {
             Ok(resp) => {
-                self.audit.record(
-                    "outcome",
-                    "remove",
-                    &u.user_name,
-                    u.source_id.as_deref(),
-                    Some(&id),
-                    None,
-                    None,
-                    resp.as_ref().map(|r| r.status).or(Some(404)),
-                    resp.map(|r| r.request_id),
-                    None,
-                );
-                if let Some(src) = &u.source_id {
-                    let _ = self.store.delete_link(src);
-                    let _ = self.store.clear_grace(src);
-                    let _ = self.store.clear_failure(src);
-                }
+                self.audit
+                    .record_then(
+                        "outcome",
+                        "remove",
+                        &u.user_name,
+                        u.source_id.as_deref(),
+                        Some(&id),
+                        None,
+                        None,
+                        resp.as_ref().map(|r| r.status).or(Some(404)),
+                        resp.map(|r| r.request_id),
+                        None,
+                        u.source_id
+                            .clone()
+                            .map_or(AfterWrite::Nothing, AfterWrite::Unlinked),
+                    )
+                    .await;
                 Outcome {
                     name: u.user_name.clone(),
                     action: "remove".into(),
@@ -579,7 +688,7 @@ impl Ctx<'_> {
                     detail: None,
                 }
             }
-            Err(e) => self.fail(u, "remove", &e),
+            Err(e) => self.fail(u, "remove", &e).await,
         }
     }
 }
@@ -744,42 +853,44 @@ pub async fn apply_until(
             "displayName": g.display_name,
             "externalId": src,
         });
-        audit.record(
-            "intent",
-            "group_create",
-            &g.display_name,
-            Some(src),
-            None,
-            None,
-            Some(body.clone()),
-            None,
-            None,
-            None,
-        );
+        audit
+            .record(
+                "intent",
+                "group_create",
+                &g.display_name,
+                Some(src),
+                None,
+                None,
+                Some(body.clone()),
+                None,
+                None,
+                None,
+            )
+            .await;
         match client.create_group(&crate::ironclad::ScimGroup(body)).await {
             Ok(created) => {
                 let id = created.id().unwrap_or_default().to_string();
-                audit.record(
-                    "outcome",
-                    "group_create",
-                    &g.display_name,
-                    Some(src),
-                    Some(&id),
-                    None,
-                    None,
-                    Some(201),
-                    None,
-                    None,
-                );
-                let _ = store.put_link(
-                    &Link {
-                        source_id: src.clone(),
-                        ironclad_id: id.clone(),
-                        user_name: g.display_name.clone(),
-                        kind: "group".into(),
-                    },
-                    Utc::now(),
-                );
+                let link = Link {
+                    source_id: src.clone(),
+                    ironclad_id: id.clone(),
+                    user_name: g.display_name.clone(),
+                    kind: "group".into(),
+                };
+                audit
+                    .record_then(
+                        "outcome",
+                        "group_create",
+                        &g.display_name,
+                        Some(src),
+                        Some(&id),
+                        None,
+                        None,
+                        Some(201),
+                        None,
+                        None,
+                        AfterWrite::Linked(link),
+                    )
+                    .await;
                 group_ids.insert(src.clone(), id);
                 report.push(Outcome {
                     name: g.display_name.clone(),
@@ -788,15 +899,18 @@ pub async fn apply_until(
                     detail: None,
                 });
             }
-            Err(e) => group_failed(
-                audit,
-                &mut report,
-                "group_create",
-                &g.display_name,
-                Some(src),
-                None,
-                &e,
-            ),
+            Err(e) => {
+                group_failed(
+                    audit,
+                    &mut report,
+                    "group_create",
+                    &g.display_name,
+                    Some(src),
+                    None,
+                    &e,
+                )
+                .await
+            }
         }
         tick("groups", &report);
     }
@@ -844,7 +958,7 @@ pub async fn apply_until(
                 async move {
                     match &u.action {
                         UserAction::Create { user } => ctx.create(u, user).await,
-                        _ => ctx.refuse(u, u.action.name(), "not a create".into()),
+                        _ => ctx.refuse(u, u.action.name(), "not a create".into()).await,
                     }
                 }
             })
@@ -887,7 +1001,10 @@ pub async fn apply_until(
                 (UserAction::Rename { changes, .. }, Some(v)) => {
                     ctx.update(u, "rename", seen_of(u), changes, v).await
                 }
-                _ => ctx.refuse(u, u.action.name(), "not a user write".into()),
+                _ => {
+                    ctx.refuse(u, u.action.name(), "not a user write".into())
+                        .await
+                }
             }
         }
     });
@@ -963,44 +1080,44 @@ pub async fn apply_until(
             continue;
         }
         let after = json!({"add": add, "remove": remove});
-        audit.record(
-            "intent",
-            "group_members",
-            &g.display_name,
-            g.source_id.as_deref(),
-            Some(&id),
-            None,
-            Some(after),
-            None,
-            None,
-            None,
-        );
+        audit
+            .record(
+                "intent",
+                "group_members",
+                &g.display_name,
+                g.source_id.as_deref(),
+                Some(&id),
+                None,
+                Some(after),
+                None,
+                None,
+                None,
+            )
+            .await;
         let req = ApiRequest::with_body(Method::PATCH, group_path(&id), patch_body(&ops));
         match client.http().send(&req).await {
             Ok(resp) => {
-                audit.record(
-                    "outcome",
-                    "group_members",
-                    &g.display_name,
-                    g.source_id.as_deref(),
-                    Some(&id),
-                    None,
-                    None,
-                    Some(resp.status),
-                    Some(resp.request_id),
-                    None,
-                );
-                if let Some(src) = &g.source_id {
-                    let _ = store.put_link(
-                        &Link {
-                            source_id: src.clone(),
-                            ironclad_id: id.clone(),
-                            user_name: g.display_name.clone(),
-                            kind: "group".into(),
-                        },
-                        Utc::now(),
-                    );
-                }
+                let link = g.source_id.as_ref().map(|src| Link {
+                    source_id: src.clone(),
+                    ironclad_id: id.clone(),
+                    user_name: g.display_name.clone(),
+                    kind: "group".into(),
+                });
+                audit
+                    .record_then(
+                        "outcome",
+                        "group_members",
+                        &g.display_name,
+                        g.source_id.as_deref(),
+                        Some(&id),
+                        None,
+                        None,
+                        Some(resp.status),
+                        Some(resp.request_id),
+                        None,
+                        link.map_or(AfterWrite::Nothing, AfterWrite::Linked),
+                    )
+                    .await;
                 report.push(Outcome {
                     name: g.display_name.clone(),
                     action: "group_members".into(),
@@ -1008,15 +1125,18 @@ pub async fn apply_until(
                     detail: None,
                 });
             }
-            Err(e) => group_failed(
-                audit,
-                &mut report,
-                "group_members",
-                &g.display_name,
-                g.source_id.as_deref(),
-                Some(&id),
-                &e,
-            ),
+            Err(e) => {
+                group_failed(
+                    audit,
+                    &mut report,
+                    "group_members",
+                    &g.display_name,
+                    g.source_id.as_deref(),
+                    Some(&id),
+                    &e,
+                )
+                .await
+            }
         }
         tick("membership", &report);
     }
@@ -1090,18 +1210,20 @@ pub async fn apply_until(
         report.push(o);
     }
     for (g, id) in group_deletes {
-        audit.record(
-            "intent",
-            "group_delete",
-            &g.display_name,
-            g.source_id.as_deref(),
-            Some(id),
-            None,
-            None,
-            None,
-            None,
-            None,
-        );
+        audit
+            .record(
+                "intent",
+                "group_delete",
+                &g.display_name,
+                g.source_id.as_deref(),
+                Some(id),
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+            .await;
         match client
             .http()
             .send(&ApiRequest::delete(group_path(id)))
@@ -1111,18 +1233,20 @@ pub async fn apply_until(
                 if let Some(src) = &g.source_id {
                     let _ = store.delete_link(src);
                 }
-                audit.record(
-                    "outcome",
-                    "group_delete",
-                    &g.display_name,
-                    g.source_id.as_deref(),
-                    Some(id),
-                    None,
-                    None,
-                    Some(204),
-                    None,
-                    None,
-                );
+                audit
+                    .record(
+                        "outcome",
+                        "group_delete",
+                        &g.display_name,
+                        g.source_id.as_deref(),
+                        Some(id),
+                        None,
+                        None,
+                        Some(204),
+                        None,
+                        None,
+                    )
+                    .await;
                 report.push(Outcome {
                     name: g.display_name.clone(),
                     action: "group_delete".into(),
@@ -1130,15 +1254,18 @@ pub async fn apply_until(
                     detail: None,
                 });
             }
-            Err(e) => group_failed(
-                audit,
-                &mut report,
-                "group_delete",
-                &g.display_name,
-                g.source_id.as_deref(),
-                Some(id),
-                &e,
-            ),
+            Err(e) => {
+                group_failed(
+                    audit,
+                    &mut report,
+                    "group_delete",
+                    &g.display_name,
+                    g.source_id.as_deref(),
+                    Some(id),
+                    &e,
+                )
+                .await
+            }
         }
         tick("removals", &report);
     }
@@ -1203,7 +1330,7 @@ fn heal_links(plan: &Plan, store: &Store) {
 }
 
 /// Records a failed group write in the audit and the report.
-fn group_failed(
+async fn group_failed(
     audit: &Audit,
     report: &mut ApplyReport,
     action: &str,
@@ -1213,18 +1340,20 @@ fn group_failed(
     e: &IroncladError,
 ) {
     let text = e.to_string();
-    audit.record(
-        "outcome",
-        action,
-        name,
-        source_id,
-        id,
-        None,
-        None,
-        e.status(),
-        None,
-        Some(text.clone()),
-    );
+    audit
+        .record(
+            "outcome",
+            action,
+            name,
+            source_id,
+            id,
+            None,
+            None,
+            e.status(),
+            None,
+            Some(text.clone()),
+        )
+        .await;
     report.push(Outcome {
         name: name.to_string(),
         action: action.into(),
@@ -1250,6 +1379,74 @@ fn seen_of(u: &UserPlan) -> &Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_audit_writer_commits_every_line_of_concurrent_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(store.clone(), &path, "run-1").unwrap();
+        let n = 300;
+        futures::future::join_all((0..n).map(|i| {
+            let (audit, store) = (&audit, &store);
+            async move {
+                let name = format!("u{i}@x");
+                let src = format!("s{i}");
+                audit
+                    .record(
+                        "intent",
+                        "create",
+                        &name,
+                        Some(&src),
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                    .await;
+                // Once the intent is awaited, it is in the store.
+                assert!(store
+                    .audit_lines(Some("run-1"))
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.user_name == name && l.phase == "intent"));
+                let link = Link {
+                    source_id: src.clone(),
+                    ironclad_id: format!("i{i}"),
+                    user_name: name.clone(),
+                    kind: "user".into(),
+                };
+                audit
+                    .record_then(
+                        "outcome",
+                        "create",
+                        &name,
+                        Some(&src),
+                        Some(&link.ironclad_id.clone()),
+                        None,
+                        None,
+                        Some(201),
+                        None,
+                        None,
+                        AfterWrite::Linked(link),
+                    )
+                    .await;
+            }
+        }))
+        .await;
+        drop(audit);
+        let lines = store.audit_lines(Some("run-1")).unwrap();
+        assert_eq!(lines.len(), 2 * n);
+        assert_eq!(store.links("user").unwrap().len(), n);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2 * n);
+        for l in text.lines() {
+            let e: AuditEntry = serde_json::from_str(l).unwrap();
+            assert_eq!(e.run_id, "run-1");
+        }
+    }
 
     #[test]
     fn put_share_balances_the_buckets() {

@@ -146,7 +146,7 @@ impl Engine {
         // task of its own, so that it runs beside the source read and the mapping on a
         // multi-threaded runtime.
         let client = self.client.clone();
-        let users = tokio::spawn(async move {
+        let users_task = tokio::spawn(async move {
             let mut users: Vec<IroncladUser> = Vec::new();
             client
                 .for_each_user_page(&client.list_options(None), |page: Vec<IroncladUser>| {
@@ -155,19 +155,24 @@ impl Engine {
                 })
                 .await
                 .map(|_| users)
-        })
-        .await
-        .map_err(|e| EngineError::Config(format!("the Ironclad listing stopped: {e}")))??;
+        });
+        // Groups are listed while the users' pages arrive.
         let groups = if self.cfg.policy.manage_groups && granted.contains(scopes::READ_GROUPS) {
-            self.client
-                .list_groups(None)
-                .await?
-                .into_iter()
-                .map(|g| g.into_value())
-                .collect()
+            self.client.list_groups(None).await
         } else {
-            Vec::new()
+            Ok(Vec::new())
         };
+        let groups = match groups {
+            Ok(g) => g,
+            Err(e) => {
+                users_task.abort();
+                return Err(e.into());
+            }
+        };
+        let users = users_task
+            .await
+            .map_err(|e| EngineError::Config(format!("the Ironclad listing stopped: {e}")))??;
+        let groups = groups.into_iter().map(|g| g.into_value()).collect();
         Ok(Target {
             users,
             groups,

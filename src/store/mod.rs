@@ -237,6 +237,54 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// What an applied write changes in the store beside its audit line (see
+/// [`Store::audit_batch`]).
+#[derive(Debug, Clone)]
+pub enum AfterWrite {
+    /// Only the audit line.
+    Nothing,
+    /// The object was written: its link is recorded (or moved); for a user, its failure record
+    /// and grace counter are cleared.
+    Linked(Link),
+    /// The user (by source id) is gone: its link, converged fingerprint, grace counter and
+    /// failure record are forgotten.
+    Unlinked(String),
+}
+
+/// Records (or moves) a link inside `tx`: a link to the same Ironclad id under another source
+/// id is replaced, so one Ironclad object is never linked twice. A link that already holds
+/// these values is left as it is (`updated_at` is when it last changed), so re-confirming it
+/// writes no page.
+fn upsert_link(tx: &rusqlite::Transaction<'_>, link: &Link, now: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM links WHERE ironclad_id = ?1 AND source_id <> ?2")?
+        .execute(params![link.ironclad_id, link.source_id])?;
+    tx.prepare_cached(
+        "INSERT INTO links (source_id, ironclad_id, user_name, kind, linked_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+         ON CONFLICT(source_id) DO UPDATE SET ironclad_id = excluded.ironclad_id,
+           user_name = excluded.user_name, kind = excluded.kind, updated_at = excluded.updated_at
+         WHERE links.ironclad_id <> excluded.ironclad_id OR links.user_name <> excluded.user_name
+           OR links.kind <> excluded.kind",
+    )?
+    .execute(params![
+        link.source_id,
+        link.ironclad_id,
+        link.user_name,
+        link.kind,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Clears a user's failure record and grace counter inside `tx`.
+fn forget_user_state(tx: &rusqlite::Transaction<'_>, source_id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?
+        .execute(params![source_id])?;
+    tx.prepare_cached("DELETE FROM grace WHERE source_id = ?1")?
+        .execute(params![source_id])?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `path`, in WAL mode, and migrates the schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -359,19 +407,10 @@ impl Store {
     /// Records (or moves) a link. A link to the same Ironclad id under another source id is
     /// replaced, so one Ironclad object is never linked twice.
     pub fn put_link(&self, link: &Link, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let now = ts(now);
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "DELETE FROM links WHERE ironclad_id = ?1 AND source_id <> ?2",
-                params![link.ironclad_id, link.source_id],
-            )?;
-            tx.execute(
-                "INSERT INTO links (source_id, ironclad_id, user_name, kind, linked_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-                 ON CONFLICT(source_id) DO UPDATE SET ironclad_id = excluded.ironclad_id,
-                   user_name = excluded.user_name, kind = excluded.kind, updated_at = excluded.updated_at",
-                params![link.source_id, link.ironclad_id, link.user_name, link.kind, ts(now)],
-            )?;
+            upsert_link(&tx, link, &now)?;
             tx.commit()
         })
     }
@@ -610,26 +649,35 @@ impl Store {
 
     /// Appends an audit line, returning its sequence number.
     pub fn audit(&self, e: &AuditEntry) -> Result<i64, StoreError> {
-        let before = e
-            .before
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|x| self.json_err(x))?;
-        let after = e
-            .after
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|x| self.json_err(x))?;
+        self.audit_batch(&[(e, &AfterWrite::Nothing)])
+    }
+
+    /// Appends audit lines, each with the change it describes (`AfterWrite`), all in one
+    /// transaction: one commit for a batch of writes, and a line and its link never disagree
+    /// after a crash. Returns the last line's sequence number.
+    pub fn audit_batch(&self, lines: &[(&AuditEntry, &AfterWrite)]) -> Result<i64, StoreError> {
+        let mut rows = Vec::with_capacity(lines.len());
+        for (e, _) in lines {
+            let json = |v: &Option<serde_json::Value>| {
+                v.as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|x| self.json_err(x))
+            };
+            rows.push((json(&e.before)?, json(&e.after)?, ts(e.time)));
+        }
         self.with(|c| {
-            c.execute(
-                "INSERT INTO audit (run_id, time, phase, action, user_name, source_id, ironclad_id, before, after,
-                                    http_status, request_id, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
+            let tx = c.transaction()?;
+            let mut seq = 0;
+            for ((e, then), (before, after, time)) in lines.iter().zip(&rows) {
+                tx.prepare_cached(
+                    "INSERT INTO audit (run_id, time, phase, action, user_name, source_id, ironclad_id, before, after,
+                                        http_status, request_id, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(params![
                     e.run_id,
-                    ts(e.time),
+                    time,
                     e.phase,
                     e.action,
                     e.user_name,
@@ -640,9 +688,27 @@ impl Store {
                     e.http_status,
                     e.request_id,
                     e.error
-                ],
-            )?;
-            Ok(c.last_insert_rowid())
+                ])?;
+                seq = tx.last_insert_rowid();
+                match then {
+                    AfterWrite::Nothing => {}
+                    AfterWrite::Linked(link) => {
+                        upsert_link(&tx, link, time)?;
+                        if link.kind == "user" {
+                            forget_user_state(&tx, &link.source_id)?;
+                        }
+                    }
+                    AfterWrite::Unlinked(source_id) => {
+                        tx.prepare_cached("DELETE FROM links WHERE source_id = ?1")?
+                            .execute(params![source_id])?;
+                        tx.prepare_cached("DELETE FROM converged WHERE source_id = ?1")?
+                            .execute(params![source_id])?;
+                        forget_user_state(&tx, source_id)?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(seq)
         })
     }
 
@@ -1004,6 +1070,79 @@ mod tests {
         assert_eq!(links["s2"].ironclad_id, "i1");
         s.delete_link("s2").unwrap();
         assert!(s.links("user").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_audit_batch_records_lines_and_links_together() {
+        let (_d, s) = store();
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        let link = |src: &str, id: &str| Link {
+            source_id: src.into(),
+            ironclad_id: id.into(),
+            user_name: format!("{src}@x"),
+            kind: "user".into(),
+        };
+        s.put_link(&link("s1", "i1"), t0).unwrap();
+        s.put_link(&link("s2", "i2"), t0).unwrap();
+        s.record_converged(&[("s2".into(), [2; 16])]).unwrap();
+        s.record_failure("s1", "boom", t0, |_| chrono::Duration::zero())
+            .unwrap();
+        s.bump_grace("s1", t0).unwrap();
+        s.bump_grace("s2", t0).unwrap();
+        s.put_link(&link("s3", "i3"), t0).unwrap();
+        let line = |phase: &str, src: &str| AuditEntry {
+            seq: 0,
+            run_id: "r1".into(),
+            time: Utc::now(),
+            phase: phase.into(),
+            action: "update".into(),
+            user_name: format!("{src}@x"),
+            source_id: Some(src.into()),
+            ironclad_id: None,
+            before: None,
+            after: Some(serde_json::json!({"title": "New"})),
+            http_status: None,
+            request_id: None,
+            error: None,
+        };
+        let (intent, linked, gone, same) = (
+            line("intent", "s1"),
+            line("outcome", "s1"),
+            line("outcome", "s2"),
+            line("outcome", "s3"),
+        );
+        let (l1, l3) = (link("s1", "i1-new"), link("s3", "i3"));
+        let seq = s
+            .audit_batch(&[
+                (&intent, &AfterWrite::Nothing),
+                (&linked, &AfterWrite::Linked(l1)),
+                (&gone, &AfterWrite::Unlinked("s2".into())),
+                (&same, &AfterWrite::Linked(l3)),
+            ])
+            .unwrap();
+        let lines = s.audit_lines(Some("r1")).unwrap();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.last().map(|l| l.seq), Some(seq));
+        assert_eq!(lines[0].after, Some(serde_json::json!({"title": "New"})));
+        let links = s.links("user").unwrap();
+        assert_eq!(links["s1"].ironclad_id, "i1-new");
+        assert!(!links.contains_key("s2"));
+        assert!(s.converged().unwrap().is_empty());
+        assert!(s.quarantine().unwrap().is_empty());
+        assert!(s.grace().unwrap().is_empty());
+        // A link confirmed with the values it holds is not rewritten.
+        let updated = |src: &str| -> String {
+            s.with(|c| {
+                c.query_row(
+                    "SELECT updated_at FROM links WHERE source_id = ?1",
+                    params![src],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap()
+        };
+        assert_eq!(updated("s3"), ts(t0));
+        assert_ne!(updated("s1"), ts(t0));
     }
 
     #[test]
