@@ -131,7 +131,7 @@ pub struct ApplyArgs {
 /// `apply`: a fresh plan applied, or a saved plan applied exactly.
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(&args.config)?)?;
-    let _lock = RunLock::take(engine.store.clone())?;
+    let lock = RunLock::take(engine.store.clone())?;
     let only = (!args.only.is_empty()).then(|| args.only.iter().cloned().collect::<BTreeSet<_>>());
     if !args.yes && std::io::stdin().is_terminal() {
         eprintln!(
@@ -153,10 +153,21 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
         }
         Some(path) => with_progress(apply_saved(&engine, path, only.as_ref())).await?,
     };
-    print!(
-        "{}",
-        report::render(&plan, Format::Text, std::io::stdout().is_terminal())?
-    );
+    // The run lock is released and the store closed (which checkpoints its log into the
+    // database file) while the report is rendered.
+    let closing = std::thread::Builder::new()
+        .name("ironbridge-close".into())
+        .spawn(move || {
+            drop(lock);
+            drop(engine);
+        });
+    let rendered = report::render(&plan, Format::Text, std::io::stdout().is_terminal());
+    if let Ok(closing) = closing {
+        if closing.join().is_err() {
+            tracing::error!("closing the state store panicked");
+        }
+    }
+    print!("{}", rendered?);
     print_outcomes(&report);
     if !plan.source_complete {
         eprintln!("the source could not be read: nothing was removed (see the notes above)");

@@ -195,7 +195,7 @@ pub struct IroncladFile {
     /// Users and groups per list page (1..=1000). Default 1000.
     #[serde(default)]
     pub page_size: Option<Spanned<u32>>,
-    /// Requests in flight at once. Default 8.
+    /// Requests in flight at once. Default 16.
     #[serde(default)]
     pub max_concurrency: Option<Spanned<u32>>,
     /// Connect timeout, seconds. Default 10.
@@ -940,7 +940,7 @@ fn validate_ironclad(
         }
     };
     let max_concurrency = match f.max_concurrency {
-        None => 8,
+        None => 16,
         Some(c) if (1..=256).contains(c.get_ref()) => *c.get_ref() as usize,
         Some(c) => {
             return Err(loc.at(

@@ -154,7 +154,7 @@ fn has(granted: &BTreeSet<String>, scope: &str) -> bool {
 }
 
 /// Entries below which planning stays on one thread.
-const PARALLEL_FROM: usize = 4096;
+const PARALLEL_FROM: usize = 512;
 
 /// `f` over `items`, each result handed to `sink` in the items' order: on up to four threads
 /// for large inputs.
