@@ -138,41 +138,11 @@ impl Audit {
         })
     }
 
-    /// Records one line (errors are logged, never fatal: the store copy is the primary).
+    /// Records one line and, in the same store transaction, what the write changed in the
+    /// store (`then`; [`AfterWrite::Nothing`] for an intent or a failure). Returns once both
+    /// are committed. Errors are logged, never fatal: the store copy is the primary.
     #[allow(clippy::too_many_arguments)]
     pub async fn record(
-        &self,
-        phase: &str,
-        action: &str,
-        name: &str,
-        source_id: Option<&str>,
-        ironclad_id: Option<&str>,
-        before: Option<Value>,
-        after: Option<Value>,
-        status: Option<u16>,
-        request_id: Option<String>,
-        error: Option<String>,
-    ) {
-        self.record_then(
-            phase,
-            action,
-            name,
-            source_id,
-            ironclad_id,
-            before,
-            after,
-            status,
-            request_id,
-            error,
-            AfterWrite::Nothing,
-        )
-        .await;
-    }
-
-    /// Records one line and, in the same store transaction, what the write changed in the
-    /// store (`then`). Returns once both are committed (or failed, which is logged).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_then(
         &self,
         phase: &str,
         action: &str,
@@ -415,6 +385,7 @@ impl Ctx<'_> {
                 e.status(),
                 None,
                 Some(text.clone()),
+                AfterWrite::Nothing,
             )
             .await;
         if let Some(src) = &u.source_id {
@@ -453,7 +424,7 @@ impl Ctx<'_> {
             kind: "user".into(),
         });
         self.audit
-            .record_then(
+            .record(
                 "outcome",
                 action,
                 user_name,
@@ -493,6 +464,7 @@ impl Ctx<'_> {
                 None,
                 None,
                 None,
+                AfterWrite::Nothing,
             )
             .await;
         let req = ApiRequest::with_body(Method::POST, "/Users", user.clone());
@@ -559,6 +531,7 @@ impl Ctx<'_> {
                 None,
                 None,
                 Some(why.clone()),
+                AfterWrite::Nothing,
             )
             .await;
         Outcome {
@@ -598,6 +571,7 @@ impl Ctx<'_> {
                 None,
                 None,
                 None,
+                AfterWrite::Nothing,
             )
             .await;
         let req = match via {
@@ -638,6 +612,7 @@ impl Ctx<'_> {
                 None,
                 None,
                 None,
+                AfterWrite::Nothing,
             )
             .await;
         let req = match (how, via) {
@@ -665,7 +640,7 @@ impl Ctx<'_> {
         match result {
             Ok(resp) => {
                 self.audit
-                    .record_then(
+                    .record(
                         "outcome",
                         "remove",
                         &u.user_name,
@@ -865,6 +840,7 @@ pub async fn apply_until(
                 None,
                 None,
                 None,
+                AfterWrite::Nothing,
             )
             .await;
         match client.create_group(&crate::ironclad::ScimGroup(body)).await {
@@ -877,7 +853,7 @@ pub async fn apply_until(
                     kind: "group".into(),
                 };
                 audit
-                    .record_then(
+                    .record(
                         "outcome",
                         "group_create",
                         &g.display_name,
@@ -1092,6 +1068,7 @@ pub async fn apply_until(
                 None,
                 None,
                 None,
+                AfterWrite::Nothing,
             )
             .await;
         let req = ApiRequest::with_body(Method::PATCH, group_path(&id), patch_body(&ops));
@@ -1104,7 +1081,7 @@ pub async fn apply_until(
                     kind: "group".into(),
                 });
                 audit
-                    .record_then(
+                    .record(
                         "outcome",
                         "group_members",
                         &g.display_name,
@@ -1222,6 +1199,7 @@ pub async fn apply_until(
                 None,
                 None,
                 None,
+                AfterWrite::Nothing,
             )
             .await;
         match client
@@ -1245,6 +1223,7 @@ pub async fn apply_until(
                         Some(204),
                         None,
                         None,
+                        AfterWrite::Nothing,
                     )
                     .await;
                 report.push(Outcome {
@@ -1352,6 +1331,7 @@ async fn group_failed(
             e.status(),
             None,
             Some(text.clone()),
+            AfterWrite::Nothing,
         )
         .await;
     report.push(Outcome {
@@ -1404,6 +1384,7 @@ mod tests {
                         None,
                         None,
                         None,
+                        AfterWrite::Nothing,
                     )
                     .await;
                 // Once the intent is awaited, it is in the store.
@@ -1419,7 +1400,7 @@ mod tests {
                     kind: "user".into(),
                 };
                 audit
-                    .record_then(
+                    .record(
                         "outcome",
                         "create",
                         &name,

@@ -276,6 +276,15 @@ fn upsert_link(tx: &rusqlite::Transaction<'_>, link: &Link, now: &str) -> rusqli
     Ok(())
 }
 
+/// Forgets a link and its converged fingerprint inside `tx`.
+fn forget_link(tx: &rusqlite::Transaction<'_>, source_id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM links WHERE source_id = ?1")?
+        .execute(params![source_id])?;
+    tx.prepare_cached("DELETE FROM converged WHERE source_id = ?1")?
+        .execute(params![source_id])?;
+    Ok(())
+}
+
 /// Clears a user's failure record and grace counter inside `tx`.
 fn forget_user_state(tx: &rusqlite::Transaction<'_>, source_id: &str) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?
@@ -419,11 +428,7 @@ impl Store {
     pub fn delete_link(&self, source_id: &str) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM links WHERE source_id = ?1", params![source_id])?;
-            tx.execute(
-                "DELETE FROM converged WHERE source_id = ?1",
-                params![source_id],
-            )?;
+            forget_link(&tx, source_id)?;
             tx.commit()
         })
     }
@@ -699,10 +704,7 @@ impl Store {
                         }
                     }
                     AfterWrite::Unlinked(source_id) => {
-                        tx.prepare_cached("DELETE FROM links WHERE source_id = ?1")?
-                            .execute(params![source_id])?;
-                        tx.prepare_cached("DELETE FROM converged WHERE source_id = ?1")?
-                            .execute(params![source_id])?;
+                        forget_link(&tx, source_id)?;
                         forget_user_state(&tx, source_id)?;
                     }
                 }
