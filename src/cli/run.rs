@@ -424,7 +424,7 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
             .map(|_| "configured")
             .unwrap_or("none")
     );
-    let (desired, snapshot) = engine.desired(now).await;
+    let (desired, snapshot) = engine.desired(now, false).await;
     let Some(snap) = snapshot else {
         println!("   read FAILED: {}", desired.err().unwrap_or_default());
         return Ok(Exit::Error);

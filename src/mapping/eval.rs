@@ -293,6 +293,26 @@ impl Prepared<'_> {
         Some(self.run(EntryHandle::InSnapshot(self.index.clone(), pos), Some(pos)))
     }
 
+    /// Users in the snapshot.
+    pub fn user_count(&self) -> usize {
+        self.index.n_users
+    }
+
+    /// Evaluates the snapshot user at position `pos` (`0..user_count()`, snapshot order).
+    /// Evaluations of different positions are independent, so a large snapshot can be
+    /// evaluated on several threads.
+    pub fn evaluate_at(&self, pos: usize) -> Result<Evaluation, MappingError> {
+        self.run(EntryHandle::InSnapshot(self.index.clone(), pos), Some(pos))
+    }
+
+    /// Evaluates `entry` as the snapshot user at position `pos`: for a caller that took the
+    /// snapshot users' attributes out before preparing (possible when the mapping does not
+    /// [read other entries](Mapping::reads_other_entries)), so that each entry's attributes
+    /// are freed as soon as it has been evaluated.
+    pub fn evaluate_taken(&self, pos: usize, entry: Entry) -> Result<Evaluation, MappingError> {
+        self.run(EntryHandle::Own(Arc::new(entry)), Some(pos))
+    }
+
     /// Evaluates every user of the snapshot, in snapshot order. One entry's error does not
     /// stop the others.
     pub fn evaluate_all(&self) -> Vec<Result<Evaluation, MappingError>> {
@@ -302,8 +322,7 @@ impl Prepared<'_> {
     /// Evaluates every user entry of the snapshot in order, one at a time as the iterator is
     /// advanced: a caller that keeps a smaller form of each result never holds them all.
     pub fn evaluate_iter(&self) -> impl Iterator<Item = Result<Evaluation, MappingError>> + '_ {
-        (0..self.index.n_users)
-            .map(|p| self.run(EntryHandle::InSnapshot(self.index.clone(), p), Some(p)))
+        (0..self.index.n_users).map(|p| self.evaluate_at(p))
     }
 
     fn err(&self, expr: usize, entry: &Entry, message: String) -> MappingError {

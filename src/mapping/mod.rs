@@ -244,6 +244,13 @@ impl Mapping {
         &self.file
     }
 
+    /// True when an expression may read the attributes of an entry other than the one it is
+    /// evaluated for (`lookup`): every entry's attributes are then needed until the last
+    /// evaluation. Decided from the expressions' text, so a mention of `lookup` anywhere counts.
+    pub fn reads_other_entries(&self) -> bool {
+        self.exprs.iter().any(|e| e.source.contains("lookup"))
+    }
+
     /// The file's `description`.
     pub fn description(&self) -> Option<&str> {
         self.description.as_deref()

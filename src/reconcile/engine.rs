@@ -101,6 +101,9 @@ impl std::fmt::Debug for Engine {
 pub struct Target {
     /// Users.
     pub users: Vec<IroncladUser>,
+    /// The users' index for the planner, built beside the listing (`None`: the planner builds
+    /// it).
+    pub index: Option<plan::TargetIndex>,
     /// Groups (empty without the read scope).
     pub groups: Vec<Value>,
     /// Granted scopes.
@@ -153,8 +156,17 @@ impl Engine {
                     users.extend(page);
                     Ok(())
                 })
-                .await
-                .map(|_| users)
+                .await?;
+            // Indexed here, while the source side may still be mapping.
+            let (users, index) = tokio::task::spawn_blocking(move || {
+                let index = plan::TargetIndex::new(&users);
+                (users, index)
+            })
+            .await
+            .map_err(|e| {
+                EngineError::Config(format!("indexing the Ironclad listing stopped: {e}"))
+            })?;
+            Ok::<_, EngineError>((users, index))
         });
         // Groups are listed while the users' pages arrive.
         let groups = if self.cfg.policy.manage_groups && granted.contains(scopes::READ_GROUPS) {
@@ -169,12 +181,13 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        let users = users_task
+        let (users, index) = users_task
             .await
             .map_err(|e| EngineError::Config(format!("the Ironclad listing stopped: {e}")))??;
         let groups = groups.into_iter().map(|g| g.into_value()).collect();
         Ok(Target {
             users,
+            index: Some(index),
             groups,
             granted,
         })
@@ -217,23 +230,35 @@ impl Engine {
     }
 
     /// Reads the source and evaluates the mapping: desired users and groups, or the reason the
-    /// source cannot be trusted this run. The mapping runs on a blocking thread, so that the
-    /// Ironclad listing read at the same time keeps going.
+    /// source cannot be trusted this run. The mapping runs on blocking threads, so that the
+    /// Ironclad listing read at the same time keeps going. With `consume`, the snapshot is only
+    /// read for the mapping: where the mapping allows it, each user's attributes are freed as
+    /// soon as the user has been evaluated, and the snapshot returned has none.
     pub async fn desired(
         &self,
         now: DateTime<Utc>,
+        consume: bool,
     ) -> (
         Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>,
         Option<Arc<Snapshot>>,
     ) {
-        let snap = match self.source.read().await {
-            Ok(s) => Arc::new(s),
+        let mut snap = match self.source.read().await {
+            Ok(s) => s,
             Err(e) => return (Err(format!("the source read failed: {e}")), None),
         };
+        let taken = (consume && !self.mapping.reads_other_entries()).then(|| {
+            snap.users
+                .iter_mut()
+                .map(|e| std::sync::Mutex::new(std::mem::take(&mut e.attrs)))
+                .collect::<Vec<_>>()
+        });
+        let snap = Arc::new(snap);
         let mapping = self.mapping.clone();
         let shared = snap.clone();
-        let mapped =
-            tokio::task::spawn_blocking(move || desired_from(&mapping, &shared, now)).await;
+        let mapped = tokio::task::spawn_blocking(move || {
+            desired_from(&mapping, &shared, taken.as_deref(), now)
+        })
+        .await;
         match mapped {
             Ok(r) => (r, Some(snap)),
             Err(e) => (Err(format!("the mapping failed: {e}")), Some(snap)),
@@ -305,7 +330,7 @@ impl Engine {
         // The source and Ironclad are read at the same time: neither depends on the other.
         let read_start = std::time::Instant::now();
         let source_side = async {
-            let (desired, snapshot) = self.desired(now).await;
+            let (desired, snapshot) = self.desired(now, true).await;
             // Only its size is kept: the snapshot is not needed once the mapping has run.
             let entries = snapshot.map(|s| s.users.len() + s.groups.len());
             let elapsed = read_start.elapsed();
@@ -464,6 +489,7 @@ impl Engine {
             protected_fn: Some(&protected),
             converged: state.converged.as_ref(),
             desired_names: names,
+            target_index: target.index.as_ref(),
         });
         if let Some(n) = note {
             plan.notes.insert(0, n);
@@ -502,9 +528,13 @@ impl Engine {
 /// Evaluates the mapping over a snapshot: one compact desired user per entry (evaluated one at
 /// a time, so the evaluations are never all held) and the desired groups with members as
 /// correlation keys.
+/// Desired users and groups of a snapshot. With `taken`, the users' attributes were taken out
+/// of the snapshot (one per user, in its order): each is moved out again to evaluate its user,
+/// and freed with the evaluation.
 fn desired_from(
     mapping: &Mapping,
     snap: &Arc<Snapshot>,
+    taken: Option<&[std::sync::Mutex<crate::model::Attributes>]>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String> {
     // The snapshot is shared with the mapping's index, not copied (a copy of 100,000 entries
@@ -532,18 +562,32 @@ fn desired_from(
             .map(|a| (a.target.scim_path(), policy_of(a.apply)))
             .collect(),
     );
-    // One evaluation at a time: only the compact desired user is kept.
-    for r in prepared.evaluate_iter() {
-        match r {
+    // Evaluations are independent: a large snapshot is evaluated on several threads, in
+    // batches, each result turned into its compact desired user at once (the evaluation itself
+    // is not kept).
+    // With it, the entry id when it differs from the correlation key (for group members).
+    let one = |pos: usize| -> Result<(DesiredUser, Option<String>), String> {
+        let evaluated = match (taken.and_then(|t| t.get(pos)), snap.users.get(pos)) {
+            (Some(attrs), Some(e)) => {
+                // Taking cannot panic, so the lock is never poisoned; were it, the attributes
+                // inside are still whole.
+                let attrs = std::mem::take(&mut *attrs.lock().unwrap_or_else(|p| p.into_inner()));
+                let entry = crate::model::Entry {
+                    id: e.id.clone(),
+                    locator: e.locator.clone(),
+                    attrs,
+                };
+                prepared.evaluate_taken(pos, entry)
+            }
+            _ => prepared.evaluate_at(pos),
+        };
+        Ok(match evaluated {
             Ok(ev) => {
                 let key = ev
                     .user
                     .as_ref()
                     .map(|u| u.external_id.clone())
                     .unwrap_or_else(|| ev.source_id.clone());
-                if manages_groups && key != ev.source_id {
-                    key_of.insert(ev.source_id.clone(), key.clone());
-                }
                 let state = match (&ev.user, ev.desired) {
                     (Some(u), true) => {
                         let mut user = u.scim();
@@ -569,23 +613,41 @@ fn desired_from(
                         },
                     },
                 };
-                users.push(DesiredUser {
+                let entry_id = (manages_groups && key != ev.source_id).then_some(ev.source_id);
+                let d = DesiredUser {
                     source_id: key,
-                    locator: ev.locator.clone(),
+                    locator: ev.locator,
                     state,
-                });
+                };
+                (d, entry_id)
             }
             Err(crate::mapping::MappingError::Eval(e)) => {
-                users.push(DesiredUser {
+                let d = DesiredUser {
                     source_id: e.id.clone(),
                     locator: e.locator.clone(),
                     state: Desired::Failed {
                         error: e.to_string(),
                     },
-                });
+                };
+                (d, None)
             }
             Err(e) => return Err(format!("the mapping failed: {e}")),
+        })
+    };
+    let mut failed = None;
+    super::par::map_in_order(prepared.user_count(), &one, |r| match r {
+        Ok((d, entry_id)) => {
+            if let Some(entry_id) = entry_id {
+                key_of.insert(entry_id, d.source_id.clone());
+            }
+            users.push(d);
         }
+        Err(e) => {
+            failed.get_or_insert(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
     let mut groups = Vec::new();
     if manages_groups {
@@ -826,5 +888,88 @@ mod tests {
         assert!(got.contains("ic9") && got.contains("gone@corp"), "{got:?}");
         assert!(!got.contains("s2") && !got.contains("ic2"), "{got:?}");
         assert!(got.is_superset(&only));
+    }
+
+    /// Desired users from a snapshot, with its users' attributes taken out first (as a run
+    /// does when the mapping allows) or left in place.
+    fn desired_both_ways(mapping: &str) -> (Vec<DesiredUser>, Vec<DesiredUser>) {
+        let mapping =
+            Mapping::from_text(std::path::Path::new("test.toml"), mapping).expect("mapping");
+        let mut snap = Snapshot {
+            source: "test".into(),
+            read_at: Utc::now(),
+            users: Vec::new(),
+            groups: Vec::new(),
+        };
+        // Enough people for the evaluation to run on several threads.
+        for i in 0..1500 {
+            let mut attrs = crate::model::Attributes::new();
+            attrs.push("uid", format!("u{i}"));
+            attrs.push("mail", format!("U{i}@Example.com"));
+            if i % 7 == 0 {
+                attrs.push("title", "Lead");
+            }
+            attrs.push("manager", format!("uid=u{},dc=example", i / 2));
+            snap.users.push(crate::model::Entry {
+                id: format!("id{i}"),
+                locator: format!("uid=u{i},dc=example"),
+                attrs,
+            });
+        }
+        let now = Utc::now();
+        let kept = desired_from(&mapping, &Arc::new(snap.clone()), None, now).expect("kept");
+        let taken: Vec<_> = snap
+            .users
+            .iter_mut()
+            .map(|e| std::sync::Mutex::new(std::mem::take(&mut e.attrs)))
+            .collect();
+        let taken = desired_from(&mapping, &Arc::new(snap), Some(&taken), now).expect("taken");
+        (kept.0, taken.0)
+    }
+
+    #[test]
+    fn taking_the_attributes_out_before_the_mapping_changes_no_desired_user() {
+        let (kept, taken) = desired_both_ways(
+            r#"
+version = 1
+[scope]
+default = "include"
+[[scope.rules]]
+action = "exclude"
+when = "attr.title == 'Lead'"
+[correlation]
+external_id = "id"
+[attributes]
+userName = "attr.mail | lower"
+emails = "attrs.mail | map('lower') | list"
+"#,
+        );
+        assert_eq!(kept.len(), 1500);
+        assert_eq!(kept, taken);
+        let wanted = kept
+            .iter()
+            .filter(|d| matches!(d.state, Desired::Wanted { .. }))
+            .count();
+        assert_eq!(wanted, 1500 - 1500_usize.div_ceil(7));
+    }
+
+    #[test]
+    fn a_mapping_that_looks_other_entries_up_reads_other_entries() {
+        let text = r#"
+version = 1
+[scope]
+default = "include"
+[correlation]
+external_id = "id"
+[attributes]
+userName = "attr.mail | lower"
+title = "lookup(attr.manager, 'mail')"
+"#;
+        let mapping = Mapping::from_text(std::path::Path::new("test.toml"), text).expect("mapping");
+        assert!(mapping.reads_other_entries());
+        // Run the way an engine never would (attributes taken despite the lookup), the
+        // managers' attributes are gone: which is why the engine keeps them for such mappings.
+        let (kept, taken) = desired_both_ways(text);
+        assert_ne!(kept, taken);
     }
 }

@@ -6,12 +6,14 @@
 //! Layout: [`attrs`] (attribute paths and normalised comparison), [`users`] (the compact forms
 //! of desired and Ironclad users a run keeps), [`plan`] (the pure planner and its safety
 //! rules), [`engine`] (one run: read, plan, apply, record), [`apply`] (the writes, in phases,
-//! audited), [`progress`] (bars on a terminal, structured progress lines otherwise).
+//! audited), [`progress`] (bars on a terminal, structured progress lines otherwise), [`par`] (work over many
+//! people split across a few threads, results in order).
 //! What does not live here: the sources, the Ironclad client, the reports.
 
 pub mod apply;
 pub mod attrs;
 pub mod engine;
+pub mod par;
 pub mod plan;
 pub mod progress;
 pub mod users;
@@ -166,6 +168,9 @@ pub struct PlanInput<'a> {
     /// The desired users' names, when built beforehand ([`plan::DesiredNames::new`] of
     /// `desired`); `None`: the planner builds them.
     pub desired_names: Option<&'a plan::DesiredNames>,
+    /// The Ironclad users' index, when built beforehand ([`plan::TargetIndex::new`] of
+    /// `ironclad_users`); the planner builds it when absent or built for another listing.
+    pub target_index: Option<&'a plan::TargetIndex>,
 }
 
 /// Links from the state store: source id -> Ironclad id.

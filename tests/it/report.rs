@@ -93,6 +93,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         protected_fn: None,
         converged: None,
         desired_names: None,
+        target_index: None,
     })
 }
 
