@@ -6,8 +6,8 @@
 //! Layout: [`attrs`] (attribute paths and normalised comparison), [`users`] (the compact forms
 //! of desired and Ironclad users a run keeps), [`plan`] (the pure planner and its safety
 //! rules), [`engine`] (one run: read, plan, apply, record), [`apply`] (the writes, in phases,
-//! audited), [`progress`] (bars on a terminal, structured progress lines otherwise), [`par`] (work over many
-//! people split across a few threads, results in order).
+//! audited), [`progress`] (bars on a terminal, structured progress lines otherwise), [`par`]
+//! (work over many people split across a few threads, results in order).
 //! What does not live here: the sources, the Ironclad client, the reports.
 
 pub mod apply;
