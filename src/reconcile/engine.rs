@@ -688,7 +688,7 @@ pub struct StoreState {
     quarantined: BTreeMap<String, DateTime<Utc>>,
     grace: BTreeMap<String, (DateTime<Utc>, u32)>,
     /// `None` with `full_compare`: every linked user is compared and none is fingerprinted.
-    converged: Option<foldhash::HashMap<String, Fingerprint>>,
+    converged: Option<foldhash::HashSet<Fingerprint>>,
 }
 
 fn load_state(
@@ -712,7 +712,7 @@ fn load_state(
             .collect(),
         converged: match full_compare {
             true => None,
-            false => Some(store.converged()?),
+            false => Some(store.converged_fingerprints()?),
         },
     })
 }

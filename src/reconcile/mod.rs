@@ -161,10 +161,12 @@ pub struct PlanInput<'a> {
     pub now: DateTime<Utc>,
     /// Protected userNames beyond `policy.protected` (the mapping's rules), if any.
     pub protected_fn: Option<ProtectedFn<'a>>,
-    /// Fingerprints of users an earlier run found converged: source id -> [`Fingerprint`].
-    /// A linked user whose fingerprint is unchanged is a no-op without being compared.
+    /// Fingerprints of users an earlier run found converged. A linked user whose fingerprint
+    /// is among them is a no-op without being compared: a fingerprint hashes everything the
+    /// comparison reads (the desired user, the apply policies, the Ironclad id and version), so
+    /// a match stands for the very comparison found converged before, whoever recorded it.
     /// `None` (`full_compare`): every linked user is compared and none is fingerprinted.
-    pub converged: Option<&'a foldhash::HashMap<String, Fingerprint>>,
+    pub converged: Option<&'a foldhash::HashSet<Fingerprint>>,
     /// The desired users' names, when built beforehand ([`plan::DesiredNames::new`] of
     /// `desired`); `None`: the planner builds them.
     pub desired_names: Option<&'a plan::DesiredNames>,

@@ -309,28 +309,67 @@ fn has(granted: &BTreeSet<String>, scope: &str) -> bool {
 /// The userName each desired entry wants (trimmed), and how many entries want each one
 /// (compared case-insensitively). The planner builds it when not given one; the engine builds
 /// it beforehand, while the Ironclad listing is still being read.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct DesiredNames {
     names: Vec<Option<Box<str>>>,
-    counts: HashMap<Box<str>, u32>,
+    /// Per distinct [`name_key`]: the first entry wanting it and how many do. The key is read
+    /// back from `names`, so none is copied.
+    counts: hashbrown::HashTable<(u32, u32)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl std::fmt::Debug for DesiredNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DesiredNames({} entries)", self.names.len())
+    }
 }
 
 impl DesiredNames {
     /// The names of `desired`, in its order.
     pub fn new(desired: &[DesiredUser]) -> Self {
-        let mut counts: HashMap<Box<str>, u32> = HashMap::with_capacity(desired.len());
-        let names = desired
-            .iter()
-            .map(|d| match &d.state {
-                Desired::Wanted { user, .. } => {
-                    let n = user.top_str("userName")?;
-                    *counts.entry(name_key(&n).into()).or_default() += 1;
-                    Some(n.trim().into())
-                }
+        use std::hash::BuildHasher as _;
+        let mut out = DesiredNames {
+            names: Vec::with_capacity(desired.len()),
+            counts: hashbrown::HashTable::with_capacity(desired.len()),
+            hasher: Default::default(),
+        };
+        for d in desired {
+            let name = match &d.state {
+                Desired::Wanted { user, .. } => user.top_str("userName"),
                 _ => None,
-            })
-            .collect();
-        DesiredNames { names, counts }
+            };
+            let Some(name) = name else {
+                out.names.push(None);
+                continue;
+            };
+            let name: Box<str> = name.trim().into();
+            let Ok(pos) = u32::try_from(out.names.len()) else {
+                break;
+            };
+            let key = name_key(&name);
+            let names = &out.names;
+            let key_at = |p: u32| {
+                names
+                    .get(p as usize)
+                    .and_then(Option::as_deref)
+                    .map(name_key)
+                    .unwrap_or_default()
+            };
+            let hasher = &out.hasher;
+            match out.counts.entry(
+                hasher.hash_one(&*key),
+                |(p, _)| key_at(*p) == key,
+                |(p, _)| hasher.hash_one(&*key_at(*p)),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(mut o) => o.get_mut().1 += 1,
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert((pos, 1));
+                }
+            }
+            drop(key);
+            out.names.push(Some(name));
+        }
+        out
     }
 
     /// Entries named.
@@ -353,7 +392,17 @@ impl DesiredNames {
 
     /// How many entries want `key` (a [`name_key`]).
     fn count(&self, key: &str) -> u32 {
-        self.counts.get(key).copied().unwrap_or(0)
+        use std::hash::BuildHasher as _;
+        let key_at = |p: u32| {
+            self.names
+                .get(p as usize)
+                .and_then(Option::as_deref)
+                .map(name_key)
+                .unwrap_or_default()
+        };
+        self.counts
+            .find(self.hasher.hash_one(key), |(p, _)| key_at(*p) == key)
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -412,8 +461,9 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             }
             _ => None,
         };
-        let known = fingerprint.is_some()
-            && input.converged.and_then(|c| c.get(&d.source_id)) == fingerprint.as_ref();
+        let known = fingerprint
+            .as_ref()
+            .is_some_and(|fp| input.converged.is_some_and(|c| c.contains(fp)));
         let quarantined = input
             .quarantined
             .get(&d.source_id)
@@ -1231,7 +1281,7 @@ mod tests {
         links: crate::reconcile::LinkMap,
         policy: PlanPolicy,
         granted: BTreeSet<String>,
-        converged: HashMap<String, Fingerprint>,
+        converged: HashSet<Fingerprint>,
     }
 
     impl Case {
@@ -1244,7 +1294,7 @@ mod tests {
                 links: Default::default(),
                 policy: PlanPolicy::default(),
                 granted: all_scopes(),
-                converged: HashMap::new(),
+                converged: HashSet::new(),
             }
         }
         fn run(&self) -> Plan {
@@ -1641,7 +1691,7 @@ mod tests {
         assert_eq!(action_of(&first, "ann@example.com"), &UserAction::Noop);
         assert_eq!(first.converged.len(), 1);
         assert_eq!(first.converged[0].0, "s1");
-        c.converged = first.converged.iter().cloned().collect();
+        c.converged = first.converged.iter().map(|(_, fp)| *fp).collect();
         let second = c.run();
         assert_eq!(action_of(&second, "ann@example.com"), &UserAction::Noop);
         assert!(second.converged.is_empty(), "nothing new to record");
@@ -1654,7 +1704,7 @@ mod tests {
     #[test]
     fn a_change_on_either_side_is_compared_again() {
         let mut c = converged_case();
-        c.converged = c.run().converged.into_iter().collect();
+        c.converged = c.run().converged.into_iter().map(|(_, fp)| fp).collect();
         // Changed in Ironclad: lastModified moves, the fingerprint no longer matches.
         let mut edited = c.ic_users.clone();
         edited[0]["title"] = json!("Paralegal");
@@ -1716,9 +1766,30 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_stands_only_for_its_own_ironclad_user() {
+        let recorded: HashSet<Fingerprint> = converged_case()
+            .run()
+            .converged
+            .into_iter()
+            .map(|(_, fp)| fp)
+            .collect();
+        // The same person and values, linked to another Ironclad user: compared, and a
+        // fingerprint of its own recorded.
+        let mut other = Case::new();
+        other.desired = Some(vec![want("s1", "ann@example.com", "Counsel")]);
+        other.ic_users = vec![ic("i2", Some("s1"), "ann@example.com", "Counsel")];
+        other.links.insert("s1".into(), "i2".into());
+        other.converged = recorded.clone();
+        let p = other.run();
+        assert_eq!(action_of(&p, "ann@example.com"), &UserAction::Noop);
+        assert_eq!(p.converged.len(), 1);
+        assert!(!recorded.contains(&p.converged[0].1));
+    }
+
+    #[test]
     fn a_known_user_still_meets_the_name_rules() {
         let mut c = converged_case();
-        c.converged = c.run().converged.into_iter().collect();
+        c.converged = c.run().converged.into_iter().map(|(_, fp)| fp).collect();
         c.policy.protected = vec!["ann@*".into()];
         assert!(matches!(
             action_of(&c.run(), "ann@example.com"),

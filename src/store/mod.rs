@@ -435,6 +435,29 @@ impl Store {
 
     // ---- converged fingerprints -----------------------------------------------------------
 
+    /// Every fingerprint recorded, without its source id: the planner only asks whether a
+    /// fingerprint is among them (a fingerprint hashes everything its comparison reads, the
+    /// Ironclad id included, so a match stands for that comparison whichever row holds it),
+    /// and 100,000 source ids need not be read into memory.
+    pub fn converged_fingerprints(&self) -> Result<foldhash::HashSet<[u8; 16]>, StoreError> {
+        self.with(|c| {
+            let n: i64 = c.query_row("SELECT count(*) FROM converged", [], |r| r.get(0))?;
+            let mut st = c.prepare("SELECT fingerprint FROM converged")?;
+            let mut rows = st.query([])?;
+            let mut out = foldhash::HashSet::with_capacity_and_hasher(
+                usize::try_from(n).unwrap_or(0),
+                Default::default(),
+            );
+            while let Some(r) = rows.next()? {
+                let fp: Vec<u8> = r.get(0)?;
+                if let Ok(fp) = <[u8; 16]>::try_from(fp.as_slice()) {
+                    out.insert(fp);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The fingerprint recorded for each user a run found converged, by source id. Rows of
     /// another length than 16 bytes (written by something else) are ignored.
     pub fn converged(&self) -> Result<foldhash::HashMap<String, [u8; 16]>, StoreError> {
