@@ -1834,6 +1834,28 @@ mod tests {
     }
 
     #[test]
+    fn desired_names_are_counted_trimmed_and_case_insensitively() {
+        let names = DesiredNames::new(&[
+            want("s1", "Ann@Example.com", "A"),
+            want("s2", " ann@example.com ", "B"),
+            want("s3", "bob@example.com", "C"),
+            DesiredUser {
+                source_id: "s4".into(),
+                locator: "uid=s4".into(),
+                state: Desired::NotWanted {
+                    reason: "out of scope".into(),
+                },
+            },
+        ]);
+        assert_eq!(names.len(), 4);
+        assert_eq!(names.name(1), "ann@example.com");
+        assert_eq!(names.name(3), "");
+        assert_eq!(names.count("ann@example.com"), 2);
+        assert_eq!(names.count("bob@example.com"), 1);
+        assert_eq!(names.count("carol@example.com"), 0);
+    }
+
+    #[test]
     fn lines_sort_by_lower_cased_user_name_as_before() {
         for (a, b) in [
             ("Ann", "bob"),
