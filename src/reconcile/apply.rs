@@ -371,8 +371,9 @@ impl Ctx<'_> {
         self.client.http().send(&req).await
     }
 
-    async fn fail(&self, u: &UserPlan, action: &str, e: &IroncladError) -> Outcome {
-        let text = Self::err_text(e);
+    /// Audits the outcome of a write that changed nothing: failed (with the HTTP status, if
+    /// any) or refused, and why.
+    async fn record_unwritten(&self, u: &UserPlan, action: &str, status: Option<u16>, why: &str) {
         self.audit
             .record(
                 "outcome",
@@ -382,12 +383,17 @@ impl Ctx<'_> {
                 u.ironclad_id.as_deref(),
                 None,
                 None,
-                e.status(),
+                status,
                 None,
-                Some(text.clone()),
+                Some(why.to_string()),
                 AfterWrite::Nothing,
             )
             .await;
+    }
+
+    async fn fail(&self, u: &UserPlan, action: &str, e: &IroncladError) -> Outcome {
+        let text = Self::err_text(e);
+        self.record_unwritten(u, action, e.status(), &text).await;
         if let Some(src) = &u.source_id {
             let after = self.opts.quarantine_after;
             let backoff = move |n: u32| {
@@ -519,21 +525,7 @@ impl Ctx<'_> {
     }
 
     async fn refuse(&self, u: &UserPlan, action: &str, why: String) -> Outcome {
-        self.audit
-            .record(
-                "outcome",
-                action,
-                &u.user_name,
-                u.source_id.as_deref(),
-                u.ironclad_id.as_deref(),
-                None,
-                None,
-                None,
-                None,
-                Some(why.clone()),
-                AfterWrite::Nothing,
-            )
-            .await;
+        self.record_unwritten(u, action, None, &why).await;
         Outcome {
             name: u.user_name.clone(),
             action: action.into(),

@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Ironclad users by id, externalId, userName and email address (the last two as compared, see
 /// [`name_key`]). Holds positions in the listing only, four bytes a key, so it borrows nothing:
 /// the engine builds it beside the listing, before planning starts.
+#[derive(Clone)]
 pub struct TargetIndex {
     /// Listed users indexed (the index fits only that listing).
     len: usize,
@@ -43,20 +44,20 @@ impl std::fmt::Debug for TargetIndex {
 /// Puts `pos` under its key in `table`: the key is read back from a position by `key_at`, so
 /// none is copied. With `last`, a later position takes the key over (as a map insert would);
 /// without, the first one keeps it.
-fn put<T: Copy>(
+fn put<'u, T: Copy>(
     table: &mut hashbrown::HashTable<T>,
     hasher: &foldhash::fast::RandomState,
     key: &str,
     pos: T,
     last: bool,
-    key_at: impl Fn(T) -> Option<String>,
+    key_at: impl Fn(T) -> Option<Cow<'u, str>>,
 ) {
     use std::hash::BuildHasher as _;
     let hash = hasher.hash_one(key);
     match table.entry(
         hash,
         |p| key_at(*p).as_deref() == Some(key),
-        |p| hasher.hash_one(key_at(*p).unwrap_or_default()),
+        |p| hasher.hash_one(key_at(*p).unwrap_or_default().as_ref()),
     ) {
         hashbrown::hash_table::Entry::Vacant(v) => {
             v.insert(pos);
@@ -81,10 +82,10 @@ impl TargetIndex {
         let user = |p: u32| users.get(p as usize);
         for (pos, u) in users.iter().enumerate() {
             let Ok(pos) = u32::try_from(pos) else { break };
-            let id = |p| user(p).map(|u| u.id.to_string());
+            let id = |p| user(p).map(|u| Cow::Borrowed(&*u.id));
             put(&mut t.by_id, &t.hasher, &u.id, pos, true, id);
             if !u.user_name.is_empty() {
-                let name = |p| user(p).map(|u| name_key(&u.user_name).into_owned());
+                let name = |p| user(p).map(|u| name_key(&u.user_name));
                 put(
                     &mut t.by_user_name,
                     &t.hasher,
@@ -98,7 +99,7 @@ impl TargetIndex {
                 let Ok(i) = u32::try_from(i) else { break };
                 let email = |(p, i): (u32, u32)| {
                     let e = user(p)?.emails.get(i as usize)?;
-                    Some(name_key(e).into_owned())
+                    Some(name_key(e))
                 };
                 put(
                     &mut t.by_email,
@@ -110,7 +111,7 @@ impl TargetIndex {
                 );
             }
             if let Some(x) = u.external_id.as_deref() {
-                let ext = |p| user(p).and_then(|u| u.external_id.as_deref().map(str::to_string));
+                let ext = |p| user(p).and_then(|u| u.external_id.as_deref().map(Cow::Borrowed));
                 put(&mut t.by_external_id, &t.hasher, x, pos, true, ext);
             }
         }
@@ -122,19 +123,6 @@ impl TargetIndex {
 struct Target<'a> {
     users: &'a [IroncladUser],
     index: Cow<'a, TargetIndex>,
-}
-
-impl Clone for TargetIndex {
-    fn clone(&self) -> Self {
-        TargetIndex {
-            len: self.len,
-            by_id: self.by_id.clone(),
-            by_external_id: self.by_external_id.clone(),
-            by_user_name: self.by_user_name.clone(),
-            by_email: self.by_email.clone(),
-            hasher: self.hasher.clone(),
-        }
-    }
 }
 
 impl<'a> Target<'a> {

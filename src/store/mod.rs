@@ -276,22 +276,27 @@ fn upsert_link(tx: &rusqlite::Transaction<'_>, link: &Link, now: &str) -> rusqli
     Ok(())
 }
 
+/// Deletes the rows of `source_id` from each of `tables` inside `tx`.
+fn delete_rows(
+    tx: &rusqlite::Transaction<'_>,
+    tables: [&str; 2],
+    source_id: &str,
+) -> rusqlite::Result<()> {
+    for table in tables {
+        tx.prepare_cached(&format!("DELETE FROM {table} WHERE source_id = ?1"))?
+            .execute(params![source_id])?;
+    }
+    Ok(())
+}
+
 /// Forgets a link and its converged fingerprint inside `tx`.
 fn forget_link(tx: &rusqlite::Transaction<'_>, source_id: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM links WHERE source_id = ?1")?
-        .execute(params![source_id])?;
-    tx.prepare_cached("DELETE FROM converged WHERE source_id = ?1")?
-        .execute(params![source_id])?;
-    Ok(())
+    delete_rows(tx, ["links", "converged"], source_id)
 }
 
 /// Clears a user's failure record and grace counter inside `tx`.
 fn forget_user_state(tx: &rusqlite::Transaction<'_>, source_id: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1")?
-        .execute(params![source_id])?;
-    tx.prepare_cached("DELETE FROM grace WHERE source_id = ?1")?
-        .execute(params![source_id])?;
-    Ok(())
+    delete_rows(tx, ["quarantine", "grace"], source_id)
 }
 
 impl Store {
@@ -441,13 +446,9 @@ impl Store {
     /// and 100,000 source ids need not be read into memory.
     pub fn converged_fingerprints(&self) -> Result<foldhash::HashSet<[u8; 16]>, StoreError> {
         self.with(|c| {
-            let n: i64 = c.query_row("SELECT count(*) FROM converged", [], |r| r.get(0))?;
             let mut st = c.prepare("SELECT fingerprint FROM converged")?;
             let mut rows = st.query([])?;
-            let mut out = foldhash::HashSet::with_capacity_and_hasher(
-                usize::try_from(n).unwrap_or(0),
-                Default::default(),
-            );
+            let mut out = foldhash::HashSet::default();
             while let Some(r) = rows.next()? {
                 let fp: Vec<u8> = r.get(0)?;
                 if let Ok(fp) = <[u8; 16]>::try_from(fp.as_slice()) {
