@@ -114,7 +114,12 @@ impl IntoResponse for ScimError {
 
 /// A JSON response with the SCIM media type.
 pub fn scim_json(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
+    scim_text(status, body.to_string())
+}
+
+/// A response with the SCIM media type whose body is JSON text already.
+pub fn scim_text(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     resp

@@ -20,7 +20,7 @@
 //! What does not live here: filters ([`super::filter`]), PATCH semantics ([`super::patch`]),
 //! storage ([`super::store`]), rate limits and faults (the middleware in [`super::server`]).
 
-use super::error::{scim_json, Fail, ScimError};
+use super::error::{scim_json, scim_text, Fail, ScimError};
 use super::filter;
 use super::oauth::{self, Principal};
 use super::patch;
@@ -214,6 +214,21 @@ fn list_inner(sim: &Sim, headers: &HeaderMap, uri: &Uri, kind: Kind) -> Answer {
     };
     let proj = projection(kind, &q);
     let base = base(sim, headers);
+    if proj.is_whole() {
+        // Whole resources are copied from the records' cached JSON text.
+        let store = lock(&sim.store);
+        let (total, page) = store.page(kind, filter.as_ref(), start, count, &base);
+        let body = ListPage {
+            resources: page.iter().map(|r| r.rendered(kind, &base)).collect(),
+            items_per_page: page.len(),
+            schemas: [LIST_RESPONSE],
+            start_index: start,
+            total_results: total,
+        };
+        // Raw JSON text and numbers always serialize.
+        let text = serde_json::to_string(&body).unwrap_or_default();
+        return Ok(scim_text(StatusCode::OK, text));
+    }
     let (total, resources) = {
         let store = lock(&sim.store);
         let (total, page) = store.page(kind, filter.as_ref(), start, count, &base);
@@ -233,6 +248,21 @@ fn list_inner(sim: &Sim, headers: &HeaderMap, uri: &Uri, kind: Kind) -> Answer {
             "Resources": resources,
         }),
     ))
+}
+
+/// A list response of whole resources, with the members of the `json!` rendering in the same
+/// order.
+#[derive(serde::Serialize)]
+struct ListPage<'a> {
+    #[serde(rename = "Resources")]
+    resources: Vec<std::borrow::Cow<'a, serde_json::value::RawValue>>,
+    #[serde(rename = "itemsPerPage")]
+    items_per_page: usize,
+    schemas: [&'static str; 1],
+    #[serde(rename = "startIndex")]
+    start_index: usize,
+    #[serde(rename = "totalResults")]
+    total_results: usize,
 }
 
 fn get_inner(sim: &Sim, headers: &HeaderMap, uri: &Uri, kind: Kind, id: &str) -> Answer {

@@ -666,6 +666,17 @@ async fn paging_defaults_max_and_order() {
     assert_eq!(api.delete("/Users/id00001").await.status, 204);
     let r = api.get("/Users?count=2").await;
     assert_eq!(r.body["Resources"][1]["id"], "id00002");
+    // A page already served shows a change at once, and is the resource a GET returns.
+    let ops = json!([{"op": "replace", "path": "title", "value": "Counsel"}]);
+    assert_eq!(api.patch("/Users/id00002", ops).await.status, 200);
+    let r = api.get("/Users?count=2").await;
+    assert_eq!(r.body["Resources"][1]["title"], "Counsel");
+    assert_eq!(r.body["Resources"][1]["meta"]["version"], "W/\"2\"");
+    assert_eq!(r.body["Resources"][1], api.get("/Users/id00002").await.body);
+    // A projection still applies to pages.
+    let r = api.get("/Users?count=2&attributes=title").await;
+    assert_eq!(r.body["Resources"][1]["title"], "Counsel");
+    assert!(r.body["Resources"][1].get("userName").is_none());
     // Filtered paging.
     let r = api
         .get("/Users?filter=userName%20sw%20%22u0009%22&startIndex=3&count=4")
