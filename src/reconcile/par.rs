@@ -1,5 +1,5 @@
 //! Work over many people spread on a few threads with the results kept in order: the planner's
-//! lines and the mapping's evaluations of a large run. Only the splitting lives here; what is
+//! lines, the mapping's evaluations and the reading of wanted userNames of a large run. Only the splitting lives here; what is
 //! computed per person belongs to the caller.
 
 /// Items below which the work stays on the calling thread.

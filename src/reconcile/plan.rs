@@ -313,51 +313,57 @@ impl std::fmt::Debug for DesiredNames {
 }
 
 impl DesiredNames {
-    /// The names of `desired`, in its order.
+    /// The names of `desired`, in its order. The names are read out of the users' JSON on
+    /// several threads; only the counting is sequential.
     pub fn new(desired: &[DesiredUser]) -> Self {
-        use std::hash::BuildHasher as _;
         let mut out = DesiredNames {
             names: Vec::with_capacity(desired.len()),
             counts: hashbrown::HashTable::with_capacity(desired.len()),
             hasher: Default::default(),
         };
-        for d in desired {
-            let name = match &d.state {
-                Desired::Wanted { user, .. } => user.top_str("userName"),
+        let name_of = |i: usize| -> Option<Box<str>> {
+            match &desired.get(i)?.state {
+                Desired::Wanted { user, .. } => user.top_str("userName").map(|n| n.trim().into()),
                 _ => None,
-            };
-            let Some(name) = name else {
-                out.names.push(None);
-                continue;
-            };
-            let name: Box<str> = name.trim().into();
-            let Ok(pos) = u32::try_from(out.names.len()) else {
-                break;
-            };
-            let key = name_key(&name);
-            let names = &out.names;
-            let key_at = |p: u32| {
-                names
-                    .get(p as usize)
-                    .and_then(Option::as_deref)
-                    .map(name_key)
-                    .unwrap_or_default()
-            };
-            let hasher = &out.hasher;
-            match out.counts.entry(
-                hasher.hash_one(&*key),
-                |(p, _)| key_at(*p) == key,
-                |(p, _)| hasher.hash_one(&*key_at(*p)),
-            ) {
-                hashbrown::hash_table::Entry::Occupied(mut o) => o.get_mut().1 += 1,
-                hashbrown::hash_table::Entry::Vacant(v) => {
-                    v.insert((pos, 1));
-                }
             }
-            drop(key);
-            out.names.push(Some(name));
-        }
+        };
+        super::par::map_in_order(desired.len(), &name_of, |name| out.push(name));
         out
+    }
+
+    /// Appends the next entry's name (`None` when it wants none) and counts it.
+    fn push(&mut self, name: Option<Box<str>>) {
+        use std::hash::BuildHasher as _;
+        let Some(name) = name else {
+            self.names.push(None);
+            return;
+        };
+        // Past u32::MAX entries the list stays short, and the planner counts afresh.
+        let Ok(pos) = u32::try_from(self.names.len()) else {
+            return;
+        };
+        let key = name_key(&name);
+        let names = &self.names;
+        let key_at = |p: u32| {
+            names
+                .get(p as usize)
+                .and_then(Option::as_deref)
+                .map(name_key)
+                .unwrap_or_default()
+        };
+        let hasher = &self.hasher;
+        match self.counts.entry(
+            hasher.hash_one(&*key),
+            |(p, _)| key_at(*p) == key,
+            |(p, _)| hasher.hash_one(&*key_at(*p)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => o.get_mut().1 += 1,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert((pos, 1));
+            }
+        }
+        drop(key);
+        self.names.push(Some(name));
     }
 
     /// Entries named.
@@ -410,7 +416,6 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         );
         return finish(input, users, Vec::new(), notes, Vec::new());
     };
-
     // Ironclad ids linked in the store (users the bridge manages), with their source ids.
     let link_by_id: HashMap<&str, &str> = input
         .user_links
@@ -579,7 +584,6 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             held_action: None,
         });
     }
-
     apply_removal_rules(
         input,
         &protected,
@@ -1841,6 +1845,54 @@ mod tests {
         assert_eq!(names.count("ann@example.com"), 2);
         assert_eq!(names.count("bob@example.com"), 1);
         assert_eq!(names.count("carol@example.com"), 0);
+    }
+
+    #[test]
+    fn desired_names_read_on_several_threads_keep_their_positions() {
+        // Enough entries for the threaded path, every seventh without a name and every name
+        // wanted twice (once in upper case, far apart).
+        let n = 3 * super::super::par::PARALLEL_FROM + 5;
+        let desired: Vec<DesiredUser> = (0..n)
+            .map(|i| {
+                let name = format!("u{}@example.com", i % (n / 2));
+                match i % 7 {
+                    0 => DesiredUser {
+                        source_id: format!("s{i}"),
+                        locator: format!("uid=s{i}"),
+                        state: Desired::NotWanted {
+                            reason: "out of scope".into(),
+                        },
+                    },
+                    _ if i % 2 == 0 => want(&format!("s{i}"), &name.to_uppercase(), "x"),
+                    _ => want(&format!("s{i}"), &name, "x"),
+                }
+            })
+            .collect();
+        let names = DesiredNames::new(&desired);
+        assert_eq!(names.len(), n);
+        for (i, d) in desired.iter().enumerate() {
+            let expected = match &d.state {
+                Desired::Wanted { user, .. } => user.top_str("userName").unwrap_or_default(),
+                _ => String::new(),
+            };
+            assert_eq!(names.name(i), expected, "entry {i}");
+        }
+        let wanted = |k: &str| {
+            desired
+                .iter()
+                .filter(|d| matches!(d.state, Desired::Wanted { .. }))
+                .filter(|d| {
+                    let Desired::Wanted { user, .. } = &d.state else {
+                        return false;
+                    };
+                    user.top_str("userName").unwrap_or_default().to_lowercase() == k
+                })
+                .count() as u32
+        };
+        assert_eq!(names.count("u1@example.com"), 2);
+        for k in ["u0@example.com", "u1@example.com", "u100@example.com"] {
+            assert_eq!(names.count(k), wanted(k), "{k}");
+        }
     }
 
     #[test]
