@@ -1,6 +1,6 @@
 //! Work over many people spread on a few threads with the results kept in order: the planner's
-//! lines, the mapping's evaluations and the reading of wanted userNames of a large run. Only the splitting lives here; what is
-//! computed per person belongs to the caller.
+//! lines, the mapping's evaluations and the reading of wanted userNames of a large run. Only
+//! the splitting lives here; what is computed per person belongs to the caller.
 
 /// Items below which the work stays on the calling thread.
 pub const PARALLEL_FROM: usize = 512;
