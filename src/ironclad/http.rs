@@ -227,8 +227,8 @@ pub struct ApiResponse {
 pub struct RawResponse {
     /// HTTP status (2xx).
     pub status: u16,
-    /// The body as received (empty for 204).
-    pub bytes: Vec<u8>,
+    /// The body as received (empty for 204), not copied out of the client's buffer.
+    pub bytes: bytes::Bytes,
     /// The `x-request-id` of the attempt that produced it.
     pub request_id: String,
 }
@@ -252,7 +252,7 @@ pub type Lookup<'a> =
 struct Answer {
     status: u16,
     retry_after: Option<Duration>,
-    bytes: Vec<u8>,
+    bytes: bytes::Bytes,
     generation: u64,
 }
 
@@ -325,8 +325,8 @@ impl ScimHttp {
         let got = self.run(req, None).await?;
         let bytes = match got.body {
             Body::Bytes(b) => b,
-            Body::Value(None) => Vec::new(),
-            Body::Value(Some(v)) => serde_json::to_vec(&v).unwrap_or_default(),
+            Body::Value(None) => bytes::Bytes::new(),
+            Body::Value(Some(v)) => serde_json::to_vec(&v).unwrap_or_default().into(),
         };
         Ok(RawResponse {
             status: got.status,
@@ -601,7 +601,7 @@ impl ScimHttp {
         Ok(Answer {
             status,
             retry_after,
-            bytes: bytes.to_vec(),
+            bytes,
             generation: creds.generation,
         })
     }
@@ -626,7 +626,7 @@ struct Got {
 
 /// A body as received, or a resource found by lookup.
 enum Body {
-    Bytes(Vec<u8>),
+    Bytes(bytes::Bytes),
     Value(Option<Value>),
 }
 
