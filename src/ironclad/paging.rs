@@ -27,7 +27,7 @@ use super::error::IroncladError;
 use super::http::{ApiRequest, ScimHttp};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// What to list.
 #[derive(Debug, Clone, Default)]
@@ -57,14 +57,14 @@ pub struct ListSummary {
     pub passes: u32,
 }
 
-/// A resource as a listing hands it out: anything with an `id`, decoded from the text of a
-/// page's `Resources` array. JSON trees ([`Value`]) are one form; the reconciliation decodes
-/// users straight into its compact form, with no tree.
+/// A resource as a listing hands it out: anything with an `id`, decoded from the JSON text of
+/// each member of a page's `Resources` array. JSON trees ([`Value`]) are one form; the
+/// reconciliation decodes users straight into its compact form, with no tree.
 pub trait Listed: Sized + Send + 'static {
     /// The resource's `id`, if it has one (resources without one are never de-duplicated).
     fn id(&self) -> Option<&str>;
-    /// The resources of one page, from the JSON text of its `Resources` array.
-    fn decode_page(resources: &str) -> Result<Vec<Self>, String>;
+    /// The resources of one page, from the text of each member of its `Resources` array.
+    fn decode_page(items: Vec<&RawValue>) -> Result<Vec<Self>, String>;
 }
 
 impl Listed for Value {
@@ -72,13 +72,11 @@ impl Listed for Value {
         self.get("id").and_then(Value::as_str)
     }
 
-    fn decode_page(resources: &str) -> Result<Vec<Self>, String> {
-        match serde_json::from_str::<Value>(resources) {
-            Ok(Value::Array(a)) => Ok(a),
-            Ok(Value::Null) => Ok(Vec::new()),
-            Ok(_) => Err("`Resources` is not an array".to_string()),
-            Err(e) => Err(format!("`Resources` is not JSON: {e}")),
-        }
+    fn decode_page(items: Vec<&RawValue>) -> Result<Vec<Self>, String> {
+        items
+            .into_iter()
+            .map(|r| serde_json::from_str(r.get()).map_err(|e| format!("a resource: {e}")))
+            .collect()
     }
 }
 
@@ -87,20 +85,66 @@ struct Page<R> {
     resources: Vec<R>,
 }
 
-/// Splits a list response into `totalResults` and the text of `Resources` (found under any
-/// casing of that name), without building a tree of either.
-fn split_list(bytes: &[u8]) -> Result<(Option<u64>, Option<&RawValue>), String> {
-    let top: HashMap<String, &RawValue> = serde_json::from_slice(bytes)
-        .map_err(|e| format!("a list response must be a JSON object ({e})"))?;
-    let total = top
-        .get("totalResults")
-        .and_then(|t| serde_json::from_str::<u64>(t.get()).ok());
-    let resources = top.get("Resources").copied().or_else(|| {
-        top.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("resources"))
-            .map(|(_, v)| *v)
-    });
-    Ok((total, resources))
+/// The parts of a list response a listing reads, split in one pass over its text, with no
+/// tree: `totalResults` (when it is a whole number) and the text of each member of
+/// `Resources` (found under any casing of that name; the exact name wins).
+#[derive(Default)]
+struct ListParts<'a> {
+    total: Option<u64>,
+    resources: Option<Vec<&'a RawValue>>,
+    other_casing: Option<Vec<&'a RawValue>>,
+}
+
+impl<'de> serde::Deserialize<'de> for ListParts<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Parts;
+        impl<'de> serde::de::Visitor<'de> for Parts {
+            type Value = ListParts<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::Error as _;
+                let mut out = ListParts::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let exact = key == "Resources";
+                    if exact || key.eq_ignore_ascii_case("resources") {
+                        let items = map
+                            .next_value::<Option<Vec<&'de RawValue>>>()
+                            .map_err(|e| {
+                                A::Error::custom(format!(
+                                    "`{key}` is not an array of JSON objects: {e}"
+                                ))
+                            })?
+                            .unwrap_or_default();
+                        match exact {
+                            true => out.resources = Some(items),
+                            false => out.other_casing = Some(items),
+                        }
+                    } else if key == "totalResults" {
+                        let t = map.next_value::<&'de RawValue>()?;
+                        out.total = serde_json::from_str::<u64>(t.get()).ok();
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Parts)
+    }
+}
+
+/// Splits a list response into `totalResults` and the text of each member of `Resources`.
+fn split_list(bytes: &[u8]) -> Result<(Option<u64>, Vec<&RawValue>), String> {
+    let parts: ListParts<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        format!("a list response must be a JSON object whose `Resources` is an array ({e})")
+    })?;
+    let resources = parts.resources.or(parts.other_casing).unwrap_or_default();
+    Ok((parts.total, resources))
 }
 
 /// Reads the page at `start`. Owns what it needs, so that it can run on a task of its own
@@ -130,11 +174,8 @@ async fn fetch_page<R: Listed>(
         message: m,
         request_id: resp.request_id.clone(),
     };
-    let (total, resources) = split_list(&resp.bytes).map_err(bad)?;
-    let resources = match resources {
-        Some(r) => R::decode_page(r.get()).map_err(bad)?,
-        None => Vec::new(),
-    };
+    let (total, items) = split_list(&resp.bytes).map_err(bad)?;
+    let resources = R::decode_page(items).map_err(bad)?;
     Ok(Page { total, resources })
 }
 
@@ -366,6 +407,39 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    #[test]
+    fn a_list_response_is_split_in_one_pass_under_any_casing() {
+        let ids = |items: &[&RawValue]| -> Vec<String> {
+            items.iter().map(|r| r.get().to_string()).collect()
+        };
+        let (total, items) =
+            split_list(br#"{"schemas":["x"],"totalResults":3,"Resources":[{"id":"a"},{"id":"b"}],"startIndex":1}"#)
+                .unwrap();
+        assert_eq!(total, Some(3));
+        assert_eq!(ids(&items), vec![r#"{"id":"a"}"#, r#"{"id":"b"}"#]);
+        // Another casing is read; the exact name wins over it wherever it comes.
+        let (_, items) = split_list(br#"{"resources":[{"id":"c"}]}"#).unwrap();
+        assert_eq!(ids(&items), vec![r#"{"id":"c"}"#]);
+        let (_, items) =
+            split_list(br#"{"Resources":[{"id":"a"}],"RESOURCES":[{"id":"c"}]}"#).unwrap();
+        assert_eq!(ids(&items), vec![r#"{"id":"a"}"#]);
+        // Absent or null: no resources; a total that is not a whole number: unknown.
+        for text in [&br#"{"totalResults":"3"}"#[..], br#"{"Resources":null}"#] {
+            let (total, items) = split_list(text).unwrap();
+            assert!(total.is_none() && items.is_empty());
+        }
+        // Not an object, or Resources not an array: errors naming what is wrong.
+        assert!(split_list(b"[1]").unwrap_err().contains("JSON object"));
+        let e = split_list(br#"{"Resources":{"id":"a"}}"#).unwrap_err();
+        assert!(e.contains("`Resources` is not an array"), "{e}");
+        // Values decode to trees unchanged.
+        let (_, items) = split_list(br#"{"Resources":[{"id":"a","n":[1,2]}]}"#).unwrap();
+        assert_eq!(
+            <Value as Listed>::decode_page(items).unwrap(),
+            vec![serde_json::json!({"id": "a", "n": [1, 2]})]
+        );
+    }
 
     /// Changes the collection after the n-th page was served.
     type Hook = dyn Fn(u32, &mut Vec<String>) + Send + Sync;
