@@ -12,7 +12,8 @@ use std::hash::BuildHasher;
 /// cost more than 20 MB).
 pub(crate) struct PosTable {
     table: hashbrown::HashTable<u32>,
-    hasher: std::collections::hash_map::RandomState,
+    /// foldhash: several times faster than SipHash on ids and DNs, and seeded per process.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl std::fmt::Debug for PosTable {

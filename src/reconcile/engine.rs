@@ -726,7 +726,7 @@ static HINT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
 /// comparison; for a joiner, apply resolves it when the manager's own create has landed (the
 /// `__manager_external_id` hint is never sent).
 fn resolve_managers(desired: &mut [DesiredUser], users: &[IroncladUser], links: &LinkMap) {
-    let by_ext: HashMap<&str, &str> = users
+    let by_ext: foldhash::HashMap<&str, &str> = users
         .iter()
         .filter_map(|u| Some((u.external_id.as_deref()?, &*u.id)))
         .collect();
