@@ -90,6 +90,17 @@ impl DesiredUser {
         json.finish()
     }
 
+    /// The compact JSON text of [`DesiredUser::scim`] with `extra` added as a top-level string
+    /// member, written without building the tree (what the reconciler keeps of each user).
+    pub fn scim_text(&self, extra: Option<(&str, &str)>) -> String {
+        super::target::user_json_text(
+            self.attributes
+                .iter()
+                .filter_map(|a| Some((a.target, a.value.as_ref()?))),
+            extra,
+        )
+    }
+
     /// The value of one managed attribute (`None` when unmanaged or without a value).
     pub fn value(&self, target: Target) -> Option<&Json> {
         self.attributes

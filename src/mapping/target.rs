@@ -295,9 +295,166 @@ impl UserJson {
     }
 }
 
+/// One member's value in [`user_json_text`]: a value as given, a manager (written as
+/// `{"value": ...}`), or a nested object of members.
+enum Piece<'a> {
+    Value(&'a Json),
+    Manager(&'a Json),
+    Object(Vec<(&'a str, Piece<'a>)>),
+    Schemas(Vec<&'static str>),
+    Text(&'a str),
+}
+
+/// Members sorted by key as a `serde_json::Map` orders them, the last of equal keys kept (as
+/// a map's insert keeps it).
+fn sorted<'a>(mut members: Vec<(&'a str, Piece<'a>)>) -> Vec<(&'a str, Piece<'a>)> {
+    // Stable: equal keys stay in insertion order, and the last of each run is kept.
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out: Vec<(&str, Piece<'_>)> = Vec::with_capacity(members.len());
+    for m in members {
+        match out.last_mut() {
+            Some(last) if last.0 == m.0 => *last = m,
+            _ => out.push(m),
+        }
+    }
+    out
+}
+
+fn write_piece(out: &mut Vec<u8>, p: &Piece<'_>) {
+    // Writing JSON values and strings into a Vec cannot fail.
+    match p {
+        Piece::Value(v) => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+        Piece::Manager(v) => {
+            out.extend_from_slice(b"{\"value\":");
+            let _ = serde_json::to_writer(&mut *out, v);
+            out.push(b'}');
+        }
+        Piece::Object(members) => write_object(out, members),
+        Piece::Schemas(list) => {
+            let _ = serde_json::to_writer(&mut *out, list);
+        }
+        Piece::Text(t) => {
+            let _ = serde_json::to_writer(&mut *out, t);
+        }
+    }
+}
+
+fn write_object(out: &mut Vec<u8>, members: &[(&str, Piece<'_>)]) {
+    out.push(b'{');
+    for (i, (k, p)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        write_piece(out, p);
+    }
+    out.push(b'}');
+}
+
+/// The compact JSON text of the user [`UserJson`] assembles from `values` (in order, a later
+/// value of a target replacing an earlier one), with `extra` added as a top-level string
+/// member: the text `serde_json::to_string` gives for that tree, written without building it.
+pub(crate) fn user_json_text<'a>(
+    values: impl Iterator<Item = (Target, &'a Json)>,
+    extra: Option<(&'a str, &'a str)>,
+) -> String {
+    let mut core: Vec<(&str, Piece<'_>)> = Vec::new();
+    let mut name = Vec::new();
+    let mut enterprise = Vec::new();
+    let mut ironclad = Vec::new();
+    for (target, value) in values {
+        let leaf = target.leaf();
+        match target {
+            Target::GivenName | Target::FamilyName | Target::Formatted => {
+                name.push((leaf, Piece::Value(value)))
+            }
+            Target::Manager => enterprise.push((leaf, Piece::Manager(value))),
+            t => match t.schema() {
+                Schema::Core => core.push((leaf, Piece::Value(value))),
+                Schema::Enterprise => enterprise.push((leaf, Piece::Value(value))),
+                Schema::Ironclad => ironclad.push((leaf, Piece::Value(value))),
+            },
+        }
+    }
+    let mut schemas = vec![CORE_SCHEMA];
+    if !name.is_empty() {
+        core.push(("name", Piece::Object(sorted(name))));
+    }
+    if !enterprise.is_empty() {
+        schemas.push(ENTERPRISE_SCHEMA);
+        core.push((ENTERPRISE_SCHEMA, Piece::Object(sorted(enterprise))));
+    }
+    if !ironclad.is_empty() {
+        schemas.push(IRONCLAD_SCHEMA);
+        core.push((IRONCLAD_SCHEMA, Piece::Object(sorted(ironclad))));
+    }
+    core.push(("schemas", Piece::Schemas(schemas)));
+    if let Some((k, v)) = extra {
+        core.push((k, Piece::Text(v)));
+    }
+    let mut out = Vec::with_capacity(512);
+    write_object(&mut out, &sorted(core));
+    // Only UTF-8 text and JSON written by serde_json went in.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_text_is_the_tree_serialized() {
+        use serde_json::json;
+        let v = |x: Json| x;
+        let samples: Vec<(Target, Json)> = vec![
+            (Target::ExternalId, v(json!("ext-1"))),
+            (Target::UserName, v(json!("Ann@Example.com"))),
+            (Target::GivenName, v(json!("Ann \"Q\" <ü>\n"))),
+            (Target::FamilyName, v(json!("Lee"))),
+            (Target::Formatted, v(json!("Ann Lee"))),
+            (Target::DisplayName, v(json!("Ann"))),
+            (Target::Title, v(json!("Counsel"))),
+            (
+                Target::Emails,
+                v(json!([{"value": "a@x.com", "type": "work", "primary": true}])),
+            ),
+            (Target::Active, v(json!(false))),
+            (Target::Department, v(json!("Legal"))),
+            (Target::EmployeeNumber, v(json!("42"))),
+            (Target::CostCenter, v(json!("CC1"))),
+            (Target::Organization, v(json!("Org"))),
+            (Target::Manager, v(json!("mgr-ext"))),
+            (Target::DepartmentHead, v(json!("head@x.com"))),
+            (Target::AllowProviderConversion, v(json!(true))),
+            // A target given twice: the later value wins.
+            (Target::Title, v(json!("Senior Counsel"))),
+            (Target::Department, v(json!(null))),
+        ];
+        // Every prefix, and every set of every third member, of the samples.
+        let mut sets: Vec<Vec<&(Target, Json)>> = (0..=samples.len())
+            .map(|n| samples.iter().take(n).collect())
+            .collect();
+        for start in 0..3 {
+            sets.push(samples.iter().skip(start).step_by(3).collect());
+        }
+        for set in sets {
+            for extra in [None, Some(("__manager_external_id", "m-1"))] {
+                let mut tree = UserJson::default();
+                for (t, x) in &set {
+                    tree.set(*t, x.clone());
+                }
+                let mut tree = tree.finish();
+                if let Some((k, x)) = extra {
+                    tree[k] = json!(x);
+                }
+                let text = user_json_text(set.iter().map(|(t, x)| (*t, x)), extra);
+                assert_eq!(text, serde_json::to_string(&tree).unwrap(), "{set:?}");
+            }
+        }
+    }
 
     #[test]
     fn names_round_trip_and_are_case_insensitive() {

@@ -590,12 +590,11 @@ fn desired_from(
                     .unwrap_or_else(|| ev.source_id.clone());
                 let state = match (&ev.user, ev.desired) {
                     (Some(u), true) => {
-                        let mut user = u.scim();
-                        if let Some(m) = u.manager_external_id() {
-                            user[MANAGER_HINT] = Value::String(m.to_string());
-                        }
+                        // The text is written directly, with the manager's externalId as a
+                        // hint beside it when the mapping manages the manager.
+                        let hint = u.manager_external_id().map(|m| (MANAGER_HINT, m));
                         Desired::Wanted {
-                            user: JsonText::new(&user),
+                            user: JsonText::from_json(u.scim_text(hint)),
                             policies: policies.clone(),
                         }
                     }

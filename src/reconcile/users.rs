@@ -29,7 +29,7 @@ impl JsonText {
 
     /// From JSON text (compact, as a server or `serde_json` wrote it), with the SCIM schema
     /// URNs shortened (see [`SHORT`]).
-    fn from_json(text: String) -> Self {
+    pub(crate) fn from_json(text: String) -> Self {
         JsonText(shorten(text).into_boxed_str())
     }
 
