@@ -13,7 +13,7 @@ use super::expr::{
     attr_values, is_absent, model_value, now_value, text_of, Ctx, MAX_VALUES, MAX_VALUE_BYTES,
 };
 use super::index::{group_name, EntryHandle, Index};
-use super::target::{Apply, Kind, Target, UserJson};
+use super::target::{Apply, Kind, Target};
 use super::{EvalError, Mapping, MappingError};
 use crate::config::ConfigError;
 use crate::model::{Entry, Snapshot};
@@ -81,13 +81,8 @@ impl DesiredUser {
     /// The user as SCIM JSON (core + enterprise + Ironclad extension, `schemas` filled). Only
     /// managed attributes with a value appear.
     pub fn scim(&self) -> Json {
-        let mut json = UserJson::default();
-        for a in &self.attributes {
-            if let Some(v) = &a.value {
-                json.set(a.target, v.clone());
-            }
-        }
-        json.finish()
+        // One layout for both forms: the tree is read back from the text, which always parses.
+        serde_json::from_str(&self.scim_text(None)).unwrap_or(Json::Null)
     }
 
     /// The compact JSON text of [`DesiredUser::scim`] with `extra` added as a top-level string

@@ -6,7 +6,7 @@
 //! value is written to Ironclad (the reconciler reads [`Apply`] and the SCIM paths given here).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 /// The SCIM core user schema.
 pub const CORE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -238,15 +238,18 @@ pub enum Apply {
     IfEmpty,
 }
 
-/// Assembles a SCIM user JSON object from target values.
+/// Assembles a SCIM user JSON object from target values, as a tree: the reference the tests
+/// hold [`user_json_text`] to.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub(crate) struct UserJson {
-    core: Map<String, Json>,
-    name: Map<String, Json>,
-    enterprise: Map<String, Json>,
-    ironclad: Map<String, Json>,
+    core: serde_json::Map<String, Json>,
+    name: serde_json::Map<String, Json>,
+    enterprise: serde_json::Map<String, Json>,
+    ironclad: serde_json::Map<String, Json>,
 }
 
+#[cfg(test)]
 impl UserJson {
     /// Sets one target to a value already of the target's shape.
     pub(crate) fn set(&mut self, target: Target, value: Json) {
@@ -256,7 +259,7 @@ impl UserJson {
                 self.name.insert(leaf, value);
             }
             Target::Manager => {
-                let mut m = Map::new();
+                let mut m = serde_json::Map::new();
                 m.insert("value".to_string(), value);
                 self.enterprise.insert(leaf, Json::Object(m));
             }
@@ -354,9 +357,11 @@ fn write_object(out: &mut Vec<u8>, members: &[(&str, Piece<'_>)]) {
     out.push(b'}');
 }
 
-/// The compact JSON text of the user [`UserJson`] assembles from `values` (in order, a later
-/// value of a target replacing an earlier one), with `extra` added as a top-level string
-/// member: the text `serde_json::to_string` gives for that tree, written without building it.
+/// The compact JSON text of the SCIM user made of `values` (in order, a later value of a target
+/// replacing an earlier one): core attributes at the top, `name.*` under `name`, extension
+/// attributes under their schema URN (the manager as `{"value": ...}`), `schemas` listing core
+/// and each extension present, and `extra` as a top-level string member. Members are in
+/// `serde_json::Map` order, so the text is what serializing that tree gives; no tree is built.
 pub(crate) fn user_json_text<'a>(
     values: impl Iterator<Item = (Target, &'a Json)>,
     extra: Option<(&'a str, &'a str)>,
@@ -408,30 +413,29 @@ mod tests {
     #[test]
     fn user_text_is_the_tree_serialized() {
         use serde_json::json;
-        let v = |x: Json| x;
         let samples: Vec<(Target, Json)> = vec![
-            (Target::ExternalId, v(json!("ext-1"))),
-            (Target::UserName, v(json!("Ann@Example.com"))),
-            (Target::GivenName, v(json!("Ann \"Q\" <ü>\n"))),
-            (Target::FamilyName, v(json!("Lee"))),
-            (Target::Formatted, v(json!("Ann Lee"))),
-            (Target::DisplayName, v(json!("Ann"))),
-            (Target::Title, v(json!("Counsel"))),
+            (Target::ExternalId, json!("ext-1")),
+            (Target::UserName, json!("Ann@Example.com")),
+            (Target::GivenName, json!("Ann \"Q\" <ü>\n")),
+            (Target::FamilyName, json!("Lee")),
+            (Target::Formatted, json!("Ann Lee")),
+            (Target::DisplayName, json!("Ann")),
+            (Target::Title, json!("Counsel")),
             (
                 Target::Emails,
-                v(json!([{"value": "a@x.com", "type": "work", "primary": true}])),
+                json!([{"value": "a@x.com", "type": "work", "primary": true}]),
             ),
-            (Target::Active, v(json!(false))),
-            (Target::Department, v(json!("Legal"))),
-            (Target::EmployeeNumber, v(json!("42"))),
-            (Target::CostCenter, v(json!("CC1"))),
-            (Target::Organization, v(json!("Org"))),
-            (Target::Manager, v(json!("mgr-ext"))),
-            (Target::DepartmentHead, v(json!("head@x.com"))),
-            (Target::AllowProviderConversion, v(json!(true))),
+            (Target::Active, json!(false)),
+            (Target::Department, json!("Legal")),
+            (Target::EmployeeNumber, json!("42")),
+            (Target::CostCenter, json!("CC1")),
+            (Target::Organization, json!("Org")),
+            (Target::Manager, json!("mgr-ext")),
+            (Target::DepartmentHead, json!("head@x.com")),
+            (Target::AllowProviderConversion, json!(true)),
             // A target given twice: the later value wins.
-            (Target::Title, v(json!("Senior Counsel"))),
-            (Target::Department, v(json!(null))),
+            (Target::Title, json!("Senior Counsel")),
+            (Target::Department, json!(null)),
         ];
         // Every prefix, and every set of every third member, of the samples.
         let mut sets: Vec<Vec<&(Target, Json)>> = (0..=samples.len())

@@ -416,6 +416,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         );
         return finish(input, users, Vec::new(), notes, Vec::new());
     };
+
     // Ironclad ids linked in the store (users the bridge manages), with their source ids.
     let link_by_id: HashMap<&str, &str> = input
         .user_links
@@ -584,6 +585,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             held_action: None,
         });
     }
+
     apply_removal_rules(
         input,
         &protected,

@@ -25,7 +25,7 @@ use super::filter;
 use super::oauth::{self, Principal};
 use super::patch;
 use super::schema::{self, Kind, LIST_RESPONSE};
-use super::store::{new_id, render, Projection, Record};
+use super::store::{new_id, raw_json, render, Projection, Record};
 use super::{lock, Sim};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -214,44 +214,31 @@ fn list_inner(sim: &Sim, headers: &HeaderMap, uri: &Uri, kind: Kind) -> Answer {
     };
     let proj = projection(kind, &q);
     let base = base(sim, headers);
-    if proj.is_whole() {
-        // Whole resources are copied from the records' cached JSON text.
-        let store = lock(&sim.store);
-        let (total, page) = store.page(kind, filter.as_ref(), start, count, &base);
-        let body = ListPage {
-            resources: page.iter().map(|r| r.rendered(kind, &base)).collect(),
-            items_per_page: page.len(),
-            schemas: [LIST_RESPONSE],
-            start_index: start,
-            total_results: total,
-        };
-        // Raw JSON text and numbers always serialize.
-        let text = serde_json::to_string(&body).unwrap_or_default();
-        return Ok(scim_text(StatusCode::OK, text));
-    }
-    let (total, resources) = {
-        let store = lock(&sim.store);
-        let (total, page) = store.page(kind, filter.as_ref(), start, count, &base);
-        let rendered: Vec<Value> = page
-            .into_iter()
-            .map(|r| proj.apply(render(kind, r, &base)))
-            .collect();
-        (total, rendered)
+    let store = lock(&sim.store);
+    let (total, page) = store.page(kind, filter.as_ref(), start, count, &base);
+    // Whole resources are copied from the records' cached JSON text; projected ones are
+    // rendered afresh.
+    let whole = proj.is_whole();
+    let resources = page
+        .iter()
+        .map(|r| match whole {
+            true => r.rendered(kind, &base),
+            false => std::borrow::Cow::Owned(raw_json(&proj.apply(render(kind, r, &base)))),
+        })
+        .collect();
+    let body = ListPage {
+        resources,
+        items_per_page: page.len(),
+        schemas: [LIST_RESPONSE],
+        start_index: start,
+        total_results: total,
     };
-    Ok(scim_json(
-        StatusCode::OK,
-        &json!({
-            "schemas": [LIST_RESPONSE],
-            "totalResults": total,
-            "startIndex": start,
-            "itemsPerPage": resources.len(),
-            "Resources": resources,
-        }),
-    ))
+    // Raw JSON text and numbers always serialize.
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    Ok(scim_text(StatusCode::OK, text))
 }
 
-/// A list response of whole resources, with the members of the `json!` rendering in the same
-/// order.
+/// A list response, with the members in the order a `json!` rendering gives them.
 #[derive(serde::Serialize)]
 struct ListPage<'a> {
     #[serde(rename = "Resources")]

@@ -7,8 +7,8 @@
 //! O(page) slicing for `startIndex`/`count`), so listing every page of 1,000 is linear overall;
 //! `userName eq` filters are answered from the index. A page of whole resources copies each
 //! record's JSON text, rendered at its first listing and kept until the record changes, so a
-//! page of 1,000 users costs about as much as copying its bytes. Removal shifts the map (O(n)), which the
-//! documented 50-per-minute DELETE/PATCH bucket keeps cheap.
+//! page of 1,000 users costs about as much as copying its bytes. Removal shifts the map
+//! (O(n)), which the documented 50-per-minute DELETE/PATCH bucket keeps cheap.
 //!
 //! What does not live here: HTTP handling and authorisation ([`super::scim`]), validation of
 //! request bodies ([`super::schema`]).
@@ -76,11 +76,7 @@ impl Record {
     /// The full representation ([`render`]) as JSON text: cached for `base`, rendered afresh
     /// for any other base address.
     pub fn rendered(&self, kind: Kind, base: &str) -> std::borrow::Cow<'_, RawValue> {
-        let fresh = || {
-            // A `Value` always serializes.
-            serde_json::value::to_raw_value(&render(kind, self, base))
-                .unwrap_or_else(|_| RawValue::NULL.to_owned())
-        };
+        let fresh = || raw_json(&render(kind, self, base));
         let (at, text) = self.rendered.get_or_init(|| (base.to_string(), fresh()));
         if at == base {
             std::borrow::Cow::Borrowed(&**text)
@@ -93,6 +89,12 @@ impl Record {
     pub fn user_name(&self) -> Option<&str> {
         self.body.get("userName").and_then(Value::as_str)
     }
+}
+
+/// A rendered resource as JSON text.
+pub fn raw_json(v: &Value) -> Box<RawValue> {
+    // A `Value` always serializes (its keys are strings).
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// A fresh id in the shape of Ironclad's (24 hex digits).
