@@ -11,6 +11,7 @@
 use super::expr::{
     self, check_expression, ENTRY_VARS, ENTRY_VARS_WITH_DISABLED, FUEL_PER_EXPRESSION,
 };
+use super::native::Native;
 use super::schema::{AttrSpecFile, FallbackKey, MappingFile, ScopeAction};
 use super::target::{Apply, Kind, Target};
 use super::{
@@ -119,6 +120,7 @@ pub(crate) struct Building {
     external_id: usize,
     attributes: Vec<AttrSpec>,
     combined: usize,
+    native: Option<Vec<Native>>,
     engine_attributes: usize,
     groups: Option<GroupSpec>,
     removal: Removal,
@@ -142,6 +144,7 @@ impl Building {
             external_id: self.external_id,
             attributes: self.attributes,
             combined: self.combined,
+            native: self.native,
             engine_attributes: self.engine_attributes,
             groups: self.groups,
             removal: self.removal,
@@ -551,6 +554,16 @@ impl Loader<'_> {
         for a in attributes.iter().filter(|a| a.direct.is_none()) {
             parts.push(format!("({})", self.exprs[a.expr].source));
         }
+        // The same list's shapes, when every item can be evaluated without the engine.
+        let mut sources = vec![disabled_src.as_deref().unwrap_or("false")];
+        for r in &rules {
+            sources.push(r.when.map_or("true", |w| self.exprs[w].source.as_str()));
+        }
+        sources.push(&self.exprs[external_id].source);
+        for a in attributes.iter().filter(|a| a.direct.is_none()) {
+            sources.push(&self.exprs[a.expr].source);
+        }
+        let native = super::native::recognize_all(sources);
         self.exprs.push(ExprMeta {
             key: "attributes".into(),
             source: format!("[{}]", parts.join(",\n")),
@@ -576,6 +589,7 @@ impl Loader<'_> {
             external_id,
             attributes,
             combined,
+            native,
             engine_attributes,
             groups,
             removal,

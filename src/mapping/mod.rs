@@ -31,6 +31,7 @@ pub mod eval;
 mod expr;
 mod index;
 mod load;
+mod native;
 pub mod schema;
 pub mod target;
 
@@ -232,6 +233,8 @@ pub struct Mapping {
     pub(crate) attributes: Vec<load::AttrSpec>,
     /// Everything an entry needs, evaluated as one list, for speed (see `load`).
     pub(crate) combined: usize,
+    /// The shapes of that list's items, when every one is evaluated natively (see `native`).
+    pub(crate) native: Option<Vec<native::Native>>,
     /// Attributes computed by the expression engine (not read directly).
     pub(crate) engine_attributes: usize,
     pub(crate) groups: Option<GroupSpec>,
