@@ -12,6 +12,34 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+/// Attributes holding credentials (password hashes, keys). No source keeps them, so no dump,
+/// preview, mapping test or report can print them; names compared case-insensitively, with
+/// any `;option` ignored.
+pub const SECRET_ATTRIBUTES: &[&str] = &[
+    "userPassword",
+    "unicodePwd",
+    "dBCSPwd",
+    "ntPwdHistory",
+    "lmPwdHistory",
+    "supplementalCredentials",
+    "sambaNTPassword",
+    "sambaLMPassword",
+    "sambaPasswordHistory",
+    "krbPrincipalKey",
+    "ipaNTHash",
+    "userPKCS12",
+    "pwdHistory",
+    "password",
+];
+
+/// Whether an attribute holds a credential (see [`SECRET_ATTRIBUTES`]).
+pub fn is_secret_attribute(name: &str) -> bool {
+    let base = name.split(';').next().unwrap_or(name);
+    SECRET_ATTRIBUTES
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(base))
+}
+
 /// One attribute value: text, or bytes that are not UTF-8 text (objectGUID, jpegPhoto).
 ///
 /// Text up to 24 bytes is stored inline (no allocation): most directory values (names, mail

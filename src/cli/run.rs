@@ -438,9 +438,10 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
     let entry = snap.users.iter().find(|e| {
         e.id.to_lowercase() == needle
             || e.locator.to_lowercase() == needle
-            || e.attrs
-                .iter()
-                .any(|(_, vs)| vs.iter().any(|v| v.as_text().to_lowercase() == needle))
+            || e.attrs.iter().any(|(n, vs)| {
+                !crate::model::is_secret_attribute(n)
+                    && vs.iter().any(|v| v.as_text().to_lowercase() == needle)
+            })
     });
     let Some(entry) = entry else {
         println!("   no source entry has the id, DN or an attribute value {user:?}");
@@ -449,6 +450,10 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
     println!("   found {} (id {})", entry.locator, entry.id);
     println!("\n2. Entry attributes:");
     for (name, values) in entry.attrs.iter() {
+        if crate::model::is_secret_attribute(name) {
+            println!("   {name}: ***redacted***");
+            continue;
+        }
         let vals: Vec<String> = values.iter().map(|v| v.as_text().into_owned()).collect();
         println!("   {name}: {}", vals.join(" | "));
     }

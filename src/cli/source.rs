@@ -11,26 +11,11 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-/// Attributes never printed (lower-case).
-const REDACTED: &[&str] = &[
-    "userpassword",
-    "unicodepwd",
-    "sambantpassword",
-    "sambalmpassword",
-    "krbprincipalkey",
-    "ipanthash",
-    "supplementalcredentials",
-    "dbcspwd",
-    "ntpwdhistory",
-    "lmpwdhistory",
-    "password",
-];
-
 fn redact(e: &mut Entry) {
     let names: Vec<String> = e
         .attrs
         .iter()
-        .filter(|(n, _)| REDACTED.iter().any(|r| r.eq_ignore_ascii_case(n)))
+        .filter(|(n, _)| crate::model::is_secret_attribute(n))
         .map(|(n, _)| n.to_string())
         .collect();
     for n in names {

@@ -46,6 +46,9 @@ pub struct Evaluation {
     /// Why `user` is absent for an entry that is not desired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_error: Option<String>,
+    /// When `user` is absent: the entry's externalId, if that expression could be computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// The rule that put an entry in or out of scope.
@@ -350,7 +353,15 @@ impl Prepared<'_> {
             file: m.file.clone(),
             line,
             column,
+            external_id: None,
         }))
+    }
+
+    /// The entry's externalId alone, when it can be computed (for an entry another of whose
+    /// attributes failed).
+    fn external_id_of(&self, root: &Value, entry: &Entry) -> Option<String> {
+        let v = self.eval(self.mapping.external_id, root, entry).ok()?;
+        external_id_value(&v)
     }
 
     fn eval(&self, expr: usize, root: &Value, entry: &Entry) -> Result<Value, MappingError> {
@@ -463,9 +474,13 @@ impl Prepared<'_> {
         }
         let (in_scope, decided_by) = self.decide(decided);
         let desired = in_scope && !disabled;
-        let (user, user_error) = match self.user(&values[1 + n_rules..], entry) {
-            Ok(u) => (Some(u), None),
-            Err(e) if !desired => (None, Some(e.to_string())),
+        let (user, user_error, external_id) = match self.user(&values[1 + n_rules..], entry) {
+            Ok(u) => (Some(u), None, None),
+            Err(e) if !desired => (
+                None,
+                Some(e.to_string()),
+                external_id_value(&values[1 + n_rules]),
+            ),
             // Redone step by step, which reports the error.
             Err(_) => return None,
         };
@@ -478,6 +493,7 @@ impl Prepared<'_> {
             desired,
             user,
             user_error,
+            external_id,
         })
     }
 
@@ -513,7 +529,15 @@ impl Prepared<'_> {
         let (user, user_error) = match values.and_then(|v| self.user(&v, entry)) {
             Ok(u) => (Some(u), None),
             Err(e) if !desired => (None, Some(e.to_string())),
+            Err(MappingError::Eval(mut e)) => {
+                e.external_id = self.external_id_of(root, entry);
+                return Err(MappingError::Eval(e));
+            }
             Err(e) => return Err(e),
+        };
+        let external_id = match user {
+            None => self.external_id_of(root, entry),
+            Some(_) => None,
         };
         Ok(Evaluation {
             source_id: entry.id.clone(),
@@ -524,6 +548,7 @@ impl Prepared<'_> {
             desired,
             user,
             user_error,
+            external_id,
         })
     }
 
@@ -718,6 +743,7 @@ impl Prepared<'_> {
                     file: m.file.clone(),
                     line: 0,
                     column: 0,
+                    external_id: None,
                 })));
                 continue;
             }
@@ -764,6 +790,14 @@ fn json_value(j: &Json) -> Value {
 
 /// A condition or boolean target: booleans, numbers (0 is false), and the words
 /// true/false/yes/no/on/off/1/0 in any case. Absent and empty text are `None`.
+/// An externalId value as text, as [`convert`] makes it.
+fn external_id_value(v: &Value) -> Option<String> {
+    match convert(Target::ExternalId, v) {
+        Ok(Some(Json::String(s))) => Some(s),
+        _ => None,
+    }
+}
+
 pub(crate) fn bool_of(v: &Value) -> Result<Option<bool>, String> {
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => Ok(None),

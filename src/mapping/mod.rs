@@ -91,6 +91,10 @@ pub struct EvalError {
     pub line: usize,
     /// Column of the expression in the mapping file.
     pub column: usize,
+    /// The entry's externalId when that expression could still be computed (another
+    /// attribute failed): the reconciler keys the entry by it, so that the Ironclad user
+    /// linked to it is left alone instead of being taken for a leaver.
+    pub external_id: Option<String>,
 }
 
 fn list(errors: &[ConfigError]) -> String {

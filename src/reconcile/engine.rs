@@ -238,10 +238,7 @@ impl Engine {
         &self,
         now: DateTime<Utc>,
         consume: bool,
-    ) -> (
-        Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>,
-        Option<Arc<Snapshot>>,
-    ) {
+    ) -> (Result<DesiredSets, String>, Option<Arc<Snapshot>>) {
         let mut snap = match self.source.read().await {
             Ok(s) => s,
             Err(e) => return (Err(format!("the source read failed: {e}")), None),
@@ -336,7 +333,7 @@ impl Engine {
             let elapsed = read_start.elapsed();
             // The names are indexed while the Ironclad listing is still being read.
             let (desired, names) = match desired {
-                Ok((users, groups)) => {
+                Ok((users, groups, group_errors)) => {
                     let (users, names) = tokio::task::spawn_blocking(move || {
                         let names = DesiredNames::new(&users);
                         (users, names)
@@ -345,7 +342,7 @@ impl Engine {
                     .map_err(|e| {
                         EngineError::Config(format!("indexing the source stopped: {e}"))
                     })?;
-                    (Ok((users, groups)), Some(names))
+                    (Ok((users, groups, group_errors)), Some(names))
                 }
                 Err(e) => (Err(e), None),
             };
@@ -366,7 +363,7 @@ impl Engine {
             tokio::join!(source_side, self.read_target(), state_side);
         let ((desired, names, source_entries), source_read) = source_side?;
         let state = state?;
-        if let Ok((users, _)) = &desired {
+        if let Ok((users, ..)) = &desired {
             progress.read("the source (people)", users.len());
         }
         let target = target?;
@@ -374,7 +371,7 @@ impl Engine {
         // People named by an email address that is not their userName: the source ids and
         // userNames of the desired users and Ironclad users carrying that address join the set.
         let only = opts.only.as_ref().map(|only| match &desired {
-            Ok((users, _)) => with_email_matches(only, users, &target.users),
+            Ok((users, ..)) => with_email_matches(only, users, &target.users),
             Err(_) => with_email_matches(only, &[], &target.users),
         });
         let plan_start = std::time::Instant::now();
@@ -440,7 +437,7 @@ impl Engine {
     /// Plans from desired state and a target snapshot.
     pub fn plan_with(
         &self,
-        desired: Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>,
+        desired: Result<DesiredSets, String>,
         target: &Target,
         opts: &RunOptions,
         now: DateTime<Utc>,
@@ -457,7 +454,7 @@ impl Engine {
     /// the state store's view.
     pub fn plan_from(
         &self,
-        desired: Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String>,
+        desired: Result<DesiredSets, String>,
         names: Option<&DesiredNames>,
         target: &Target,
         state: &StoreState,
@@ -465,18 +462,19 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Plan, EngineError> {
         let policy = self.plan_policy(opts);
-        let (desired, groups, note) = match desired {
-            Ok((mut d, g)) => {
+        let (desired, groups, group_errors, note) = match desired {
+            Ok((mut d, g, ge)) => {
                 resolve_managers(&mut d, &target.users, &state.links);
-                (Some(d), g, None)
+                (Some(d), g, ge, None)
             }
-            Err(why) => (None, Vec::new(), Some(why)),
+            Err(why) => (None, Vec::new(), Vec::new(), Some(why)),
         };
         let mapping = &self.mapping;
         let protected = move |name: &str| mapping.removal().is_protected(name);
         let mut plan = plan::plan(&PlanInput {
             desired: desired.as_deref(),
             desired_groups: &groups,
+            group_errors: &group_errors,
             ironclad_users: &target.users,
             ironclad_groups: &target.groups,
             user_links: &state.links,
@@ -531,12 +529,16 @@ impl Engine {
 /// Desired users and groups of a snapshot. With `taken`, the users' attributes were taken out
 /// of the snapshot (one per user, in its order): each is moved out again to evaluate its user,
 /// and freed with the evaluation.
+/// What the mapping makes of a snapshot: one verdict per user entry, the groups it selects,
+/// and the errors of the groups it selects but could not evaluate.
+pub type DesiredSets = (Vec<DesiredUser>, Vec<DesiredGroup>, Vec<String>);
+
 fn desired_from(
     mapping: &Mapping,
     snap: &Arc<Snapshot>,
     taken: Option<&[std::sync::Mutex<crate::model::Attributes>]>,
     now: DateTime<Utc>,
-) -> Result<(Vec<DesiredUser>, Vec<DesiredGroup>), String> {
+) -> Result<DesiredSets, String> {
     // The snapshot is shared with the mapping's index, not copied (a copy of 100,000 entries
     // doubled the run's memory while the mapping ran).
     let prepared = match mapping.prepare_shared(snap.clone(), now) {
@@ -583,10 +585,14 @@ fn desired_from(
         };
         Ok(match evaluated {
             Ok(ev) => {
+                // Without a user (another attribute failed), the externalId alone when it
+                // could be computed: the key the store links the person by.
+                let identity_unknown = ev.user.is_none() && ev.external_id.is_none();
                 let key = ev
                     .user
                     .as_ref()
                     .map(|u| u.external_id.clone())
+                    .or_else(|| ev.external_id.clone())
                     .unwrap_or_else(|| ev.source_id.clone());
                 let state = match (&ev.user, ev.desired) {
                     (Some(u), true) => {
@@ -603,6 +609,7 @@ fn desired_from(
                             .user_error
                             .clone()
                             .unwrap_or_else(|| "the mapping produced no user".into()),
+                        identity_unknown,
                     },
                     (_, false) => Desired::NotWanted {
                         reason: if ev.disabled && ev.in_scope {
@@ -622,10 +629,11 @@ fn desired_from(
             }
             Err(crate::mapping::MappingError::Eval(e)) => {
                 let d = DesiredUser {
-                    source_id: e.id.clone(),
+                    source_id: e.external_id.clone().unwrap_or_else(|| e.id.clone()),
                     locator: e.locator.clone(),
                     state: Desired::Failed {
                         error: e.to_string(),
+                        identity_unknown: e.external_id.is_none(),
                     },
                 };
                 (d, None)
@@ -649,10 +657,12 @@ fn desired_from(
         return Err(e);
     }
     let mut groups = Vec::new();
+    let mut group_errors = Vec::new();
     if manages_groups {
         let ge = prepared.groups();
         for e in &ge.errors {
             tracing::warn!(error = %e, "group skipped");
+            group_errors.push(e.to_string());
         }
         for g in ge.groups {
             groups.push(DesiredGroup {
@@ -668,7 +678,7 @@ fn desired_from(
             });
         }
     }
-    Ok((users, groups))
+    Ok((users, groups, group_errors))
 }
 
 /// Frees what a run no longer needs on a thread of its own: freeing 100,000 people's data
@@ -924,6 +934,56 @@ mod tests {
             .collect();
         let taken = desired_from(&mapping, &Arc::new(snap), Some(&taken), now).expect("taken");
         (kept.0, taken.0)
+    }
+
+    /// An entry one of whose attributes fails is keyed by its externalId when that can still
+    /// be computed (so its linked Ironclad user is not taken for a leaver); otherwise by its
+    /// source id, marked as such.
+    #[test]
+    fn an_entry_the_mapping_fails_on_is_keyed_by_its_external_id_when_known() {
+        let mapping = |external_id: &str| {
+            format!(
+                r#"
+version = 1
+[scope]
+default = "include"
+[correlation]
+external_id = "{external_id}"
+[attributes]
+userName = "attr.mail | lower"
+title = "(attr.title | as_bool) and 'x' or none"
+"#
+            )
+        };
+        let failed = |d: &[DesiredUser]| -> Vec<(String, bool)> {
+            d.iter()
+                .filter_map(|d| match d.state {
+                    Desired::Failed {
+                        identity_unknown, ..
+                    } => Some((d.source_id.clone(), identity_unknown)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (kept, taken) = desired_both_ways(&mapping("attr.uid"));
+        assert_eq!(kept, taken);
+        let f = failed(&kept);
+        assert_eq!(f.len(), 1500_usize.div_ceil(7));
+        assert!(
+            f.iter()
+                .all(|(key, unknown)| key.starts_with('u') && !unknown),
+            "{f:?}"
+        );
+        let (kept, taken) =
+            desired_both_ways(&mapping("attr.uid ~ ((attr.title | as_bool) and '' or '')"));
+        assert_eq!(kept, taken);
+        let f = failed(&kept);
+        assert_eq!(f.len(), 1500_usize.div_ceil(7));
+        assert!(
+            f.iter()
+                .all(|(key, unknown)| key.starts_with("id") && *unknown),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -67,6 +67,11 @@ pub enum Desired {
     Failed {
         /// The error, naming the attribute.
         error: String,
+        /// The externalId could not be computed either, so the entry is keyed by its source
+        /// id and the Ironclad user linked to it cannot be told apart from a leaver: no one
+        /// is removed for being absent from the source in this run.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        identity_unknown: bool,
     },
 }
 
@@ -141,6 +146,9 @@ pub struct PlanInput<'a> {
     pub desired: Option<&'a [DesiredUser]>,
     /// Groups the mapping selected (empty when groups are not managed).
     pub desired_groups: &'a [DesiredGroup],
+    /// Groups the mapping selects but could not evaluate: while there are any, no managed
+    /// group is deleted for being absent (it may be one of them).
+    pub group_errors: &'a [String],
     /// Every Ironclad user as read.
     pub ironclad_users: &'a [users::IroncladUser],
     /// Every Ironclad group as read.

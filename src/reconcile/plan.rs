@@ -490,7 +490,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             return (line, ids, None);
         }
         match &d.state {
-            Desired::Failed { error } => {
+            Desired::Failed { error, .. } => {
                 line.action = UserAction::Skip {
                     reason: SkipReason::MappingError {
                         error: error.clone(),
@@ -565,21 +565,48 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         },
     );
 
-    // Managed Ironclad users no source entry accounts for: leavers whose entry is gone.
+    // Managed Ironclad users no source entry accounts for: leavers whose entry is gone. Not
+    // while an entry could not be keyed: the user linked to it would look like a leaver.
+    let unkeyed = desired
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.state,
+                Desired::Failed {
+                    identity_unknown: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    let absent_held = (unkeyed > 0).then(|| {
+        let rule = format!(
+            "{unkeyed} source entries could not be mapped to an externalId, so no one is removed for \
+             being absent from the source in this run; fix the mapping errors they report"
+        );
+        notes.push(format!("removals held: {rule}"));
+        rule
+    });
     for u in input.ironclad_users {
         let id = &*u.id;
         if accounted.contains(id) || !link_by_id.contains_key(id) {
             continue;
         }
+        let action = match &absent_held {
+            Some(rule) => UserAction::Skip {
+                reason: SkipReason::Held { rule: rule.clone() },
+            },
+            None => UserAction::Remove {
+                how: policy.remove,
+                reason: "no longer in the source".to_string(),
+            },
+        };
         users.push(UserPlan {
             source_id: link_by_id.get(id).map(|x| x.to_string()),
             locator: None,
             user_name: u.user_name.to_string(),
             ironclad_id: Some(id.to_string()),
-            action: UserAction::Remove {
-                how: policy.remove,
-                reason: "no longer in the source".to_string(),
-            },
+            action,
             seen_version: u.version.as_deref().map(str::to_string),
             seen: Some(u.value()),
             held_action: None,
@@ -1086,7 +1113,15 @@ fn plan_groups(
         }
         out.push(line);
     }
-    // Bridge-managed groups no longer selected.
+    // Bridge-managed groups no longer selected. Not while a selected group could not be
+    // evaluated: the absent group may be that one.
+    let deletes_held = (!input.group_errors.is_empty()).then(|| {
+        format!(
+            "{} selected groups could not be evaluated, so no group is deleted in this run; first: {}",
+            input.group_errors.len(),
+            input.group_errors[0]
+        )
+    });
     if input.desired.is_some() {
         let group_source_by_id: HashMap<&str, &str> = input
             .group_links
@@ -1102,7 +1137,11 @@ fn plan_groups(
                 source_id: group_source_by_id.get(id).map(|x| x.to_string()),
                 display_name: s(g, "displayName").unwrap_or_default().to_string(),
                 ironclad_id: Some(id.to_string()),
-                action: if can_delete {
+                action: if let Some(rule) = &deletes_held {
+                    GroupAction::Skip {
+                        reason: SkipReason::Held { rule: rule.clone() },
+                    }
+                } else if can_delete {
                     GroupAction::Delete
                 } else {
                     GroupAction::Skip {
@@ -1270,6 +1309,8 @@ mod tests {
     struct Case {
         desired: Option<Vec<DesiredUser>>,
         groups: Vec<DesiredGroup>,
+        group_errors: Vec<String>,
+        group_links: BTreeMap<String, String>,
         ic_users: Vec<Value>,
         ic_groups: Vec<Value>,
         links: crate::reconcile::LinkMap,
@@ -1283,6 +1324,8 @@ mod tests {
             Case {
                 desired: Some(Vec::new()),
                 groups: Vec::new(),
+                group_errors: Vec::new(),
+                group_links: BTreeMap::new(),
                 ic_users: Vec::new(),
                 ic_groups: Vec::new(),
                 links: Default::default(),
@@ -1292,7 +1335,6 @@ mod tests {
             }
         }
         fn run(&self) -> Plan {
-            let gl = BTreeMap::new();
             let q = BTreeMap::new();
             let g = BTreeMap::new();
             let ic_users: Vec<IroncladUser> = self
@@ -1304,10 +1346,11 @@ mod tests {
             plan(&PlanInput {
                 desired: self.desired.as_deref(),
                 desired_groups: &self.groups,
+                group_errors: &self.group_errors,
                 ironclad_users: &ic_users,
                 ironclad_groups: &self.ic_groups,
                 user_links: &self.links,
-                group_links: &gl,
+                group_links: &self.group_links,
                 policy: &self.policy,
                 granted: &self.granted,
                 quarantined: &q,
@@ -1482,6 +1525,67 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_the_mapping_failed_on_keeps_its_linked_user() {
+        let failed = |src: &str, identity_unknown: bool| DesiredUser {
+            source_id: src.into(),
+            locator: format!("uid={src}"),
+            state: Desired::Failed {
+                error: "attributes.userName: the expression gave no value".into(),
+                identity_unknown,
+            },
+        };
+        let mut c = Case::new();
+        c.ic_users = vec![
+            ic("i1", Some("s1"), "ann@example.com", "x"),
+            ic("i2", Some("s2"), "bob@example.com", "x"),
+            ic("i3", Some("s3"), "carl@example.com", "x"),
+        ];
+        for (s, i) in [("s1", "i1"), ("s2", "i2"), ("s3", "i3")] {
+            c.links.insert(s.into(), i.into());
+        }
+        c.policy.max_removal_percent = 100.0;
+        // Keyed by its externalId: its linked user is skipped, a real leaver still goes.
+        c.desired = Some(vec![
+            failed("s1", false),
+            want("s3", "carl@example.com", "x"),
+        ]);
+        let p = c.run();
+        let line = p
+            .users
+            .iter()
+            .find(|u| u.ironclad_id.as_deref() == Some("i1"));
+        assert!(matches!(
+            line.map(|l| &l.action),
+            Some(UserAction::Skip {
+                reason: SkipReason::MappingError { .. }
+            })
+        ));
+        assert!(matches!(
+            action_of(&p, "bob@example.com"),
+            UserAction::Remove { .. }
+        ));
+        // Its externalId unknown: no one is removed for being absent in this run.
+        c.desired = Some(vec![
+            failed("entry-1", true),
+            want("s3", "carl@example.com", "x"),
+        ]);
+        let p = c.run();
+        assert!(!p
+            .users
+            .iter()
+            .any(|u| matches!(u.action, UserAction::Remove { .. })));
+        for name in ["ann@example.com", "bob@example.com"] {
+            assert!(matches!(
+                action_of(&p, name),
+                UserAction::Skip {
+                    reason: SkipReason::Held { .. }
+                }
+            ));
+        }
+        assert!(p.notes.iter().any(|n| n.contains("could not be mapped")));
+    }
+
+    #[test]
     fn failed_source_plans_zero_removals() {
         let mut c = Case::new();
         c.desired = None;
@@ -1593,6 +1697,27 @@ mod tests {
             json!("Sales");
         c.ic_users = vec![cur];
         assert_eq!(action_of(&c.run(), "ann@example.com"), &UserAction::Noop);
+    }
+
+    #[test]
+    fn a_managed_group_gone_from_the_source_is_deleted_unless_a_group_failed() {
+        let mut c = Case::new();
+        c.ic_groups = vec![
+            json!({"id": "G1", "externalId": "g1", "displayName": "Legal", "members": []}),
+            json!({"id": "G9", "displayName": "Hand-made", "members": []}),
+        ];
+        c.group_links.insert("g1".into(), "G1".into());
+        let p = c.run();
+        let legal = p.groups.iter().find(|g| g.display_name == "Legal").unwrap();
+        assert_eq!(legal.action, GroupAction::Delete);
+        assert!(p.groups.iter().all(|g| g.display_name != "Hand-made"));
+        c.group_errors = vec!["cn=legal: groups.display_name: no value".into()];
+        let p = c.run();
+        let legal = p.groups.iter().find(|g| g.display_name == "Legal").unwrap();
+        assert!(matches!(
+            &legal.action,
+            GroupAction::Skip { reason: SkipReason::Held { rule } } if rule.contains("cn=legal")
+        ));
     }
 
     #[test]

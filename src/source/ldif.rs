@@ -268,30 +268,6 @@ pub struct LdifRecord {
     pub attrs: Attributes,
 }
 
-/// Attributes holding secrets (password hashes, keys): never kept, so a snapshot dump or a
-/// mapping test cannot print them.
-pub const SECRET_ATTRIBUTES: &[&str] = &[
-    "userPassword",
-    "unicodePwd",
-    "dBCSPwd",
-    "ntPwdHistory",
-    "lmPwdHistory",
-    "supplementalCredentials",
-    "sambaNTPassword",
-    "sambaLMPassword",
-    "sambaPasswordHistory",
-    "krbPrincipalKey",
-    "userPKCS12",
-    "pwdHistory",
-];
-
-fn is_secret_attribute(name: &str) -> bool {
-    let base = name.split(';').next().unwrap_or(name);
-    SECRET_ATTRIBUTES
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(base))
-}
-
 /// A logical line: folded continuations joined, comments dropped.
 enum Logical {
     /// An empty line (record separator) at this line number.
@@ -524,7 +500,7 @@ impl<R: BufRead> LdifReader<R> {
                 }
             };
             let name = strip_binary_option(&name);
-            if is_secret_attribute(&name) {
+            if crate::model::is_secret_attribute(&name) {
                 continue;
             }
             attrs.push(&name, value);

@@ -565,6 +565,35 @@ fn joiners_are_created_by_a_dry_run_reviewed_apply_and_a_second_run_writes_nothi
     w.assert_converged();
 }
 
+/// `preview --user`: every step for one person read from the real directory, with nothing
+/// written and no credential printed.
+#[test]
+fn preview_shows_every_step_for_one_person_and_never_a_password() {
+    let w = World::new("preview", slapd::small(), &org(), &[], "");
+    w.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userPassword\nuserPassword: {{SSHA}}preview-secret-hash\n",
+        w.dn("ann")
+    ));
+    let out = w.ironbridge(&["preview", "--user", &w.dn("ann")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    for step in [
+        "1. Source",
+        "2. Entry attributes",
+        "3. Scope and mapping",
+        "4. Match and action",
+    ] {
+        assert!(t.contains(step), "{step}:\n{t}");
+    }
+    assert!(!t.contains("preview-secret-hash"), "{t}");
+    assert!(!t.contains("userPassword"), "{t}");
+    assert!(t.contains(&w.mail("ann")) && t.contains("create"), "{t}");
+    // Found by an attribute value too, but never by the password's.
+    let out = w.ironbridge(&["preview", "--user", "{SSHA}preview-secret-hash"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(w.writes(), vec![], "preview wrote to Ironclad");
+}
+
 #[test]
 fn a_mover_is_updated_in_place_title_department_manager_and_department_head() {
     let w = World::new("mover", slapd::small(), &org(), &[], "");

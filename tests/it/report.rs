@@ -78,6 +78,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
     plan(&PlanInput {
         desired: Some(&desired),
         desired_groups: &[],
+        group_errors: &[],
         ironclad_users: &users
             .iter()
             .filter_map(ironbridge::reconcile::users::IroncladUser::from_value)

@@ -1,14 +1,16 @@
 //! Wire entries to model entries: the borrowed form a decoded SearchResultEntry takes,
 //! deciding which values are binary, the Active Directory text forms (objectGUID as a
 //! mixed-endian GUID, objectSid as `S-1-5-...`), ranged attribute names
-//! (`member;range=0-1499`) and DN normalisation for comparing member DNs.
+//! (`member;range=0-1499`) and DN normalisation for comparing member DNs. Credential
+//! attributes (`userPassword`, `unicodePwd`, ...: [`crate::model::SECRET_ATTRIBUTES`]) are
+//! dropped here, so no snapshot holds them.
 //!
 //! What does not live here: decoding messages (see `super::wire`), searching (see
 //! `super::conn`) or membership resolution (see
 //! `super::read`). Values the mapping layer converts (`accountExpires`, `pwdLastSet` as
 //! FILETIME, `whenChanged` as generalized time, `userAccountControl` flags) are kept as read.
 
-use crate::model::{Attributes, Value, Values};
+use crate::model::{is_secret_attribute, Attributes, Value, Values};
 use smallvec::SmallVec;
 
 /// One entry as it came off the wire, borrowing the receive buffer: DN and attributes with
@@ -315,6 +317,9 @@ pub fn to_attributes(attrs: &[RawAttr<'_>]) -> (Attributes, Vec<(String, Option<
     let any_ranged = attrs.iter().any(|a| split_range(a.desc).is_some());
     if !any_ranged {
         for a in attrs {
+            if is_secret_attribute(a.desc) {
+                continue;
+            }
             let converted = convert(a.desc, &a.values);
             match out.get_mut(a.desc) {
                 Some(existing) => existing.extend(converted),
@@ -329,6 +334,9 @@ pub fn to_attributes(attrs: &[RawAttr<'_>]) -> (Attributes, Vec<(String, Option<
         .map(|a| a.desc.to_ascii_lowercase())
         .collect();
     for a in attrs {
+        if is_secret_attribute(a.desc) {
+            continue;
+        }
         let (name, range) = match split_range(a.desc) {
             Some((base, _start, end)) => (base, Some(end)),
             None => (a.desc, None),
@@ -420,6 +428,31 @@ mod tests {
         ]);
         assert_eq!(a.get("member").len(), 3);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn credentials_are_never_kept() {
+        let attr = |desc, values: &[&'static [u8]]| RawAttr {
+            desc,
+            values: values.iter().copied().collect(),
+        };
+        for ranged in [false, true] {
+            let mut attrs = vec![
+                attr("mail", &[b"a@example.com"]),
+                attr("userPassword", &[b"{SSHA}hash"]),
+                attr("UnicodePwd", &[b"x"]),
+                attr("krbPrincipalKey;binary", &[b"k"]),
+            ];
+            if ranged {
+                attrs.push(attr("member;range=0-*", &[b"cn=a"]));
+            }
+            let (a, _) = to_attributes(&attrs);
+            let names: Vec<&str> = a.iter().map(|(n, _)| n).collect();
+            assert!(names.contains(&"mail"), "{names:?}");
+            for secret in ["userPassword", "unicodePwd", "krbPrincipalKey"] {
+                assert!(!a.has(secret), "{secret} kept: {names:?}");
+            }
+        }
     }
 
     #[test]
