@@ -9,9 +9,12 @@
 //! batch is split between the two buckets so that both finish at about the same time, which
 //! is when the whole batch finishes soonest.
 //!
-//! Idempotence: a create answered 409 re-correlates by userName and continues; a create whose
-//! answer was lost is looked up before any repeat (in the client); re-running after any
-//! interruption converges without duplicates because links are recorded as each write lands.
+//! Idempotence: a create answered 409 re-correlates by userName and continues (an account
+//! with another externalId is refused; one without is adopted only when the mapping's fallback
+//! keys include userName); a create whose answer was lost is looked up before any repeat (in
+//! the client), and only an account carrying our externalId counts as that create; re-running
+//! after any interruption converges without duplicates because links are recorded as each
+//! write lands.
 //!
 //! What does not live here: deciding what to do (see [`super::plan`]).
 
@@ -49,6 +52,9 @@ pub struct ApplyOptions {
     pub apply_held: bool,
     /// Which requests carry updates and deactivations.
     pub write_method: crate::config::WriteMethod,
+    /// Whether the mapping's fallback keys include `userName`: a create answered 409 may then
+    /// adopt the existing account when it has no externalId (otherwise it is refused).
+    pub adopt_by_user_name: bool,
 }
 
 /// What happened to one planned write.
@@ -476,12 +482,18 @@ impl Ctx<'_> {
         let req = ApiRequest::with_body(Method::POST, "/Users", user.clone());
         let client = self.client;
         let un = user_name.clone();
+        let ours = u.source_id.clone().unwrap_or_default();
+        // After an unknown outcome: the user exists only if the POST was applied, which leaves
+        // our externalId on it. An account with that userName but another externalId (or
+        // none) was there before; sending again then gets 409, handled below.
         let lookup = move || -> BoxFuture<'_, Result<Option<Value>, IroncladError>> {
             let un = un.clone();
+            let ours = ours.clone();
             Box::pin(async move {
                 Ok(client
                     .find_user_by_user_name(&un)
                     .await?
+                    .filter(|u| !ours.is_empty() && u.external_id() == Some(ours.as_str()))
                     .map(|u| u.into_value()))
             })
         };
@@ -503,6 +515,13 @@ impl Ctx<'_> {
                         let ours = u.source_id.as_deref().unwrap_or_default();
                         if !ext.is_empty() && ext != ours {
                             let err = format!("409: {user_name} exists with externalId {ext}, not ours; not adopted");
+                            return self.refuse(u, "create", err).await;
+                        }
+                        if ext.is_empty() && !self.opts.adopt_by_user_name {
+                            let err = format!(
+                                "409: {user_name} exists without an externalId and the mapping's fallback keys \
+                                 do not include userName; not adopted"
+                            );
                             return self.refuse(u, "create", err).await;
                         }
                         let id = found.id().unwrap_or_default().to_string();

@@ -431,6 +431,11 @@ impl Engine {
             quarantine_after: self.cfg.safety.quarantine_after,
             apply_held,
             write_method: self.cfg.policy.write_method,
+            adopt_by_user_name: self
+                .mapping
+                .correlation()
+                .fallback
+                .contains(&crate::mapping::FallbackKey::UserName),
         }
     }
 

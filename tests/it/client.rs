@@ -688,3 +688,130 @@ async fn granted_scopes_and_token_errors_never_show_the_secret() {
         "{text}"
     );
 }
+
+/// A create whose userName is taken by then never takes the account over silently: one with
+/// another externalId is refused; one without an externalId is adopted only when the mapping's
+/// fallback keys include userName; and after an unknown outcome, an account that is not ours
+/// is not mistaken for the create having been applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() {
+    use ironbridge::reconcile::apply::{self, ApplyOptions, Audit};
+    use ironbridge::reconcile::{Plan, UserAction, UserPlan};
+    let sim = sim();
+    let client = sim.client();
+    let mut foreign = new_user("foreign@example.com");
+    foreign.0["externalId"] = json!("someone-else");
+    client.create_user(&foreign).await.unwrap();
+    client
+        .create_user(&new_user("bare@example.com"))
+        .await
+        .unwrap();
+    let create = |src: &str, name: &str| UserPlan {
+        source_id: Some(src.into()),
+        locator: Some(format!("uid={src}")),
+        user_name: name.into(),
+        ironclad_id: None,
+        action: UserAction::Create {
+            user: json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": name, "externalId": src, "title": "Counsel",
+                "name": {"givenName": "Test", "familyName": "User"},
+                "emails": [{"value": name, "type": "work", "primary": true}],
+            }),
+        },
+        seen_version: None,
+        seen: None,
+        held_action: None,
+    };
+    let plan = |lines: Vec<UserPlan>| Plan {
+        created_at: chrono::Utc::now(),
+        source_complete: true,
+        users: lines,
+        groups: Vec::new(),
+        summary: Default::default(),
+        notes: Vec::new(),
+        converged: Vec::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ironbridge::store::Store::open(&dir.path().join("state.db")).unwrap());
+    let audit = Audit::open(store.clone(), &dir.path().join("audit.jsonl"), "run-1").unwrap();
+    let mut opts = ApplyOptions {
+        run_id: "run-1".into(),
+        audit_log: dir.path().join("audit.jsonl"),
+        concurrency: 2,
+        rate_limits: sim.config().rate_limits,
+        quarantine_after: 3,
+        apply_held: false,
+        write_method: Default::default(),
+        adopt_by_user_name: false,
+    };
+    let result = |r: &apply::ApplyReport, name: &str| {
+        r.outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.result.clone())
+    };
+    let ext_of = |state: &Value, name: &str| {
+        state["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["userName"] == name)
+            .map(|u| u["externalId"].clone())
+    };
+
+    let both = plan(vec![
+        create("s1", "foreign@example.com"),
+        create("s2", "bare@example.com"),
+    ]);
+    let r = apply::apply(&both, &client, &store, &audit, &opts).await;
+    assert_eq!(
+        result(&r, "foreign@example.com").as_deref(),
+        Some("refused"),
+        "{r:?}"
+    );
+    assert_eq!(
+        result(&r, "bare@example.com").as_deref(),
+        Some("refused"),
+        "{r:?}"
+    );
+    assert!(store.links("user").unwrap().is_empty());
+
+    opts.adopt_by_user_name = true;
+    let r = apply::apply(&both, &client, &store, &audit, &opts).await;
+    assert_eq!(
+        result(&r, "foreign@example.com").as_deref(),
+        Some("refused")
+    );
+    assert_eq!(result(&r, "bare@example.com").as_deref(), Some("applied"));
+    let state = sim.state().await;
+    assert_eq!(
+        ext_of(&state, "foreign@example.com"),
+        Some(json!("someone-else"))
+    );
+    assert_eq!(ext_of(&state, "bare@example.com"), Some(json!("s2")));
+    let links = store.links("user").unwrap();
+    assert_eq!(links.keys().collect::<Vec<_>>(), vec!["s2"]);
+
+    // Every POST's connection dropped: the outcome is unknown each time, and the account
+    // found by its userName is someone else's, so the create is not taken as applied.
+    sim.faults(json!({"drop_rate": 1.0, "methods": ["POST"]}))
+        .await;
+    let r = apply::apply(
+        &plan(vec![create("s3", "foreign@example.com")]),
+        &client,
+        &store,
+        &audit,
+        &opts,
+    )
+    .await;
+    assert_ne!(
+        result(&r, "foreign@example.com").as_deref(),
+        Some("applied")
+    );
+    assert!(!store.links("user").unwrap().contains_key("s3"));
+    assert_eq!(
+        ext_of(&sim.state().await, "foreign@example.com"),
+        Some(json!("someone-else"))
+    );
+}
