@@ -592,11 +592,19 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         if accounted.contains(id) || !link_by_id.contains_key(id) {
             continue;
         }
-        let action = match &absent_held {
-            Some(rule) => UserAction::Skip {
+        // A removal that kept failing waits out its quarantine like any other write.
+        let quarantined = link_by_id
+            .get(id)
+            .and_then(|src| input.quarantined.get(*src))
+            .filter(|until| **until > input.now);
+        let action = match (&absent_held, quarantined) {
+            (_, Some(until)) => UserAction::Skip {
+                reason: SkipReason::Quarantined { until: *until },
+            },
+            (Some(rule), None) => UserAction::Skip {
                 reason: SkipReason::Held { rule: rule.clone() },
             },
-            None => UserAction::Remove {
+            (None, None) => UserAction::Remove {
                 how: policy.remove,
                 reason: "no longer in the source".to_string(),
             },
@@ -998,6 +1006,11 @@ fn plan_groups(
                 | UserAction::Rename { .. }
                 | UserAction::Noop
         ) || matches!(&u.action, UserAction::Skip { reason } if !matches!(reason, SkipReason::OutOfScope { .. }));
+        // Someone not in Ironclad joins a group only when this run creates them: a create
+        // skipped (missing scope, mapping error, ...) would leave an addition no apply can
+        // make, and the plan would never converge.
+        let stays =
+            stays && (u.ironclad_id.is_some() || matches!(u.action, UserAction::Create { .. }));
         if let Some(src) = u.source_id.as_deref() {
             user_state.insert(src, (u.ironclad_id.as_deref(), stays));
         }
@@ -1311,6 +1324,7 @@ mod tests {
         groups: Vec<DesiredGroup>,
         group_errors: Vec<String>,
         group_links: BTreeMap<String, String>,
+        quarantined: BTreeMap<String, DateTime<Utc>>,
         ic_users: Vec<Value>,
         ic_groups: Vec<Value>,
         links: crate::reconcile::LinkMap,
@@ -1326,6 +1340,7 @@ mod tests {
                 groups: Vec::new(),
                 group_errors: Vec::new(),
                 group_links: BTreeMap::new(),
+                quarantined: BTreeMap::new(),
                 ic_users: Vec::new(),
                 ic_groups: Vec::new(),
                 links: Default::default(),
@@ -1335,7 +1350,6 @@ mod tests {
             }
         }
         fn run(&self) -> Plan {
-            let q = BTreeMap::new();
             let g = BTreeMap::new();
             let ic_users: Vec<IroncladUser> = self
                 .ic_users
@@ -1353,7 +1367,7 @@ mod tests {
                 group_links: &self.group_links,
                 policy: &self.policy,
                 granted: &self.granted,
-                quarantined: &q,
+                quarantined: &self.quarantined,
                 grace: &g,
                 now: now(),
                 protected_fn: None,
@@ -1586,6 +1600,33 @@ mod tests {
     }
 
     #[test]
+    fn a_quarantined_leaver_waits_like_any_other_write() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann@example.com", "x")]);
+        c.ic_users = vec![
+            ic("i1", Some("s1"), "ann@example.com", "x"),
+            ic("i2", Some("s2"), "bob@example.com", "x"),
+        ];
+        c.links.insert("s1".into(), "i1".into());
+        c.links.insert("s2".into(), "i2".into());
+        c.policy.max_removal_percent = 100.0;
+        c.quarantined
+            .insert("s2".into(), now() + chrono::Duration::hours(1));
+        assert!(matches!(
+            action_of(&c.run(), "bob@example.com"),
+            UserAction::Skip {
+                reason: SkipReason::Quarantined { .. }
+            }
+        ));
+        c.quarantined
+            .insert("s2".into(), now() - chrono::Duration::hours(1));
+        assert!(matches!(
+            action_of(&c.run(), "bob@example.com"),
+            UserAction::Remove { .. }
+        ));
+    }
+
+    #[test]
     fn failed_source_plans_zero_removals() {
         let mut c = Case::new();
         c.desired = None;
@@ -1767,6 +1808,39 @@ mod tests {
             vec!["i1".to_string()],
             "unmanaged members stay"
         );
+    }
+
+    #[test]
+    fn a_member_whose_create_is_skipped_is_not_added_to_a_group() {
+        let mut c = Case::new();
+        c.desired = Some(vec![
+            want("s1", "ann@example.com", "x"),
+            want("s2", "bob@example.com", "x"),
+        ]);
+        c.ic_users = vec![ic("i1", Some("s1"), "ann@example.com", "x")];
+        c.links.insert("s1".into(), "i1".into());
+        c.granted.remove(scopes::CREATE_USERS);
+        c.groups = vec![DesiredGroup {
+            source_id: "g1".into(),
+            locator: "cn=legal".into(),
+            display_name: "Legal".into(),
+            members: ["s1".to_string(), "s2".to_string()].into(),
+        }];
+        c.ic_groups = vec![
+            json!({"id": "G1", "externalId": "g1", "displayName": "Legal", "members": [{"value": "i1"}]}),
+        ];
+        c.group_links.insert("g1".into(), "G1".into());
+        let p = c.run();
+        assert!(matches!(
+            action_of(&p, "bob@example.com"),
+            UserAction::Skip {
+                reason: SkipReason::MissingScope { .. }
+            }
+        ));
+        let legal = &p.groups[0];
+        assert_eq!(legal.action, GroupAction::Noop);
+        assert!(legal.add.is_empty() && legal.remove.is_empty(), "{legal:?}");
+        assert!(!p.has_writes(), "nothing can be written: {p:?}");
     }
 
     #[test]
