@@ -24,6 +24,10 @@ pub const SAVED_PLAN_SCHEMA: &str = "ironbridge.saved-plan/v1";
 struct SavedPlan {
     schema: String,
     config: String,
+    /// The Ironclad SCIM address the plan was made against: applying it through a
+    /// configuration that points elsewhere is refused.
+    #[serde(default)]
+    tenant: Option<String>,
     plan: Plan,
 }
 
@@ -45,6 +49,7 @@ pub async fn plan(
         let saved = SavedPlan {
             schema: SAVED_PLAN_SCHEMA.into(),
             config: config.display().to_string(),
+            tenant: Some(engine.cfg.ironclad.scim_url.to_string()),
             plan: r.plan.clone(),
         };
         write_private(path, &serde_json::to_vec_pretty(&saved)?)?;
@@ -289,6 +294,15 @@ async fn apply_saved(
             "{}: schema {} is not {SAVED_PLAN_SCHEMA}",
             path.display(),
             saved.schema
+        );
+    }
+    let here = engine.cfg.ironclad.scim_url.to_string();
+    if let Some(there) = saved.tenant.as_deref().filter(|t| *t != here) {
+        anyhow::bail!(
+            "{}: the plan was made against {there}, but {} points at {here}; nothing applied \
+             (make a new plan with this configuration)",
+            path.display(),
+            engine.cfg.path.display()
         );
     }
     let mut plan = saved.plan;

@@ -458,4 +458,28 @@ fn dry_run_writes_nothing_and_a_stale_saved_plan_is_refused_by_name() {
         .unwrap()
         .clone();
     assert_eq!(u["title"], "Edited by hand", "a refused object was written");
+
+    // A saved plan applied through a configuration for another tenant: refused whole.
+    let out = ironbridge(&["plan", "--config", cfg_s, "--out", saved.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let other = dir.path().join("other.toml");
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &other,
+        cfg_text.replace(&sim.base_url, "http://127.0.0.1:9/other-tenant"),
+    )
+    .unwrap();
+    rt.block_on(crate::support::sim::clear_requests(&sim.base_url));
+    let out = ironbridge(&[
+        "apply",
+        "--config",
+        other.to_str().unwrap(),
+        "--plan",
+        saved.to_str().unwrap(),
+        "--yes",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("the plan was made against"), "{t}");
+    assert_eq!(writes(&rt), 0);
 }
