@@ -106,7 +106,8 @@ pub enum Command {
         /// Let up to N removals through beyond the safety threshold.
         #[arg(long, default_value_t = 0, value_name = "N")]
         allow_removals: usize,
-        /// Do not print the confirmation notice.
+        /// Apply without showing the plan and asking first. Without it, apply shows the
+        /// plan and asks on a terminal, and refuses to run without one.
         #[arg(long)]
         yes: bool,
     },

@@ -129,7 +129,7 @@ pub struct ApplyArgs {
     pub only: Vec<String>,
     /// Removals allowed beyond the threshold.
     pub allow_removals: usize,
-    /// Do not ask.
+    /// Apply without showing the plan and asking first (required without a terminal).
     pub yes: bool,
 }
 
@@ -138,11 +138,43 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(&args.config)?)?;
     let lock = RunLock::take(engine.store.clone())?;
     let only = (!args.only.is_empty()).then(|| args.only.iter().cloned().collect::<BTreeSet<_>>());
-    if !args.yes && std::io::stdin().is_terminal() {
-        eprintln!(
-            "applying changes to {} (pass --yes to skip this notice)",
-            engine.cfg.ironclad.scim_url
-        );
+    // Without --yes, nothing is written that was not shown and confirmed on a terminal.
+    if !args.yes {
+        let tenant = engine.cfg.ironclad.scim_url.to_string();
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            anyhow::bail!(
+                "apply writes to {tenant} and there is no terminal to confirm on: pass --yes \
+                 (run `ironbridge plan` first to see what it would change)"
+            );
+        }
+        let question = match &args.plan {
+            Some(path) => format!("apply the saved plan {} to {tenant}?", path.display()),
+            None => {
+                let preview = with_progress(engine.run(&RunOptions {
+                    apply: false,
+                    allow_removals: args.allow_removals,
+                    only: only.clone(),
+                    trigger: "cli".into(),
+                }))
+                .await?;
+                print!(
+                    "{}",
+                    report::render(&preview.plan, Format::Text, std::io::stdout().is_terminal())?
+                );
+                if !preview.plan.has_writes() {
+                    eprintln!("nothing to apply");
+                    return Ok(plan_exit(&preview.plan));
+                }
+                format!("apply these changes to {tenant}?")
+            }
+        };
+        eprint!("{question} [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            eprintln!("nothing applied");
+            return Ok(Exit::Pending);
+        }
     }
     let (plan, report) = match &args.plan {
         None => {

@@ -379,6 +379,13 @@ fn dry_run_writes_nothing_and_a_stale_saved_plan_is_refused_by_name() {
         .unwrap()
         .contains("zoe.angstrom@example.com"));
 
+    // Without --yes and without a terminal to confirm on, apply refuses and writes nothing.
+    let out = ironbridge(&["apply", "--config", cfg_s]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("pass --yes"), "{t}");
+    assert_eq!(writes(&rt), 0, "apply without --yes wrote");
+
     // Applying the saved plan exactly.
     let out = ironbridge(&[
         "apply",
