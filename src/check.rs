@@ -54,12 +54,16 @@ pub fn scope_rows(policy: &Policy, granted: &BTreeSet<String>) -> Vec<ScopeRow> 
         (
             "update users (movers; deactivate-removal)",
             UPDATE_USERS,
-            policy.update_users || removes == RemoveMode::Deactivate,
+            policy.update_users
+                || matches!(
+                    removes,
+                    RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate
+                ),
         ),
         (
             "delete users (leavers)",
             DELETE_USERS,
-            removes == RemoveMode::Delete,
+            matches!(removes, RemoveMode::Delete | RemoveMode::DeleteOrDeactivate),
         ),
         (
             "read groups (membership drift)",

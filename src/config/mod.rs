@@ -383,6 +383,10 @@ pub enum RemoveMode {
     Delete,
     /// `active: false` (Ironclad removes the user).
     Deactivate,
+    /// Either, request by request: DELETE (the PATCH/DELETE bucket) or PUT `active: false`
+    /// (the PUT/POST bucket), in the proportion that finishes the batch soonest. With only one
+    /// of `deleteUsers` and `updateUsers` granted, the one granted.
+    DeleteOrDeactivate,
     /// Leave leavers in place.
     Keep,
 }

@@ -611,24 +611,11 @@ impl Ctx<'_> {
         let Some(id) = u.ironclad_id.clone() else {
             return self.refuse(u, "remove", "no Ironclad id".into()).await;
         };
-        self.audit
-            .record(
-                "intent",
-                "remove",
-                &u.user_name,
-                u.source_id.as_deref(),
-                Some(&id),
-                None,
-                Some(json!({"how": how})),
-                None,
-                None,
-                None,
-                AfterWrite::Nothing,
-            )
-            .await;
         let req = match (how, via) {
-            (RemoveMode::Delete, _) | (RemoveMode::Keep, _) => ApiRequest::delete(user_path(&id)),
-            (RemoveMode::Deactivate, Via::Put) => {
+            (RemoveMode::Delete, _)
+            | (RemoveMode::Keep, _)
+            | (RemoveMode::DeleteOrDeactivate, Via::Patch) => ApiRequest::delete(user_path(&id)),
+            (RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate, Via::Put) => {
                 let mut body = u.seen.clone().unwrap_or_else(|| json!({}));
                 if let Some(o) = body.as_object_mut() {
                     o.remove("meta");
@@ -642,6 +629,29 @@ impl Ctx<'_> {
                 patch_body(&[PatchOp::replace("active", Value::Bool(false))]),
             ),
         };
+        self.audit
+            .record(
+                "intent",
+                "remove",
+                &u.user_name,
+                u.source_id.as_deref(),
+                Some(&id),
+                // The user as the plan saw it, so the audit tells who was removed.
+                u.seen.as_ref().map(|seen| {
+                    let mut v = seen.clone();
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("meta");
+                        o.remove("schemas");
+                    }
+                    v
+                }),
+                Some(json!({"how": how, "request": req.method.as_str()})),
+                None,
+                None,
+                None,
+                AfterWrite::Nothing,
+            )
+            .await;
         let result = match self.send(req).await {
             Ok(resp) => Ok(Some(resp)),
             // Already gone: the goal is reached.
@@ -1145,15 +1155,20 @@ pub async fn apply_until(
             a.map(|how| (u, how))
         })
         .collect();
-    let deactivations = removal_lines
+    // Removals that may go through either bucket: deactivations (PUT or PATCH) and, where the
+    // mapping allows both, DELETE or PUT `active: false`. A PUT needs the user as read.
+    let flexible = |u: &UserPlan, how: RemoveMode| {
+        matches!(how, RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate) && u.seen.is_some()
+    };
+    let n_flexible = removal_lines
         .iter()
-        .filter(|(u, how)| *how == RemoveMode::Deactivate && u.seen.is_some())
+        .filter(|(u, how)| flexible(u, *how))
         .count();
-    let mut deact_put = if balanced {
+    let mut removal_put = if balanced {
         put_share(
-            deactivations,
+            n_flexible,
             0,
-            removal_lines.len() - deactivations,
+            removal_lines.len() - n_flexible,
             &opts.rate_limits,
         )
     } else {
@@ -1162,8 +1177,8 @@ pub async fn apply_until(
     let removal_jobs: Vec<(&UserPlan, RemoveMode, Via)> = removal_lines
         .into_iter()
         .map(|(u, how)| {
-            let via = if how == RemoveMode::Deactivate && deact_put > 0 && u.seen.is_some() {
-                deact_put -= 1;
+            let via = if flexible(u, how) && removal_put > 0 {
+                removal_put -= 1;
                 Via::Put
             } else {
                 Via::Patch

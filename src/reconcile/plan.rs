@@ -899,6 +899,30 @@ fn apply_removal_rules(
             }
             RemoveMode::Delete => scopes::DELETE_USERS,
             RemoveMode::Deactivate => scopes::UPDATE_USERS,
+            // Either request will do: with one scope only, the one it allows.
+            RemoveMode::DeleteOrDeactivate => {
+                let (del, upd) = (
+                    has(input.granted, scopes::DELETE_USERS),
+                    has(input.granted, scopes::UPDATE_USERS),
+                );
+                if del != upd {
+                    if let UserAction::Remove { how, .. } = &mut u.action {
+                        *how = if del {
+                            RemoveMode::Delete
+                        } else {
+                            RemoveMode::Deactivate
+                        };
+                    }
+                }
+                scopes::DELETE_USERS
+            }
+        };
+        let scope = match &u.action {
+            UserAction::Remove {
+                how: RemoveMode::Deactivate,
+                ..
+            } => scopes::UPDATE_USERS,
+            _ => scope,
         };
         if !has(input.granted, scope) {
             u.action = UserAction::Skip {
@@ -1623,6 +1647,37 @@ mod tests {
         assert!(matches!(
             action_of(&c.run(), "bob@example.com"),
             UserAction::Remove { .. }
+        ));
+    }
+
+    #[test]
+    fn a_removal_allowed_either_way_uses_the_scopes_granted() {
+        let mut c = Case::new();
+        c.desired = Some(vec![want("s1", "ann@example.com", "x")]);
+        c.ic_users = vec![
+            ic("i1", Some("s1"), "ann@example.com", "x"),
+            ic("i2", Some("s2"), "bob@example.com", "x"),
+        ];
+        c.links.insert("s1".into(), "i1".into());
+        c.links.insert("s2".into(), "i2".into());
+        c.policy.max_removal_percent = 100.0;
+        c.policy.remove = RemoveMode::DeleteOrDeactivate;
+        let how = |c: &Case| match action_of(&c.run(), "bob@example.com") {
+            UserAction::Remove { how, .. } => Some(*how),
+            _ => None,
+        };
+        assert_eq!(how(&c), Some(RemoveMode::DeleteOrDeactivate));
+        c.granted.remove(scopes::UPDATE_USERS);
+        assert_eq!(how(&c), Some(RemoveMode::Delete));
+        c.granted.insert(scopes::UPDATE_USERS.into());
+        c.granted.remove(scopes::DELETE_USERS);
+        assert_eq!(how(&c), Some(RemoveMode::Deactivate));
+        c.granted.remove(scopes::UPDATE_USERS);
+        assert!(matches!(
+            action_of(&c.run(), "bob@example.com"),
+            UserAction::Skip {
+                reason: SkipReason::MissingScope { scope }
+            } if scope == scopes::DELETE_USERS
         ));
     }
 

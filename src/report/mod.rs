@@ -156,6 +156,7 @@ fn remove_word(how: crate::config::RemoveMode) -> &'static str {
     match how {
         crate::config::RemoveMode::Delete => "DELETE",
         crate::config::RemoveMode::Deactivate => "active: false",
+        crate::config::RemoveMode::DeleteOrDeactivate => "DELETE or active: false",
         crate::config::RemoveMode::Keep => "kept",
     }
 }

@@ -815,3 +815,76 @@ async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() 
         Some(json!("someone-else"))
     );
 }
+
+/// Where the mapping allows either removal, leavers go partly as DELETE (the PATCH/DELETE
+/// bucket) and mostly as PUT `active: false` (the twelve times larger PUT/POST bucket), and
+/// every one of them is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_that_may_go_either_way_use_both_buckets() {
+    use ironbridge::config::RemoveMode;
+    use ironbridge::reconcile::apply::{self, ApplyOptions, Audit};
+    use ironbridge::reconcile::{Plan, UserAction, UserPlan};
+    let sim = sim();
+    let client = Arc::new(sim.client());
+    let created = create_many(&client, "leaver", 13).await;
+    let lines: Vec<UserPlan> = created
+        .iter()
+        .enumerate()
+        .map(|(i, u)| UserPlan {
+            source_id: Some(format!("s{i}")),
+            locator: None,
+            user_name: u.0["userName"].as_str().unwrap().to_string(),
+            ironclad_id: Some(u.0["id"].as_str().unwrap().to_string()),
+            action: UserAction::Remove {
+                how: RemoveMode::DeleteOrDeactivate,
+                reason: "no longer in the source".into(),
+            },
+            seen_version: None,
+            seen: Some(u.0.clone()),
+            held_action: None,
+        })
+        .collect();
+    let plan = Plan {
+        created_at: chrono::Utc::now(),
+        source_complete: true,
+        users: lines,
+        groups: Vec::new(),
+        summary: Default::default(),
+        notes: Vec::new(),
+        converged: Vec::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ironbridge::store::Store::open(&dir.path().join("state.db")).unwrap());
+    let audit = Audit::open(store.clone(), &dir.path().join("audit.jsonl"), "run-1").unwrap();
+    let opts = ApplyOptions {
+        run_id: "run-1".into(),
+        audit_log: dir.path().join("audit.jsonl"),
+        concurrency: 4,
+        rate_limits: sim.config().rate_limits,
+        quarantine_after: 3,
+        apply_held: false,
+        write_method: Default::default(),
+        adopt_by_user_name: true,
+    };
+    let r = apply::apply(&plan, &client, &store, &audit, &opts).await;
+    assert_eq!(r.counts.get("applied"), Some(&13), "{r:?}");
+    let writes: Vec<String> = sim
+        .scim_requests()
+        .await
+        .into_iter()
+        .filter(|e| e["path"].as_str().unwrap().starts_with("/scim/v2/Users/"))
+        .map(|e| e["method"].as_str().unwrap().to_string())
+        .collect();
+    let count = |m: &str| writes.iter().filter(|w| *w == m).count();
+    assert_eq!((count("PUT"), count("DELETE")), (12, 1), "{writes:?}");
+    let left: Vec<String> = sim.user_names().await;
+    assert!(
+        !left.iter().any(|n| n.starts_with("leaver")),
+        "not removed: {left:?}"
+    );
+    // The audit names the request each removal went as.
+    let audit_text = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit_text.contains("\"request\":\"PUT\"") && audit_text.contains("\"request\":\"DELETE\"")
+    );
+}
