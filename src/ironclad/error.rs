@@ -177,6 +177,16 @@ impl IroncladError {
         }
     }
 
+    /// The `x-request-id` of the request that failed, for errors that reached the wire.
+    pub fn request_id(&self) -> Option<&str> {
+        match self.root() {
+            IroncladError::Http(h) => Some(&h.request_id),
+            IroncladError::Transport { request_id, .. }
+            | IroncladError::Decode { request_id, .. } => Some(request_id),
+            _ => None,
+        }
+    }
+
     /// SCIM `scimType`, for HTTP errors that carry one.
     pub fn scim_type(&self) -> Option<&str> {
         match self.root() {

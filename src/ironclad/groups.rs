@@ -93,6 +93,15 @@ impl IroncladClient {
     /// `POST /Groups`. After a lost answer the group is looked up (by `externalId` when the
     /// body has one, else by `displayName`) before anything is sent again.
     pub async fn create_group(&self, group: &ScimGroup) -> Result<ScimGroup, IroncladError> {
+        self.create_group_answered(group).await.map(|(g, _, _)| g)
+    }
+
+    /// [`IroncladClient::create_group`], with the answer's HTTP status (200 when an unanswered
+    /// create was found by lookup) and request id, for the audit.
+    pub async fn create_group_answered(
+        &self,
+        group: &ScimGroup,
+    ) -> Result<(ScimGroup, u16, String), IroncladError> {
         let key = match (group.external_id(), group.display_name()) {
             (Some(e), _) => Some(("externalId", e.to_string())),
             (None, Some(d)) => Some(("displayName", d.to_string())),
@@ -113,7 +122,8 @@ impl IroncladClient {
             })
         };
         let resp = self.http.send_create(&req, &lookup).await?;
-        one(resp, "POST", "/Groups")
+        let (status, request_id) = (resp.status, resp.request_id.clone());
+        Ok((one(resp, "POST", "/Groups")?, status, request_id))
     }
 
     /// `PUT /Groups/{id}`: replaces the group, members included.

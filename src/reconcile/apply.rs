@@ -379,7 +379,14 @@ impl Ctx<'_> {
 
     /// Audits the outcome of a write that changed nothing: failed (with the HTTP status, if
     /// any) or refused, and why.
-    async fn record_unwritten(&self, u: &UserPlan, action: &str, status: Option<u16>, why: &str) {
+    async fn record_unwritten(
+        &self,
+        u: &UserPlan,
+        action: &str,
+        status: Option<u16>,
+        request_id: Option<String>,
+        why: &str,
+    ) {
         self.audit
             .record(
                 "outcome",
@@ -390,7 +397,7 @@ impl Ctx<'_> {
                 None,
                 None,
                 status,
-                None,
+                request_id,
                 Some(why.to_string()),
                 AfterWrite::Nothing,
             )
@@ -399,7 +406,14 @@ impl Ctx<'_> {
 
     async fn fail(&self, u: &UserPlan, action: &str, e: &IroncladError) -> Outcome {
         let text = Self::err_text(e);
-        self.record_unwritten(u, action, e.status(), &text).await;
+        self.record_unwritten(
+            u,
+            action,
+            e.status(),
+            e.request_id().map(str::to_string),
+            &text,
+        )
+        .await;
         if let Some(src) = &u.source_id {
             let after = self.opts.quarantine_after;
             let backoff = move |n: u32| {
@@ -544,7 +558,7 @@ impl Ctx<'_> {
     }
 
     async fn refuse(&self, u: &UserPlan, action: &str, why: String) -> Outcome {
-        self.record_unwritten(u, action, None, &why).await;
+        self.record_unwritten(u, action, None, None, &why).await;
         Outcome {
             name: u.user_name.clone(),
             action: action.into(),
@@ -864,8 +878,11 @@ pub async fn apply_until(
                 AfterWrite::Nothing,
             )
             .await;
-        match client.create_group(&crate::ironclad::ScimGroup(body)).await {
-            Ok(created) => {
+        match client
+            .create_group_answered(&crate::ironclad::ScimGroup(body))
+            .await
+        {
+            Ok((created, status, request_id)) => {
                 let id = created.id().unwrap_or_default().to_string();
                 let link = Link {
                     source_id: src.clone(),
@@ -882,8 +899,8 @@ pub async fn apply_until(
                         Some(&id),
                         None,
                         None,
-                        Some(201),
-                        None,
+                        Some(status),
+                        Some(request_id),
                         None,
                         AfterWrite::Linked(link),
                     )
@@ -1233,7 +1250,7 @@ pub async fn apply_until(
             .send(&ApiRequest::delete(group_path(id)))
             .await
         {
-            Ok(_) => {
+            Ok(resp) => {
                 if let Some(src) = &g.source_id {
                     let _ = store.delete_link(src);
                 }
@@ -1246,8 +1263,8 @@ pub async fn apply_until(
                         Some(id),
                         None,
                         None,
-                        Some(204),
-                        None,
+                        Some(resp.status),
+                        Some(resp.request_id),
                         None,
                         AfterWrite::Nothing,
                     )
@@ -1355,7 +1372,7 @@ async fn group_failed(
             None,
             None,
             e.status(),
-            None,
+            e.request_id().map(str::to_string),
             Some(text.clone()),
             AfterWrite::Nothing,
         )

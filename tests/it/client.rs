@@ -810,6 +810,21 @@ async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() 
         Some("applied")
     );
     assert!(!store.links("user").unwrap().contains_key("s3"));
+    // The failed write's audit line carries the request id it was sent with.
+    let failed: Vec<Value> = std::fs::read_to_string(dir.path().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["source_id"] == "s3" && l["phase"] == "outcome")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0]["error"].is_string(), "{failed:?}");
+    assert!(
+        failed[0]["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{failed:?}"
+    );
     assert_eq!(
         ext_of(&sim.state().await, "foreign@example.com"),
         Some(json!("someone-else"))
