@@ -565,6 +565,38 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         },
     );
 
+    // Two entries adopting one account: neither may take it, each line is a conflict.
+    let mut adopters: HashMap<&str, usize> = HashMap::new();
+    for u in &users {
+        if let (UserAction::Adopt { .. }, Some(id)) = (&u.action, u.ironclad_id.as_deref()) {
+            *adopters.entry(id).or_default() += 1;
+        }
+    }
+    let shared: HashSet<String> = adopters
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if !shared.is_empty() {
+        for u in &mut users {
+            if !matches!(u.action, UserAction::Adopt { .. }) {
+                continue;
+            }
+            let Some(id) = u.ironclad_id.as_deref().filter(|id| shared.contains(*id)) else {
+                continue;
+            };
+            let name = target
+                .user(id)
+                .map(|l| l.user_name.to_string())
+                .unwrap_or_else(|| id.to_string());
+            u.action = UserAction::Conflict {
+                reason: format!(
+                    "several source entries match Ironclad user {name} by a fallback key; none adopts it"
+                ),
+            };
+        }
+    }
+
     // Managed Ironclad users no source entry accounts for: leavers whose entry is gone. Not
     // while an entry could not be keyed: the user linked to it would look like a leaver.
     let unkeyed = desired
@@ -820,6 +852,14 @@ fn wanted_action(
         if link_by_id.contains_key(id) {
             return UserAction::Conflict {
                 reason: format!("{cur_name} is linked to another source entry in the state store"),
+            };
+        }
+        // Found by email under another name: the rename must not land on someone else's.
+        if let Some(other) = target.by_user_name(&key).filter(|o| *o != id) {
+            return UserAction::Conflict {
+                reason: format!(
+                    "{cur_name} matches by {matched_by} but the userName {want_name} belongs to Ironclad user {other}"
+                ),
             };
         }
         line.ironclad_id = Some(id.to_string());
@@ -1679,6 +1719,57 @@ mod tests {
                 reason: SkipReason::MissingScope { scope }
             } if scope == scopes::DELETE_USERS
         ));
+    }
+
+    #[test]
+    fn adoption_never_takes_a_name_or_an_account_twice() {
+        let wanting = |src: &str, user_name: &str, email: &str| {
+            DesiredUser {
+            source_id: src.into(),
+            locator: format!("uid={src}"),
+            state: Desired::Wanted {
+                user: json!({"userName": user_name, "emails": [{"value": email, "type": "work", "primary": true}]})
+                    .into(),
+                policies: policies().into(),
+            },
+        }
+        };
+        let bare = |id: &str, user_name: &str, email: &str| {
+            json!({"id": id, "userName": user_name, "emails": [{"value": email}],
+                   "meta": {"lastModified": "2026-11-01T00:00:00Z"}})
+        };
+        // Two entries matching one unlinked account by email: neither adopts it.
+        let mut c = Case::new();
+        c.desired = Some(vec![
+            wanting("s1", "ann@example.com", "shared@example.com"),
+            wanting("s2", "bob@example.com", "shared@example.com"),
+        ]);
+        c.ic_users = vec![bare("i9", "shared@example.com", "shared@example.com")];
+        let p = c.run();
+        for src in ["s1", "s2"] {
+            let l = p.users.iter().find(|u| u.source_id.as_deref() == Some(src));
+            assert!(
+                matches!(l.map(|l| &l.action), Some(UserAction::Conflict { reason }) if reason.contains("several source entries")),
+                "{l:?}"
+            );
+        }
+        // Found by email, but the userName it would be renamed to is someone else's.
+        let mut c = Case::new();
+        c.policy.fallback_keys = vec!["email".into()];
+        c.desired = Some(vec![wanting("s1", "ann@example.com", "ann@example.com")]);
+        c.ic_users = vec![
+            bare("i1", "old-ann@example.com", "ann@example.com"),
+            bare("i2", "ann@example.com", "someone@example.com"),
+        ];
+        let p = c.run();
+        let l = p
+            .users
+            .iter()
+            .find(|u| u.source_id.as_deref() == Some("s1"));
+        assert!(
+            matches!(l.map(|l| &l.action), Some(UserAction::Conflict { reason }) if reason.contains("belongs to Ironclad user i2")),
+            "{l:?}"
+        );
     }
 
     #[test]
