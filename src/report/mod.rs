@@ -186,7 +186,55 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
-fn group_rows(g: &GroupPlan, out: &mut Vec<Row>) {
+/// A group member as people read it: the userName, with the source DN or id when known,
+/// rather than the bare source id (`+`) or Ironclad id (`-`) the plan keeps.
+struct MemberNames<'a> {
+    by_source: std::collections::HashMap<&'a str, &'a UserPlan>,
+    by_ironclad: std::collections::HashMap<&'a str, &'a UserPlan>,
+}
+
+impl<'a> MemberNames<'a> {
+    fn new(plan: &'a Plan) -> Self {
+        let mut by_source = std::collections::HashMap::new();
+        let mut by_ironclad = std::collections::HashMap::new();
+        for u in &plan.users {
+            if let Some(s) = u.source_id.as_deref() {
+                by_source.insert(s, u);
+            }
+            if let Some(i) = u.ironclad_id.as_deref() {
+                by_ironclad.insert(i, u);
+            }
+        }
+        MemberNames {
+            by_source,
+            by_ironclad,
+        }
+    }
+
+    fn name(&self, u: Option<&&UserPlan>, id: &str) -> String {
+        match u {
+            Some(u) if !u.user_name.is_empty() => {
+                let at = u
+                    .locator
+                    .as_deref()
+                    .or(u.source_id.as_deref())
+                    .unwrap_or(id);
+                format!("{} ({at})", u.user_name)
+            }
+            _ => id.to_string(),
+        }
+    }
+
+    fn source(&self, id: &str) -> String {
+        self.name(self.by_source.get(id), id)
+    }
+
+    fn ironclad(&self, id: &str) -> String {
+        self.name(self.by_ironclad.get(id), id)
+    }
+}
+
+fn group_rows(g: &GroupPlan, names: &MemberNames<'_>, out: &mut Vec<Row>) {
     let (action, detail) = match &g.action {
         GroupAction::Create => ("group_create", String::new()),
         GroupAction::Rename { from } => ("group_rename", format!("{from} → {}", g.display_name)),
@@ -214,10 +262,18 @@ fn group_rows(g: &GroupPlan, out: &mut Vec<Row>) {
         out.push(row("", String::new(), String::new()));
     }
     for a in &g.add {
-        out.push(row("members", String::new(), format!("+ {a}")));
+        out.push(row(
+            "members",
+            String::new(),
+            format!("+ {}", names.source(a)),
+        ));
     }
     for r in &g.remove {
-        out.push(row("members", format!("- {r}"), String::new()));
+        out.push(row(
+            "members",
+            format!("- {}", names.ironclad(r)),
+            String::new(),
+        ));
     }
 }
 
@@ -229,9 +285,10 @@ pub fn rows(plan: &Plan, include_noop: bool) -> Vec<Row> {
             user_rows(u, &mut out);
         }
     }
+    let names = MemberNames::new(plan);
     for g in &plan.groups {
         if include_noop || g.action != GroupAction::Noop {
-            group_rows(g, &mut out);
+            group_rows(g, &names, &mut out);
         }
     }
     out
@@ -505,6 +562,32 @@ mod tests {
         assert_eq!(v["schema"], JSON_SCHEMA);
         assert!(!j.contains("not in reports"));
         assert_eq!(v["users"][0]["changes"][0]["after"], "<b>C</b>");
+    }
+
+    #[test]
+    fn membership_changes_name_the_people() {
+        let mut p = plan();
+        p.groups.push(GroupPlan {
+            source_id: Some("g1".into()),
+            display_name: "Legal".into(),
+            ironclad_id: Some("G1".into()),
+            action: GroupAction::Members,
+            add: vec!["s2".into()],
+            remove: vec!["i1".into(), "i-unknown".into()],
+            seen_version: None,
+        });
+        for f in [Format::Text, Format::Markdown, Format::Csv, Format::Html] {
+            let out = render(&p, f, false).unwrap();
+            assert!(
+                out.contains("+ bob@example.com (uid=bob,dc=example)"),
+                "{f:?}:\n{out}"
+            );
+            assert!(
+                out.contains("- ann@example.com (uid=ann,dc=example)"),
+                "{f:?}:\n{out}"
+            );
+            assert!(out.contains("- i-unknown"), "{f:?}:\n{out}");
+        }
     }
 
     #[test]
