@@ -5,7 +5,8 @@
 //! deleted, out of the scope group), rehires, unmanaged and protected users, a source outage
 //! (slapd stopped, a wrong bind password), a shrink over the removal threshold, a
 //! least-privilege token, the dry run and the converged second run (from the simulator's
-//! request log), and a run killed with SIGKILL at a random write.
+//! request log), `preview` of one person, and runs killed with SIGKILL at a random write
+//! (among creates, and among updates, membership changes and removals).
 //!
 //! Each test gets its own simulator and its own subtree (`ou=t-NAME,dc=example,dc=test`) of
 //! one slapd shared by these tests ([`slapd::small`]); the outage test starts a private slapd
@@ -1448,4 +1449,126 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
     }
     let total_writes = done.len() + run2.len() / 2;
     assert!(total_writes >= total - 1, "{total_writes}");
+}
+
+/// The kill at a random write of a run that updates people, changes a group's membership and
+/// removes leavers (the run above is killed among creates): the re-run converges, the leavers
+/// are gone, and the audit has an intent for every write and at most one outcome missing.
+#[test]
+fn a_run_killed_among_updates_membership_and_removals_converges() {
+    use rand::Rng as _;
+    let mut people = org();
+    for n in 1..=8 {
+        let uid: &'static str = Box::leak(format!("emp{n:02}").into_boxed_str());
+        people.push(p(uid, "Associate", Some("boss1")));
+    }
+    let w = World::new(
+        "killed-late",
+        slapd::small(),
+        &people,
+        &[],
+        "[policy]\nmax_removal_percent = 50\n",
+    );
+    w.apply_and_converge();
+    // Every later kind of write at once: four movers, two people into Legal, two leavers.
+    for uid in ["emp01", "emp02", "emp03", "emp04"] {
+        w.modify(&format!(
+            "dn: {}\nchangetype: modify\nreplace: title\ntitle: Senior Associate\n",
+            w.dn(uid)
+        ));
+    }
+    w.modify(&format!(
+        "dn: {}\nchangetype: modify\nadd: member\nmember: {}\nmember: {}\n",
+        w.group_dn("ironclad-legal"),
+        w.dn("emp05"),
+        w.dn("emp06")
+    ));
+    set_scope(&w, "emp07", false);
+    set_scope(&w, "emp08", false);
+    let (code, plan) = w.plan();
+    assert_eq!(code, 2, "{plan:#}");
+    let acts = actions(&plan);
+    assert_eq!(
+        acts.values().filter(|a| *a == "update").count(),
+        4,
+        "{acts:?}"
+    );
+    assert_eq!(
+        acts.values().filter(|a| *a == "remove").count(),
+        2,
+        "{acts:?}"
+    );
+    // Four updates, one membership change, two removals.
+    let total = 7;
+
+    let cfg = std::fs::read_to_string(&w.cfg).unwrap().replace(
+        "[ironclad]\nbase_url",
+        "[ironclad]\nmax_concurrency = 1\nbase_url",
+    );
+    std::fs::write(&w.cfg, cfg).unwrap();
+    w.rt.block_on(set_faults(
+        &w.sim.base_url,
+        json!({"latency_after_ms": 120, "methods": ["POST", "PUT", "PATCH", "DELETE"]}),
+    ));
+    w.clear_log();
+    let audit_path = w.dir.path().join("ironbridge-audit.jsonl");
+    let before = audit_lines(&audit_path).len();
+    let kill_after = rand::rng().random_range(1..total);
+    eprintln!("killing ironbridge after {kill_after} of {total} writes");
+    let mut child = Command::new(bin("ironbridge"))
+        .args(["--log", "warn", "apply", "--yes", "--config"])
+        .arg(&w.cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.writes().len() < kill_after {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ironbridge finished before write {kill_after}"
+        );
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL, most often while a write waits for its answer
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = w.writes().len();
+    assert!(sent >= kill_after && sent < total, "{sent} writes sent");
+    let killed: Vec<Value> = audit_lines(&audit_path).split_off(before);
+    let intents = killed.iter().filter(|l| l["phase"] == "intent").count();
+    let outcomes = killed.iter().filter(|l| l["phase"] == "outcome").count();
+    assert!(
+        intents >= sent && (intents == outcomes || intents == outcomes + 1),
+        "{sent} sent, {intents} intents, {outcomes} outcomes: {killed:#?}"
+    );
+
+    // The re-run finishes the job; nothing is done twice or left undone.
+    w.rt.block_on(set_faults(&w.sim.base_url, json!({})));
+    let (code, out) = w.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    w.assert_converged();
+    for uid in ["emp01", "emp02", "emp03", "emp04"] {
+        assert_eq!(w.user(&w.mail(uid)).unwrap()["title"], "Senior Associate");
+    }
+    assert!(w.user(&w.mail("emp07")).is_none() && w.user(&w.mail("emp08")).is_none());
+    let legal = w.group("Legal").unwrap();
+    for uid in ["emp05", "emp06"] {
+        let want = id(&w.user(&w.mail(uid)).unwrap());
+        assert!(
+            legal["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["value"] == want.as_str()),
+            "{uid} not in Legal: {legal:#}"
+        );
+    }
+    let names: BTreeSet<String> = w
+        .users()
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert_eq!(names.len(), w.users().len(), "duplicate userNames");
 }
