@@ -206,7 +206,11 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     }
     print!("{}", rendered?);
     print_outcomes(&report);
-    if !plan.source_complete {
+    if plan.source_incomplete.is_some() {
+        eprintln!(
+            "the source's users listing was incomplete: the people read were created and updated, nobody was removed (see the notes above)"
+        );
+    } else if !plan.source_complete {
         eprintln!("the source could not be read: nothing was removed (see the notes above)");
     }
     Ok(if report.failed() > 0 || !plan.source_complete {

@@ -328,6 +328,11 @@ pub struct PolicyFile {
     /// Consecutive failed runs after which a user is quarantined. Default 3.
     #[serde(default)]
     pub quarantine_after: Option<u32>,
+    /// When the source's users listing is cut short (an LDAP size or time limit, a SCIM page
+    /// that keeps failing), still create and update the people read. Nobody is removed either
+    /// way. Default false: the run plans nothing for users.
+    #[serde(default)]
+    pub writes_on_incomplete_source: bool,
     /// Which requests carry updates and deactivations: `balanced` (PUT and PATCH, split so
     /// both rate-limit buckets finish together) or `patch` (PATCH only). Default `balanced`.
     #[serde(default)]
@@ -355,6 +360,7 @@ impl Default for PolicyFile {
             grace_runs: None,
             grace_hours: None,
             quarantine_after: None,
+            writes_on_incomplete_source: false,
             write_method: WriteMethod::Balanced,
             full_compare: false,
         }
@@ -431,6 +437,8 @@ pub struct Safety {
     pub grace_period: Option<chrono::Duration>,
     /// Failed runs before quarantine.
     pub quarantine_after: u32,
+    /// Create and update the people read when the users listing was cut short.
+    pub writes_on_incomplete_source: bool,
 }
 
 /// What the bridge does, as configured.
@@ -681,6 +689,7 @@ impl Config {
                 grace_runs: p.grace_runs.unwrap_or(0),
                 grace_period: p.grace_hours.map(|h| chrono::Duration::hours(i64::from(h))),
                 quarantine_after: p.quarantine_after.unwrap_or(3).max(1),
+                writes_on_incomplete_source: p.writes_on_incomplete_source,
             },
             mapping,
             state_path: rel(parsed

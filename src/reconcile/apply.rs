@@ -1520,6 +1520,7 @@ mod tests {
         let plan = Plan {
             created_at: Utc::now(),
             source_complete: true,
+            source_incomplete: None,
             users: vec![
                 // A create whose answer was lost: found by externalId.
                 line("s1", "i1", "s1", UserAction::Noop),

@@ -225,7 +225,6 @@ impl Engine {
             allow_removals: opts.allow_removals,
             grace_runs: c.safety.grace_runs,
             grace_period: c.safety.grace_period,
-            writes_on_incomplete_source: true,
         }
     }
 
@@ -239,8 +238,16 @@ impl Engine {
         now: DateTime<Utc>,
         consume: bool,
     ) -> (Result<DesiredSets, String>, Option<Arc<Snapshot>>) {
-        let mut snap = match self.source.read().await {
-            Ok(s) => s,
+        let read = if self.cfg.safety.writes_on_incomplete_source {
+            self.source.read_allowing_partial().await
+        } else {
+            self.source.read().await.map(|snapshot| source::Read {
+                snapshot,
+                cut_short: None,
+            })
+        };
+        let (mut snap, cut_short) = match read {
+            Ok(r) => (r.snapshot, r.cut_short),
             Err(e) => return (Err(format!("the source read failed: {e}")), None),
         };
         let taken = (consume && !self.mapping.reads_other_entries()).then(|| {
@@ -257,7 +264,13 @@ impl Engine {
         })
         .await;
         match mapped {
-            Ok(r) => (r, Some(snap)),
+            Ok(r) => (
+                r.map(|mut sets| {
+                    sets.incomplete = cut_short.map(|e| e.to_string());
+                    sets
+                }),
+                Some(snap),
+            ),
             Err(e) => (Err(format!("the mapping failed: {e}")), Some(snap)),
         }
     }
@@ -291,6 +304,7 @@ impl Engine {
             Ok(r) => {
                 let outcome = match &r.applied {
                     Some(a) if a.failed() > 0 => "partial",
+                    _ if r.plan.source_incomplete.is_some() => "source_incomplete",
                     _ if !r.plan.source_complete => "source_failed",
                     _ => "succeeded",
                 };
@@ -333,7 +347,8 @@ impl Engine {
             let elapsed = read_start.elapsed();
             // The names are indexed while the Ironclad listing is still being read.
             let (desired, names) = match desired {
-                Ok((users, groups, group_errors)) => {
+                Ok(mut sets) => {
+                    let users = std::mem::take(&mut sets.users);
                     let (users, names) = tokio::task::spawn_blocking(move || {
                         let names = DesiredNames::new(&users);
                         (users, names)
@@ -342,7 +357,8 @@ impl Engine {
                     .map_err(|e| {
                         EngineError::Config(format!("indexing the source stopped: {e}"))
                     })?;
-                    (Ok((users, groups, group_errors)), Some(names))
+                    sets.users = users;
+                    (Ok(sets), Some(names))
                 }
                 Err(e) => (Err(e), None),
             };
@@ -363,15 +379,15 @@ impl Engine {
             tokio::join!(source_side, self.read_target(), state_side);
         let ((desired, names, source_entries), source_read) = source_side?;
         let state = state?;
-        if let Ok((users, ..)) = &desired {
-            progress.read("the source (people)", users.len());
+        if let Ok(sets) = &desired {
+            progress.read("the source (people)", sets.users.len());
         }
         let target = target?;
         progress.read("Ironclad (users)", target.users.len());
         // People named by an email address that is not their userName: the source ids and
         // userNames of the desired users and Ironclad users carrying that address join the set.
         let only = opts.only.as_ref().map(|only| match &desired {
-            Ok((users, ..)) => with_email_matches(only, users, &target.users),
+            Ok(sets) => with_email_matches(only, &sets.users, &target.users),
             Err(_) => with_email_matches(only, &[], &target.users),
         });
         let plan_start = std::time::Instant::now();
@@ -467,12 +483,17 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Plan, EngineError> {
         let policy = self.plan_policy(opts);
-        let (desired, groups, group_errors, note) = match desired {
-            Ok((mut d, g, ge)) => {
+        let (desired, groups, group_errors, incomplete, note) = match desired {
+            Ok(DesiredSets {
+                users: mut d,
+                groups: g,
+                group_errors: ge,
+                incomplete,
+            }) => {
                 resolve_managers(&mut d, &target.users, &state.links);
-                (Some(d), g, ge, None)
+                (Some(d), g, ge, incomplete, None)
             }
-            Err(why) => (None, Vec::new(), Vec::new(), Some(why)),
+            Err(why) => (None, Vec::new(), Vec::new(), None, Some(why)),
         };
         let mapping = &self.mapping;
         let protected = move |name: &str| mapping.removal().is_protected(name);
@@ -480,6 +501,7 @@ impl Engine {
             desired: desired.as_deref(),
             desired_groups: &groups,
             group_errors: &group_errors,
+            source_incomplete: incomplete.as_deref(),
             ironclad_users: &target.users,
             ironclad_groups: &target.groups,
             user_links: &state.links,
@@ -534,9 +556,19 @@ impl Engine {
 /// Desired users and groups of a snapshot. With `taken`, the users' attributes were taken out
 /// of the snapshot (one per user, in its order): each is moved out again to evaluate its user,
 /// and freed with the evaluation.
-/// What the mapping makes of a snapshot: one verdict per user entry, the groups it selects,
-/// and the errors of the groups it selects but could not evaluate.
-pub type DesiredSets = (Vec<DesiredUser>, Vec<DesiredGroup>, Vec<String>);
+/// What the mapping makes of a snapshot.
+#[derive(Debug, Default)]
+pub struct DesiredSets {
+    /// One verdict per user entry.
+    pub users: Vec<DesiredUser>,
+    /// The groups the mapping selects.
+    pub groups: Vec<DesiredGroup>,
+    /// The errors of the groups it selects but could not evaluate.
+    pub group_errors: Vec<String>,
+    /// Why the users listing was cut short, when it was (and `writes_on_incomplete_source`
+    /// let the run go on with the users read): the planner then removes nobody.
+    pub incomplete: Option<String>,
+}
 
 fn desired_from(
     mapping: &Mapping,
@@ -683,7 +715,12 @@ fn desired_from(
             });
         }
     }
-    Ok((users, groups, group_errors))
+    Ok(DesiredSets {
+        users,
+        groups,
+        group_errors,
+        incomplete: None,
+    })
 }
 
 /// Frees what a run no longer needs on a thread of its own: freeing 100,000 people's data
@@ -938,7 +975,7 @@ mod tests {
             .map(|e| std::sync::Mutex::new(std::mem::take(&mut e.attrs)))
             .collect();
         let taken = desired_from(&mapping, &Arc::new(snap), Some(&taken), now).expect("taken");
-        (kept.0, taken.0)
+        (kept.users, taken.users)
     }
 
     /// An entry one of whose attributes fails is keyed by its externalId when that can still

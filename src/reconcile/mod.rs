@@ -113,8 +113,6 @@ pub struct PlanPolicy {
     pub grace_runs: u32,
     /// Or how long they must be missing.
     pub grace_period: Option<chrono::Duration>,
-    /// Proceed with creates and updates when the source read was incomplete.
-    pub writes_on_incomplete_source: bool,
 }
 
 impl Default for PlanPolicy {
@@ -131,7 +129,6 @@ impl Default for PlanPolicy {
             allow_removals: 0,
             grace_runs: 0,
             grace_period: None,
-            writes_on_incomplete_source: true,
         }
     }
 }
@@ -149,6 +146,9 @@ pub struct PlanInput<'a> {
     /// Groups the mapping selects but could not evaluate: while there are any, no managed
     /// group is deleted for being absent (it may be one of them).
     pub group_errors: &'a [String],
+    /// Why the source's users listing was cut short, when it was: `desired` then holds only
+    /// the people read, and nobody is removed (users, group members or groups).
+    pub source_incomplete: Option<&'a str>,
     /// Every Ironclad user as read.
     pub ironclad_users: &'a [users::IroncladUser],
     /// Every Ironclad group as read.
@@ -409,6 +409,10 @@ pub struct Plan {
     pub created_at: DateTime<Utc>,
     /// Whether the source read was complete.
     pub source_complete: bool,
+    /// Why the users listing was cut short, when the run went on with the people read
+    /// (`source_complete` is then false and nobody is removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_incomplete: Option<String>,
     /// People.
     pub users: Vec<UserPlan>,
     /// Groups.

@@ -917,11 +917,27 @@ fn apply_removal_rules(
 ) {
     let policy = input.policy;
     let mut candidates = Vec::new();
+    // A users listing cut short: anyone not read looks like a leaver, so nobody is removed,
+    // and no later review or `--allow-removals` can release these (no held action is kept).
+    let incomplete = input.source_incomplete.map(|why| {
+        format!("the source's users listing was incomplete ({why}): nobody is removed in this run")
+    });
+    if let Some(rule) = &incomplete {
+        notes.push(format!(
+            "{rule}; the people read were created and updated (policy.writes_on_incomplete_source)"
+        ));
+    }
     for (i, u) in users.iter_mut().enumerate() {
         let UserAction::Remove { how, .. } = &u.action else {
             continue;
         };
         let how = *how;
+        if let Some(rule) = &incomplete {
+            u.action = UserAction::Skip {
+                reason: SkipReason::Held { rule: rule.clone() },
+            };
+            continue;
+        }
         if let Some(p) = protected.matches(&u.user_name) {
             u.action = UserAction::Skip {
                 reason: SkipReason::Protected { pattern: p },
@@ -1138,7 +1154,13 @@ fn plan_groups(
             .iter()
             .filter_map(|m| user_state.get(m.as_str()).and_then(|(id, _)| *id))
             .collect();
-        for id in &current_members {
+        // With the users listing cut short, members are only added.
+        let members_left = if input.source_incomplete.is_some() {
+            &BTreeSet::new()
+        } else {
+            &current_members
+        };
+        for id in members_left {
             if (link_by_id.contains_key(id) || managed_user_ids.contains(id))
                 && !wanted_ids.contains(id)
                 && !leaving.contains(id)
@@ -1192,13 +1214,19 @@ fn plan_groups(
     }
     // Bridge-managed groups no longer selected. Not while a selected group could not be
     // evaluated: the absent group may be that one.
-    let deletes_held = (!input.group_errors.is_empty()).then(|| {
-        format!(
-            "{} selected groups could not be evaluated, so no group is deleted in this run; first: {}",
-            input.group_errors.len(),
-            input.group_errors[0]
-        )
-    });
+    let deletes_held = if let Some(why) = input.source_incomplete {
+        Some(format!(
+            "the source's users listing was incomplete ({why}), so no group is deleted in this run"
+        ))
+    } else {
+        (!input.group_errors.is_empty()).then(|| {
+            format!(
+                "{} selected groups could not be evaluated, so no group is deleted in this run; first: {}",
+                input.group_errors.len(),
+                input.group_errors[0]
+            )
+        })
+    };
     if input.desired.is_some() {
         let group_source_by_id: HashMap<&str, &str> = input
             .group_links
@@ -1291,7 +1319,11 @@ fn finish(
     }
     Plan {
         created_at: input.now,
-        source_complete: input.desired.is_some(),
+        source_complete: input.desired.is_some() && input.source_incomplete.is_none(),
+        source_incomplete: input
+            .source_incomplete
+            .filter(|_| input.desired.is_some())
+            .map(str::to_string),
         users,
         groups,
         summary,
@@ -1387,6 +1419,7 @@ mod tests {
         desired: Option<Vec<DesiredUser>>,
         groups: Vec<DesiredGroup>,
         group_errors: Vec<String>,
+        incomplete: Option<String>,
         group_links: BTreeMap<String, String>,
         quarantined: BTreeMap<String, DateTime<Utc>>,
         ic_users: Vec<Value>,
@@ -1403,6 +1436,7 @@ mod tests {
                 desired: Some(Vec::new()),
                 groups: Vec::new(),
                 group_errors: Vec::new(),
+                incomplete: None,
                 group_links: BTreeMap::new(),
                 quarantined: BTreeMap::new(),
                 ic_users: Vec::new(),
@@ -1425,6 +1459,7 @@ mod tests {
                 desired: self.desired.as_deref(),
                 desired_groups: &self.groups,
                 group_errors: &self.group_errors,
+                source_incomplete: self.incomplete.as_deref(),
                 ironclad_users: &ic_users,
                 ironclad_groups: &self.ic_groups,
                 user_links: &self.links,
@@ -1905,6 +1940,94 @@ mod tests {
             &legal.action,
             GroupAction::Skip { reason: SkipReason::Held { rule } } if rule.contains("cn=legal")
         ));
+    }
+
+    #[test]
+    fn an_incomplete_source_creates_and_updates_but_removes_nobody() {
+        let mut c = Case::new();
+        // Read: ann (moved: new title) and cid (joiner). Not read: bob, who is linked and in
+        // the Sales group; dan, disabled in the source, would be a leaver by deactivation.
+        let mut dan = want("s4", "dan@example.com", "x");
+        dan.state = Desired::NotWanted {
+            reason: "disabled in the source".into(),
+        };
+        c.desired = Some(vec![
+            want("s1", "ann@example.com", "Partner"),
+            want("s3", "cid@example.com", "x"),
+            dan,
+        ]);
+        c.ic_users = vec![
+            ic("i1", Some("s1"), "ann@example.com", "Counsel"),
+            ic("i2", Some("s2"), "bob@example.com", "x"),
+            ic("i4", Some("s4"), "dan@example.com", "x"),
+        ];
+        for (s, i) in [("s1", "i1"), ("s2", "i2"), ("s4", "i4")] {
+            c.links.insert(s.into(), i.into());
+        }
+        c.groups = vec![DesiredGroup {
+            source_id: "g2".into(),
+            locator: "cn=sales".into(),
+            display_name: "Sales".into(),
+            members: ["s3".to_string()].into(),
+        }];
+        c.ic_groups = vec![
+            json!({"id": "G2", "externalId": "g2", "displayName": "Sales",
+                   "members": [{"value": "i1"}, {"value": "i2"}]}),
+            json!({"id": "G1", "externalId": "g1", "displayName": "Legal", "members": []}),
+        ];
+        c.group_links.insert("g1".into(), "G1".into());
+        c.group_links.insert("g2".into(), "G2".into());
+        // Complete, the same input removes bob and dan and ann from Sales, and deletes Legal.
+        c.policy.allow_removals = 100;
+        let p = c.run();
+        assert!(matches!(
+            action_of(&p, "bob@example.com"),
+            UserAction::Remove { .. }
+        ));
+        assert!(matches!(
+            action_of(&p, "dan@example.com"),
+            UserAction::Remove { .. }
+        ));
+        let sales = p.groups.iter().find(|g| g.display_name == "Sales").unwrap();
+        assert!(!sales.remove.is_empty());
+        assert!(p.groups.iter().any(|g| g.action == GroupAction::Delete));
+
+        c.incomplete = Some("size limit exceeded after 3 entries".into());
+        let p = c.run();
+        assert!(!p.source_complete);
+        assert_eq!(
+            p.source_incomplete.as_deref(),
+            Some("size limit exceeded after 3 entries")
+        );
+        assert!(matches!(
+            action_of(&p, "ann@example.com"),
+            UserAction::Update { .. }
+        ));
+        assert!(matches!(
+            action_of(&p, "cid@example.com"),
+            UserAction::Create { .. }
+        ));
+        for who in ["bob@example.com", "dan@example.com"] {
+            let line = p.users.iter().find(|u| u.user_name == who).unwrap();
+            assert!(
+                matches!(&line.action, UserAction::Skip { reason: SkipReason::Held { rule } }
+                    if rule.contains("incomplete")),
+                "{line:?}"
+            );
+            // Nothing a reviewed saved plan could release.
+            assert!(line.held_action.is_none(), "{line:?}");
+        }
+        let sales = p.groups.iter().find(|g| g.display_name == "Sales").unwrap();
+        assert!(sales.remove.is_empty(), "{sales:?}");
+        assert_eq!(sales.add, vec!["s3".to_string()]);
+        let legal = p.groups.iter().find(|g| g.display_name == "Legal").unwrap();
+        assert!(matches!(
+            &legal.action,
+            GroupAction::Skip {
+                reason: SkipReason::Held { .. }
+            }
+        ));
+        assert!(p.notes.iter().any(|n| n.contains("incomplete")));
     }
 
     #[test]

@@ -303,6 +303,8 @@ pub struct JsonReport<'a> {
     pub created_at: String,
     /// Whether the source read was complete.
     pub source_complete: bool,
+    /// Why the users listing was cut short (the run went on with the people read).
+    pub source_incomplete: Option<&'a str>,
     /// Counts per action.
     pub summary: &'a std::collections::BTreeMap<String, usize>,
     /// Safety notes.
@@ -339,6 +341,7 @@ fn json(plan: &Plan) -> Result<String, ReportError> {
         schema: JSON_SCHEMA,
         created_at: plan.created_at.to_rfc3339(),
         source_complete: plan.source_complete,
+        source_incomplete: plan.source_incomplete.as_deref(),
         summary: &plan.summary,
         notes: &plan.notes,
         users: plan
@@ -503,6 +506,7 @@ fn html(plan: &Plan) -> Result<String, ReportError> {
         notes => minijinja::Value::from(minijinja::value::Serde(&plan.notes)),
         rows => minijinja::Value::from(minijinja::value::Serde(&rows)),
         source_complete => plan.source_complete,
+        source_incomplete => plan.source_incomplete.is_some(),
     })
     .map_err(err)
 }
@@ -547,6 +551,7 @@ mod tests {
         Plan {
             created_at: chrono::Utc::now(),
             source_complete: true,
+            source_incomplete: None,
             users,
             groups: vec![],
             summary: [("update".to_string(), 1), ("create".to_string(), 1)].into(),

@@ -1,6 +1,10 @@
 //! Directory sources: each reads one complete snapshot of people and groups into
 //! [`crate::model`]. A read that fails part-way is an error, never a partial snapshot: this is
-//! what later stops a broken source from driving removals.
+//! what later stops a broken source from driving removals. The one exception is asked for
+//! explicitly ([`Source::read_allowing_partial`], behind `safety.writes_on_incomplete_source`):
+//! when the *users* listing is cut short by the server (an LDAP size or time limit, a SCIM page
+//! that keeps failing) after the groups were read completely, the people read so far come back
+//! with the reason, and the planner then removes nobody.
 //!
 //! Layout: [`ldif`] (RFC 2849 files), [`ldap`] (OpenLDAP, 389/FreeIPA, Active Directory),
 //! [`scim`] (any SCIM 2.0 server). What does not live here: deciding who belongs in Ironclad
@@ -53,12 +57,33 @@ pub enum SourceError {
     Scim(#[from] scim::ScimSourceError),
 }
 
+/// A read that may have been cut short.
+#[derive(Debug)]
+pub struct Read {
+    /// What was read: every entry in it is whole, but when `cut_short` is set some users are
+    /// missing.
+    pub snapshot: Snapshot,
+    /// Why the users listing ended early, when it did.
+    pub cut_short: Option<SourceError>,
+}
+
 /// Something that yields complete snapshots.
 pub trait Source: Send + Sync {
     /// A description for logs and reports (URL or path; never a secret).
     fn describe(&self) -> String;
     /// Reads one complete snapshot, or fails.
     fn read(&self) -> BoxFuture<'_, Result<Snapshot, SourceError>>;
+    /// Like [`Source::read`], except that a users listing the server cut short after some
+    /// users came back gives those users (and the complete groups) with the reason, instead of
+    /// an error. Sources that cannot be cut short that way (an LDIF file) read completely.
+    fn read_allowing_partial(&self) -> BoxFuture<'_, Result<Read, SourceError>> {
+        Box::pin(async move {
+            Ok(Read {
+                snapshot: self.read().await?,
+                cut_short: None,
+            })
+        })
+    }
 }
 
 /// Opens the configured source (reads secrets, parses URLs; no I/O against the server yet).

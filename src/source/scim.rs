@@ -812,17 +812,44 @@ impl ScimSource {
 
     /// Reads users and then groups. Complete or an error.
     pub async fn read_snapshot(&self) -> Result<Snapshot, ScimSourceError> {
+        let (snapshot, cut) = self.read_snapshot_with(false).await?;
+        match cut {
+            Some(e) => Err(e),
+            None => Ok(snapshot),
+        }
+    }
+
+    /// Reads users and then groups. With `allow_partial`, a users listing that fails after at
+    /// least one user came back (a page that kept failing after the retries, a paging error)
+    /// keeps those users, reads the groups, and returns the listing's error beside them.
+    pub async fn read_snapshot_with(
+        &self,
+        allow_partial: bool,
+    ) -> Result<(Snapshot, Option<ScimSourceError>), ScimSourceError> {
         let read_at = chrono::Utc::now();
         let mut users = Vec::new();
-        self.list("Users", self.cfg.users_filter.as_deref(), |id, obj| {
-            let locator = self.locator("Users", &id, &obj);
-            users.push(Entry {
-                attrs: flatten_resource(&obj, &[]),
-                id,
-                locator,
-            });
-        })
-        .await?;
+        let listed = self
+            .list("Users", self.cfg.users_filter.as_deref(), |id, obj| {
+                let locator = self.locator("Users", &id, &obj);
+                users.push(Entry {
+                    attrs: flatten_resource(&obj, &[]),
+                    id,
+                    locator,
+                });
+            })
+            .await;
+        let cut_short = match listed {
+            Ok(()) => None,
+            Err(e) if allow_partial && !users.is_empty() => {
+                tracing::warn!(
+                    users = users.len(),
+                    error = %e,
+                    "SCIM source: the users listing was cut short; the users read are kept (safety.writes_on_incomplete_source) and nobody is removed"
+                );
+                Some(e)
+            }
+            Err(e) => return Err(e),
+        };
         let mut groups = Vec::new();
         let mut raw_members: Vec<Vec<String>> = Vec::new();
         if self.cfg.read_groups {
@@ -877,12 +904,15 @@ impl ScimSource {
                 "SCIM source: group members that are not among the users and groups read were left out"
             );
         }
-        Ok(Snapshot {
-            source: self.describe_url(),
-            read_at,
-            users,
-            groups,
-        })
+        Ok((
+            Snapshot {
+                source: self.describe_url(),
+                read_at,
+                users,
+                groups,
+            },
+            cut_short,
+        ))
     }
 
     fn describe_url(&self) -> String {
@@ -897,6 +927,16 @@ impl super::Source for ScimSource {
 
     fn read(&self) -> BoxFuture<'_, Result<Snapshot, super::SourceError>> {
         Box::pin(async move { self.read_snapshot().await.map_err(super::SourceError::from) })
+    }
+
+    fn read_allowing_partial(&self) -> BoxFuture<'_, Result<super::Read, super::SourceError>> {
+        Box::pin(async move {
+            let (snapshot, cut) = self.read_snapshot_with(true).await?;
+            Ok(super::Read {
+                snapshot,
+                cut_short: cut.map(super::SourceError::from),
+            })
+        })
     }
 }
 
@@ -1260,6 +1300,24 @@ mod tests {
         );
         assert!(err.to_string().contains("GET /v2/Users: HTTP 503"), "{err}");
         assert_eq!(*f.pages.lock().unwrap(), 2 + 3);
+    }
+
+    #[tokio::test]
+    async fn a_partial_read_keeps_the_users_before_the_failing_page() {
+        let mut f = fake(35, |_, _| {});
+        f.fail_from = Some(3);
+        let src = fake_source(f.clone()).await;
+        let (snap, cut) = src.read_snapshot_with(true).await.unwrap();
+        assert_eq!(snap.users.len(), 20, "two pages of ten");
+        assert!(
+            matches!(cut, Some(ScimSourceError::Http { status: 503, .. })),
+            "{cut:?}"
+        );
+        // Failing from the first page: nothing was read, so it is an error even then.
+        let mut f = fake(35, |_, _| {});
+        f.fail_from = Some(1);
+        let src = fake_source(f).await;
+        assert!(src.read_snapshot_with(true).await.is_err());
     }
 
     #[tokio::test]

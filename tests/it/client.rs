@@ -726,6 +726,7 @@ async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() 
     let plan = |lines: Vec<UserPlan>| Plan {
         created_at: chrono::Utc::now(),
         source_complete: true,
+        source_incomplete: None,
         users: lines,
         groups: Vec::new(),
         summary: Default::default(),
@@ -862,6 +863,7 @@ async fn removals_that_may_go_either_way_use_both_buckets() {
     let plan = Plan {
         created_at: chrono::Utc::now(),
         source_complete: true,
+        source_incomplete: None,
         users: lines,
         groups: Vec::new(),
         summary: Default::default(),

@@ -1572,3 +1572,169 @@ fn a_run_killed_among_updates_membership_and_removals_converges() {
         .collect();
     assert_eq!(names.len(), w.users().len(), "duplicate userNames");
 }
+
+#[test]
+fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
+    // The second database of the shared slapd answers at most 10 entries per search (size
+    // limit 10) out of its 30 people: a users listing the server cuts short.
+    let slapd = slapd::small();
+    let sim = start_sim_process(&[
+        "--token",
+        &format!("{TOKEN}:{}", ALL_SCOPES.join(",")),
+        "--admin-email",
+        ADMIN,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::write(dir.path().join("ldap-password"), READER_PASSWORD).unwrap();
+    let mapping = |title: &str| {
+        let m = format!(
+            "version = 1\n[scope]\ndefault = \"include\"\n[correlation]\nexternal_id = \"id\"\n\
+             [attributes]\nuserName = \"attr.uid ~ '@limited.test'\"\n\
+             \"name.familyName\" = \"attr.sn\"\ntitle = \"'{title}'\"\n"
+        );
+        std::fs::write(dir.path().join("mapping.toml"), m).unwrap();
+    };
+    let cfg = dir.path().join("ironbridge.toml");
+    let config = |filter: Option<&str>, policy: &str| {
+        let filter = filter.map_or(String::new(), |f| format!("filter = \"{f}\"\n"));
+        let c = format!(
+            "version = 1\n\
+             [ironclad]\nbase_url = \"{sim}\"\n\
+             [ironclad.auth]\nmethod = \"bearer_token\"\ntoken = {{ file = \"token\" }}\n\
+             [source]\nkind = \"ldap\"\nurl = \"{url}\"\nbind_dn = \"{READER_DN}\"\n\
+             bind_password = {{ file = \"ldap-password\" }}\nmax_reconnects = 0\n\
+             [source.users]\nbase_dn = \"ou=people,{limited}\"\n{filter}\
+             [mapping]\nfile = \"mapping.toml\"\n\
+             [policy]\nmax_removal_percent = 100.0\n{policy}",
+            sim = sim.base_url,
+            url = slapd.ldap_url,
+            limited = slapd::LIMITED,
+        );
+        std::fs::write(&cfg, c).unwrap();
+    };
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("ironbridge"))
+            .args(["--log", "warn"])
+            .args(args)
+            .args(["--config", cfg.to_str().unwrap()])
+            .env_remove("IRONBRIDGE_LOG")
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), out)
+    };
+    let plan = || {
+        let (code, out) = run(&["plan", "--format", "json"]);
+        let plan: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}", text(&out)));
+        (code, plan)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The people of the directory (the simulator also holds its admin user).
+    let users = || -> Vec<Value> {
+        rt.block_on(sim_state(&sim.base_url))["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["userName"].as_str().unwrap().ends_with("@limited.test"))
+            .cloned()
+            .collect()
+    };
+    let writes = || -> Vec<SimRequest> {
+        rt.block_on(api_requests(&sim.base_url))
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .collect()
+    };
+
+    // Three people read completely (a filter under the limit), then managed.
+    mapping("Counsel");
+    config(Some("(|(uid=l01)(uid=l02)(uid=l29))"), "");
+    let (code, out) = run(&["apply", "--yes"]);
+    assert_eq!(code, 0, "{}", text(&out));
+    assert_eq!(users().len(), 3);
+
+    // The whole branch: cut short after 10 of 30. By default nothing is planned for users.
+    mapping("Partner");
+    config(None, "");
+    rt.block_on(clear_requests(&sim.base_url));
+    let (code, p) = plan();
+    assert_eq!(code, 1, "{p:#}");
+    assert_eq!(p["source_complete"], false);
+    assert!(users_of(&p).is_empty(), "{p:#}");
+    assert!(
+        p["notes"][0].as_str().unwrap().contains("size limit"),
+        "{p:#}"
+    );
+    let (code, out) = run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{}", text(&out));
+    assert_eq!(writes(), vec![]);
+
+    // Allowed: the ten read are created or updated; l29, not read, is not removed, not even
+    // with removals allowed.
+    config(None, "writes_on_incomplete_source = true\n");
+    let (code, p) = plan();
+    assert_eq!(code, 1, "{p:#}");
+    assert_eq!(p["source_complete"], false);
+    assert!(
+        p["source_incomplete"]
+            .as_str()
+            .is_some_and(|s| s.contains("size limit")),
+        "{p:#}"
+    );
+    let acts = actions(&p);
+    for n in 1..=10 {
+        let want = if n <= 2 { "update" } else { "create" };
+        assert_eq!(
+            acts.get(&format!("l{n:02}@limited.test"))
+                .map(String::as_str),
+            Some(want),
+            "{p:#}"
+        );
+    }
+    let l29 = line(&p, "l29@limited.test");
+    assert_eq!(l29["action"], "skip", "{l29:#}");
+    assert!(
+        l29["reason"]["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("incomplete")),
+        "{l29:#}"
+    );
+    assert!(lines_with_action(&p, "remove").is_empty(), "{p:#}");
+    let (code, out) = run(&["apply", "--yes", "--allow-removals", "50"]);
+    assert_eq!(code, 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("incomplete"),
+        "the run says why it failed: {}",
+        text(&out)
+    );
+    let after = users();
+    assert_eq!(after.len(), 11);
+    assert!(after.iter().all(|u| u["active"] != false));
+    for u in &after {
+        let expected = if u["userName"] == "l29@limited.test" {
+            "Counsel"
+        } else {
+            "Partner"
+        };
+        assert_eq!(u["title"], expected, "{u:#}");
+    }
+    assert!(writes().iter().all(|r| r.method != "DELETE"));
+
+    // Re-running writes nothing more: the ten read are converged, l29 is still held.
+    rt.block_on(clear_requests(&sim.base_url));
+    let (code, p) = plan();
+    assert_eq!(code, 1, "{p:#}");
+    for u in users_of(&p) {
+        assert!(
+            matches!(u["action"].as_str(), Some("noop" | "skip")),
+            "{u:#}"
+        );
+    }
+    let (code, out) = run(&["apply", "--yes"]);
+    assert_eq!(code, 1, "{}", text(&out));
+    assert_eq!(writes(), vec![]);
+}

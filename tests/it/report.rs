@@ -79,6 +79,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         desired: Some(&desired),
         desired_groups: &[],
         group_errors: &[],
+        source_incomplete: None,
         ironclad_users: &users
             .iter()
             .filter_map(ironbridge::reconcile::users::IroncladUser::from_value)

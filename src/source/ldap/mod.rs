@@ -115,8 +115,23 @@ impl LdapSource {
     /// packet would otherwise cost a wake-up of another thread). The task is aborted if this
     /// future is dropped.
     pub async fn read_snapshot(&self) -> Result<Snapshot, LdapError> {
+        let (snapshot, cut) = self.read_snapshot_with(false).await?;
+        match cut {
+            Some(e) => Err(e),
+            None => Ok(snapshot),
+        }
+    }
+
+    /// A read in which, with `allow_partial`, a users search ended by the server's size or
+    /// time limit gives the users read so far and the limit's error beside them.
+    pub async fn read_snapshot_with(
+        &self,
+        allow_partial: bool,
+    ) -> Result<(Snapshot, Option<LdapError>), LdapError> {
         let me = self.clone();
-        let task = AbortOnDrop(tokio::spawn(async move { read::read_snapshot(&me).await }));
+        let task = AbortOnDrop(tokio::spawn(async move {
+            read::read_snapshot(&me, allow_partial).await
+        }));
         match task.join().await {
             Ok(result) => result,
             Err(e) => Err(LdapError::Protocol {
@@ -223,6 +238,16 @@ impl Source for LdapSource {
 
     fn read(&self) -> BoxFuture<'_, Result<Snapshot, SourceError>> {
         Box::pin(async move { Ok(self.read_snapshot().await?) })
+    }
+
+    fn read_allowing_partial(&self) -> BoxFuture<'_, Result<super::Read, SourceError>> {
+        Box::pin(async move {
+            let (snapshot, cut) = self.read_snapshot_with(true).await?;
+            Ok(super::Read {
+                snapshot,
+                cut_short: cut.map(SourceError::from),
+            })
+        })
     }
 }
 

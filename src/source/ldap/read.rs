@@ -1,7 +1,9 @@
 //! One full read: users and groups (with ranged membership follow-ups) searched at the same
 //! time on two connections, then in-chain searches, then membership resolved to ids. The whole read restarts on a new connection
 //! when the connection drops (bounded by `max_reconnects`); any other failure ends it. Either
-//! a complete [`Snapshot`] comes out or an error, never what was gathered so far.
+//! a complete [`Snapshot`] comes out or an error, never what was gathered so far, unless the
+//! caller allows a partial read: then a users search ended by the server's size or time limit
+//! keeps the users read, with the limit's error beside them.
 //!
 //! Entries are converted into the model as they arrive, so memory holds the model plus, per
 //! group, the member references still to resolve.
@@ -19,13 +21,18 @@ use crate::pos_table::PosTable;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Reads a complete snapshot, restarting on dropped connections as configured.
-pub(crate) async fn read_snapshot(src: &LdapSource) -> Result<Snapshot, LdapError> {
+/// Reads a complete snapshot, restarting on dropped connections as configured. With
+/// `allow_partial`, a users search cut short by a size or time limit gives what it read and
+/// the error.
+pub(crate) async fn read_snapshot(
+    src: &LdapSource,
+    allow_partial: bool,
+) -> Result<(Snapshot, Option<LdapError>), LdapError> {
     src.warn_if_insecure();
     let max = src.cfg.max_reconnects;
     let mut attempt = 0u32;
     loop {
-        match read_once(src, attempt).await {
+        match read_once(src, attempt, allow_partial).await {
             Ok(s) => return Ok(s),
             Err(e) if e.is_transient() => {
                 if attempt >= max {
@@ -90,7 +97,11 @@ pub(crate) fn with_attrs(base: &[String], extra: &[&str]) -> Vec<String> {
     out
 }
 
-async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError> {
+async fn read_once(
+    src: &LdapSource,
+    attempt: u32,
+    allow_partial: bool,
+) -> Result<(Snapshot, Option<LdapError>), LdapError> {
     let started = Instant::now();
     let read_at = chrono::Utc::now();
     let cfg = &src.cfg;
@@ -102,14 +113,14 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
     let (users, groups) = if cfg.groups.is_some() {
         let mut group_conn = conn::open(&src.settings, attempt == 0).await?;
         let both = tokio::try_join!(
-            read_users(src, &mut conn, &id_attr, &users_filter),
+            read_users(src, &mut conn, &id_attr, &users_filter, allow_partial),
             read_groups(src, &mut group_conn, &id_attr)
         );
         group_conn.close().await;
         both?
     } else {
         (
-            read_users(src, &mut conn, &id_attr, &users_filter).await?,
+            read_users(src, &mut conn, &id_attr, &users_filter, allow_partial).await?,
             Vec::new(),
         )
     };
@@ -145,20 +156,35 @@ async fn read_once(src: &LdapSource, attempt: u32) -> Result<Snapshot, LdapError
 
     check_unique(&users, &groups, &id_attr)?;
     let groups = resolve_membership(src, &users, groups, in_chain);
+    let cut_short = users.cut_short;
     let users = users.entries;
-    tracing::info!(
-        url = %cfg.url,
-        users = users.len(),
-        groups = groups.len(),
-        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "LDAP read complete"
-    );
-    Ok(Snapshot {
-        source: src.describe_url(),
-        read_at,
-        users,
-        groups,
-    })
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match &cut_short {
+        None => tracing::info!(
+            url = %cfg.url,
+            users = users.len(),
+            groups = groups.len(),
+            elapsed_ms,
+            "LDAP read complete"
+        ),
+        Some(e) => tracing::warn!(
+            url = %cfg.url,
+            users = users.len(),
+            groups = groups.len(),
+            elapsed_ms,
+            error = %e,
+            "LDAP read INCOMPLETE: the users search was cut short; the users read are kept (safety.writes_on_incomplete_source) and nobody is removed"
+        ),
+    }
+    Ok((
+        Snapshot {
+            source: src.describe_url(),
+            read_at,
+            users,
+            groups,
+        },
+        cut_short,
+    ))
 }
 
 /// The users as read, with tables of their ids and DNs (as written) built as they arrived,
@@ -167,6 +193,8 @@ struct Users {
     entries: Vec<Entry>,
     by_id: PosTable,
     by_dn: PosTable,
+    /// The size or time limit that ended the search early (partial reads only).
+    cut_short: Option<LdapError>,
 }
 
 fn id_at(users: &[Entry], pos: u32) -> &str {
@@ -178,11 +206,13 @@ fn dn_at(users: &[Entry], pos: u32) -> &str {
 }
 
 /// The users search, converted into entries as they arrive. A repeated id is an error at once.
+/// With `allow_partial`, a size or time limit reached after at least one user keeps the users.
 async fn read_users(
     src: &LdapSource,
     conn: &mut Conn,
     id_attr: &str,
     users_filter: &str,
+    allow_partial: bool,
 ) -> Result<Users, LdapError> {
     let cfg = &src.cfg;
     let mut user_extra: Vec<&str> = vec![id_attr];
@@ -203,37 +233,48 @@ async fn read_users(
         attrs: &user_attrs,
         paged: true,
     };
-    conn.search(&search, |raw| {
-        let id = take_id(&raw, id_attr, SearchKind::Users)?;
-        let (attrs, _) = to_attributes(&raw.attrs);
-        let pos = users.len();
-        users.push(Entry {
-            id,
-            locator: raw.dn.to_string(),
-            attrs,
-        });
-        let Some(entry) = users.get(pos) else {
-            return Ok(());
-        };
-        if let Some(first) = by_id.insert_first(&entry.id, pos, |p| id_at(&users, p)) {
-            // The read fails, so the entry just added is discarded with the rest.
-            return Err(LdapError::DuplicateId {
-                attribute: id_attr.to_string(),
-                id: entry.id.clone(),
-                first: users
-                    .get(first)
-                    .map_or_else(String::new, |e| e.locator.clone()),
-                second: entry.locator.clone(),
+    let searched = conn
+        .search(&search, |raw| {
+            let id = take_id(&raw, id_attr, SearchKind::Users)?;
+            let (attrs, _) = to_attributes(&raw.attrs);
+            let pos = users.len();
+            users.push(Entry {
+                id,
+                locator: raw.dn.to_string(),
+                attrs,
             });
+            let Some(entry) = users.get(pos) else {
+                return Ok(());
+            };
+            if let Some(first) = by_id.insert_first(&entry.id, pos, |p| id_at(&users, p)) {
+                // The read fails, so the entry just added is discarded with the rest.
+                return Err(LdapError::DuplicateId {
+                    attribute: id_attr.to_string(),
+                    id: entry.id.clone(),
+                    first: users
+                        .get(first)
+                        .map_or_else(String::new, |e| e.locator.clone()),
+                    second: entry.locator.clone(),
+                });
+            }
+            by_dn.insert_first(&entry.locator, pos, |p| dn_at(&users, p));
+            Ok(())
+        })
+        .await;
+    let cut_short = match searched {
+        Ok(_) => None,
+        Err(e @ (LdapError::SizeLimit { .. } | LdapError::TimeLimit { .. }))
+            if allow_partial && !users.is_empty() =>
+        {
+            Some(e)
         }
-        by_dn.insert_first(&entry.locator, pos, |p| dn_at(&users, p));
-        Ok(())
-    })
-    .await?;
+        Err(e) => return Err(e),
+    };
     Ok(Users {
         entries: users,
         by_id,
         by_dn,
+        cut_short,
     })
 }
 
