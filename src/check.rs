@@ -187,6 +187,7 @@ mod tests {
             manage_groups: true,
             write_method: crate::config::WriteMethod::Balanced,
             full_compare: false,
+            put_reread_after_secs: 60,
         };
         let rows = scope_rows(&policy, &least_privilege());
         assert_eq!(
@@ -209,6 +210,7 @@ mod tests {
             manage_groups: false,
             write_method: crate::config::WriteMethod::Balanced,
             full_compare: false,
+            put_reread_after_secs: 60,
         };
         assert!(missing(&scope_rows(&policy, &least_privilege())).is_empty());
     }
@@ -222,6 +224,7 @@ mod tests {
             manage_groups: false,
             write_method: crate::config::WriteMethod::Balanced,
             full_compare: false,
+            put_reread_after_secs: 60,
         };
         let granted: BTreeSet<String> = [scopes::READ_USERS.to_string()].into();
         assert_eq!(

@@ -345,6 +345,7 @@ async fn apply_saved(
     if let Some(o) = only {
         crate::reconcile::engine::restrict(&mut plan, o);
     }
+    let seen_at = std::time::Instant::now();
     let target = engine.read_target().await?;
     let refused = refuse_stale(&mut plan, &target.users, &target.groups);
     let run_id = uuid::Uuid::new_v4().to_string();
@@ -359,7 +360,7 @@ async fn apply_saved(
         &engine.client,
         &engine.store,
         &audit,
-        &engine.apply_options(&run_id, true),
+        &engine.apply_options(&run_id, true, seen_at),
     )
     .await;
     // The held removals of a reviewed plan were carried out: report them as the removals

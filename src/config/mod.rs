@@ -342,6 +342,10 @@ pub struct PolicyFile {
     /// found them equal is not compared again.
     #[serde(default)]
     pub full_compare: bool,
+    /// Seconds after the listing of Ironclad's users from which each PUT first re-reads its
+    /// user (a GET), so that the whole user it writes back is current. Default 60; 0: always.
+    #[serde(default)]
+    pub put_reread_after_secs: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -363,6 +367,7 @@ impl Default for PolicyFile {
             writes_on_incomplete_source: false,
             write_method: WriteMethod::Balanced,
             full_compare: false,
+            put_reread_after_secs: None,
         }
     }
 }
@@ -456,6 +461,8 @@ pub struct Policy {
     pub write_method: WriteMethod,
     /// Compare every linked user on every run (no shortcut for users known converged).
     pub full_compare: bool,
+    /// Seconds after Ironclad's users were read from which a PUT re-reads its user first.
+    pub put_reread_after_secs: u64,
 }
 
 /// Ironclad regions with published hosts.
@@ -682,6 +689,7 @@ impl Config {
                 manage_groups: p.manage_groups,
                 write_method: p.write_method,
                 full_compare: p.full_compare,
+                put_reread_after_secs: p.put_reread_after_secs.unwrap_or(60),
             },
             safety: Safety {
                 max_removals: p.max_removals.unwrap_or(50),

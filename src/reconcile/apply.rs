@@ -55,6 +55,13 @@ pub struct ApplyOptions {
     /// Whether the mapping's fallback keys include `userName`: a create answered 409 may then
     /// adopt the existing account when it has no externalId (otherwise it is refused).
     pub adopt_by_user_name: bool,
+    /// When the users the plan carries were last read from Ironclad (the start of the listing,
+    /// or of a saved plan's check that nothing changed since).
+    pub seen_at: std::time::Instant,
+    /// A PUT carries the whole user; once the plan's view of the users is this old, each PUT
+    /// starts from the user as Ironclad has it now (one GET first), so that an edit made in
+    /// Ironclad meanwhile to an attribute the bridge does not manage is not undone.
+    pub put_reread_after: std::time::Duration,
 }
 
 /// What happened to one planned write.
@@ -348,6 +355,7 @@ where
     f
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
     Put,
     Patch,
@@ -557,6 +565,44 @@ impl Ctx<'_> {
         }
     }
 
+    /// The user a PUT for `u` starts from: as the plan saw it or, once that view is older than
+    /// `put_reread_after`, as Ironclad has it now (a GET, from the same bucket as the PUT).
+    /// `Ok(None)`: the user no longer exists.
+    async fn put_base<'u>(
+        &self,
+        u: &'u UserPlan,
+    ) -> Result<Option<std::borrow::Cow<'u, Value>>, IroncladError> {
+        let seen = seen_of(u);
+        let stale = self.opts.seen_at.elapsed() >= self.opts.put_reread_after;
+        let Some(id) = u.ironclad_id.as_deref().filter(|_| stale) else {
+            return Ok(Some(std::borrow::Cow::Borrowed(seen)));
+        };
+        Ok(self
+            .client
+            .get_user(id)
+            .await?
+            .map(|cur| std::borrow::Cow::Owned(cur.into_value())))
+    }
+
+    /// An update, rename or adoption as PUT, from [`Ctx::put_base`].
+    async fn update_by_put(&self, u: &UserPlan, action: &str, changes: &[AttrChange]) -> Outcome {
+        if self.stopping() {
+            return self.refuse(u, action, STOPPED.into()).await;
+        }
+        match self.put_base(u).await {
+            Ok(Some(base)) => self.update(u, action, &base, changes, Via::Put).await,
+            Ok(None) => {
+                self.refuse(
+                    u,
+                    action,
+                    "the Ironclad user no longer exists (re-read before the PUT)".into(),
+                )
+                .await
+            }
+            Err(e) => self.fail(u, action, &e).await,
+        }
+    }
+
     async fn refuse(&self, u: &UserPlan, action: &str, why: String) -> Outcome {
         self.record_unwritten(u, action, None, None, &why).await;
         Outcome {
@@ -625,12 +671,29 @@ impl Ctx<'_> {
         let Some(id) = u.ironclad_id.clone() else {
             return self.refuse(u, "remove", "no Ironclad id".into()).await;
         };
+        let by_put = matches!(
+            (how, via),
+            (
+                RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate,
+                Via::Put
+            )
+        );
+        // A deactivation by PUT carries the whole user: from a recent enough view of it.
+        let base = if by_put {
+            match self.put_base(u).await {
+                Ok(Some(b)) => Some(b.into_owned()),
+                Ok(None) => return self.removed(u, &id, None).await,
+                Err(e) => return self.fail(u, "remove", &e).await,
+            }
+        } else {
+            None
+        };
         let req = match (how, via) {
             (RemoveMode::Delete, _)
             | (RemoveMode::Keep, _)
             | (RemoveMode::DeleteOrDeactivate, Via::Patch) => ApiRequest::delete(user_path(&id)),
             (RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate, Via::Put) => {
-                let mut body = u.seen.clone().unwrap_or_else(|| json!({}));
+                let mut body = base.unwrap_or_else(|| json!({}));
                 if let Some(o) = body.as_object_mut() {
                     o.remove("meta");
                     o.insert("active".into(), Value::Bool(false));
@@ -673,32 +736,36 @@ impl Ctx<'_> {
             Err(e) => Err(e),
         };
         match result {
-            Ok(resp) => {
-                self.audit
-                    .record(
-                        "outcome",
-                        "remove",
-                        &u.user_name,
-                        u.source_id.as_deref(),
-                        Some(&id),
-                        None,
-                        None,
-                        resp.as_ref().map(|r| r.status).or(Some(404)),
-                        resp.map(|r| r.request_id),
-                        None,
-                        u.source_id
-                            .clone()
-                            .map_or(AfterWrite::Nothing, AfterWrite::Unlinked),
-                    )
-                    .await;
-                Outcome {
-                    name: u.user_name.clone(),
-                    action: "remove".into(),
-                    result: "applied".into(),
-                    detail: None,
-                }
-            }
+            Ok(resp) => self.removed(u, &id, resp).await,
             Err(e) => self.fail(u, "remove", &e).await,
+        }
+    }
+
+    /// A removal reached its goal: the answer to the request, or `None` when the user was
+    /// already gone (404).
+    async fn removed(&self, u: &UserPlan, id: &str, resp: Option<ApiResponse>) -> Outcome {
+        self.audit
+            .record(
+                "outcome",
+                "remove",
+                &u.user_name,
+                u.source_id.as_deref(),
+                Some(id),
+                None,
+                None,
+                resp.as_ref().map(|r| r.status).or(Some(404)),
+                resp.map(|r| r.request_id),
+                None,
+                u.source_id
+                    .clone()
+                    .map_or(AfterWrite::Nothing, AfterWrite::Unlinked),
+            )
+            .await;
+        Outcome {
+            name: u.user_name.clone(),
+            action: "remove".into(),
+            result: "applied".into(),
+            detail: None,
         }
     }
 }
@@ -1006,6 +1073,15 @@ pub async fn apply_until(
         async move {
             match (&u.action, via) {
                 (UserAction::Create { user }, _) => ctx.create(u, user).await,
+                (UserAction::Update { changes }, Some(Via::Put)) => {
+                    ctx.update_by_put(u, "update", changes).await
+                }
+                (UserAction::Adopt { changes, .. }, Some(Via::Put)) => {
+                    ctx.update_by_put(u, "adopt", changes).await
+                }
+                (UserAction::Rename { changes, .. }, Some(Via::Put)) => {
+                    ctx.update_by_put(u, "rename", changes).await
+                }
                 (UserAction::Update { changes }, Some(v)) => {
                     ctx.update(u, "update", seen_of(u), changes, v).await
                 }

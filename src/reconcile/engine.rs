@@ -417,7 +417,7 @@ impl Engine {
                 &self.client,
                 &self.store,
                 &audit,
-                &self.apply_options(run_id, false),
+                &self.apply_options(run_id, false, read_start),
                 stop,
             )
             .await;
@@ -438,8 +438,17 @@ impl Engine {
     }
 
     /// Apply settings for this configuration.
-    pub fn apply_options(&self, run_id: &str, apply_held: bool) -> ApplyOptions {
+    /// Apply settings for this configuration. `seen_at`: when the plan's users were read from
+    /// Ironclad (or checked unchanged since).
+    pub fn apply_options(
+        &self,
+        run_id: &str,
+        apply_held: bool,
+        seen_at: std::time::Instant,
+    ) -> ApplyOptions {
         ApplyOptions {
+            seen_at,
+            put_reread_after: std::time::Duration::from_secs(self.cfg.policy.put_reread_after_secs),
             run_id: run_id.to_string(),
             audit_log: self.cfg.audit_log.clone(),
             concurrency: self.cfg.ironclad.max_concurrency,

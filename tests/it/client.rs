@@ -119,6 +119,10 @@ impl Sim {
             .unwrap()
     }
 
+    async fn clear_requests(&self) {
+        crate::support::sim::clear_requests(&self.base).await;
+    }
+
     /// SCIM requests (not OAuth or `/_sim`) from the log.
     async fn scim_requests(&self) -> Vec<Value> {
         self.requests()
@@ -745,6 +749,8 @@ async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() 
         apply_held: false,
         write_method: Default::default(),
         adopt_by_user_name: false,
+        seen_at: Instant::now(),
+        put_reread_after: Duration::from_secs(3600),
     };
     let result = |r: &apply::ApplyReport, name: &str| {
         r.outcomes
@@ -882,6 +888,8 @@ async fn removals_that_may_go_either_way_use_both_buckets() {
         apply_held: false,
         write_method: Default::default(),
         adopt_by_user_name: true,
+        seen_at: Instant::now(),
+        put_reread_after: Duration::from_secs(3600),
     };
     let r = apply::apply(&plan, &client, &store, &audit, &opts).await;
     assert_eq!(r.counts.get("applied"), Some(&13), "{r:?}");
@@ -904,4 +912,137 @@ async fn removals_that_may_go_either_way_use_both_buckets() {
     assert!(
         audit_text.contains("\"request\":\"PUT\"") && audit_text.contains("\"request\":\"DELETE\"")
     );
+}
+
+/// A PUT carries the whole user. Once the plan's view of the users is older than
+/// `put_reread_after`, each PUT (an update, or a deactivation) starts from the user as Ironclad
+/// has it now: an attribute the bridge does not manage, edited in Ironclad after the listing,
+/// is kept, and a user deleted meanwhile is not written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_long_after_the_listing_keeps_what_was_edited_in_ironclad_meanwhile() {
+    use ironbridge::config::RemoveMode;
+    use ironbridge::reconcile::apply::{self, ApplyOptions, Audit};
+    use ironbridge::reconcile::{AttrChange, Plan, UserAction, UserPlan};
+    const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let sim = sim();
+    let client = sim.client();
+    let mut mover = new_user("mover@example.com");
+    mover.0["title"] = json!("Counsel");
+    mover.0[ENT] = json!({"department": "Legal"});
+    let mover = client.create_user(&mover).await.unwrap();
+    let leaver = client
+        .create_user(&new_user("leaver@example.com"))
+        .await
+        .unwrap();
+    let gone = client
+        .create_user(&new_user("gone@example.com"))
+        .await
+        .unwrap();
+    let id_of = |u: &ScimUser| u.0["id"].as_str().unwrap().to_string();
+    // After the listing the plan was made from: an administrator moves the mover to another
+    // department (not an attribute this plan manages) and deletes `gone`.
+    client
+        .patch_user(
+            &id_of(&mover),
+            &[PatchOp::replace(
+                &format!("{ENT}:department"),
+                json!("Finance"),
+            )],
+        )
+        .await
+        .unwrap();
+    client.delete_user(&id_of(&gone)).await.unwrap();
+    let line = |u: &ScimUser, src: &str, action: UserAction| UserPlan {
+        source_id: Some(src.into()),
+        locator: None,
+        user_name: u.0["userName"].as_str().unwrap().to_string(),
+        ironclad_id: Some(id_of(u)),
+        action,
+        seen_version: None,
+        seen: Some(u.0.clone()),
+        held_action: None,
+    };
+    let deactivate = || UserAction::Remove {
+        how: RemoveMode::Deactivate,
+        reason: "no longer in the source".into(),
+    };
+    let plan = Plan {
+        created_at: chrono::Utc::now(),
+        source_complete: true,
+        source_incomplete: None,
+        users: vec![
+            line(
+                &mover,
+                "s1",
+                UserAction::Update {
+                    changes: vec![AttrChange {
+                        path: "title".into(),
+                        before: json!("Counsel"),
+                        after: json!("Partner"),
+                    }],
+                },
+            ),
+            line(&leaver, "s2", deactivate()),
+            line(&gone, "s3", deactivate()),
+        ],
+        groups: Vec::new(),
+        summary: Default::default(),
+        notes: Vec::new(),
+        converged: Vec::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ironbridge::store::Store::open(&dir.path().join("state.db")).unwrap());
+    let audit = Audit::open(store.clone(), &dir.path().join("audit.jsonl"), "run-1").unwrap();
+    let opts = ApplyOptions {
+        run_id: "run-1".into(),
+        audit_log: dir.path().join("audit.jsonl"),
+        concurrency: 2,
+        rate_limits: sim.config().rate_limits,
+        quarantine_after: 3,
+        apply_held: false,
+        write_method: Default::default(),
+        adopt_by_user_name: false,
+        seen_at: Instant::now(),
+        put_reread_after: Duration::ZERO,
+    };
+    sim.clear_requests().await;
+    let r = apply::apply(&plan, &client, &store, &audit, &opts).await;
+    assert_eq!(r.counts.get("applied"), Some(&3), "{r:?}");
+    let log: Vec<(String, String)> = sim
+        .scim_requests()
+        .await
+        .into_iter()
+        .map(|e| {
+            (
+                e["method"].as_str().unwrap().to_string(),
+                e["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let sent = |m: &str, u: &ScimUser| {
+        log.iter()
+            .filter(|(lm, p)| lm == m && p.ends_with(&id_of(u)))
+            .count()
+    };
+    // Both writes went as PUT, each after a GET of its user; nothing was written to `gone`.
+    assert_eq!(
+        (sent("GET", &mover), sent("PUT", &mover)),
+        (1, 1),
+        "{log:?}"
+    );
+    assert_eq!(
+        (sent("GET", &leaver), sent("PUT", &leaver)),
+        (1, 1),
+        "{log:?}"
+    );
+    assert_eq!(sent("GET", &gone), 1, "{log:?}");
+    assert!(
+        log.iter()
+            .all(|(m, p)| m == "GET" || !p.ends_with(&id_of(&gone))),
+        "{log:?}"
+    );
+    let now = client.get_user(&id_of(&mover)).await.unwrap().unwrap();
+    assert_eq!(now.0["title"], "Partner");
+    assert_eq!(now.0[ENT]["department"], "Finance", "{:#}", now.0);
+    assert!(client.get_user(&id_of(&leaver)).await.unwrap().is_none());
 }
