@@ -67,6 +67,14 @@ pub struct Read {
     pub cut_short: Option<SourceError>,
 }
 
+/// A read that must be complete: what a source read, or the error that cut it short.
+pub(crate) fn whole<E>(read: (Snapshot, Option<E>)) -> Result<Snapshot, E> {
+    match read {
+        (_, Some(e)) => Err(e),
+        (snapshot, None) => Ok(snapshot),
+    }
+}
+
 /// Something that yields complete snapshots.
 pub trait Source: Send + Sync {
     /// A description for logs and reports (URL or path; never a secret).

@@ -812,11 +812,7 @@ impl ScimSource {
 
     /// Reads users and then groups. Complete or an error.
     pub async fn read_snapshot(&self) -> Result<Snapshot, ScimSourceError> {
-        let (snapshot, cut) = self.read_snapshot_with(false).await?;
-        match cut {
-            Some(e) => Err(e),
-            None => Ok(snapshot),
-        }
+        super::whole(self.read_snapshot_with(false).await?)
     }
 
     /// Reads users and then groups. With `allow_partial`, a users listing that fails after at

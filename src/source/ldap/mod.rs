@@ -115,11 +115,7 @@ impl LdapSource {
     /// packet would otherwise cost a wake-up of another thread). The task is aborted if this
     /// future is dropped.
     pub async fn read_snapshot(&self) -> Result<Snapshot, LdapError> {
-        let (snapshot, cut) = self.read_snapshot_with(false).await?;
-        match cut {
-            Some(e) => Err(e),
-            None => Ok(snapshot),
-        }
+        crate::source::whole(self.read_snapshot_with(false).await?)
     }
 
     /// A read in which, with `allow_partial`, a users search ended by the server's size or
