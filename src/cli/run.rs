@@ -379,7 +379,9 @@ async fn apply_saved(
         });
         *report.counts.entry("refused".into()).or_default() += 1;
     }
-    let outcome = if report.failed() > 0 {
+    let outcome = if plan.source_incomplete.is_some() {
+        "source_incomplete"
+    } else if report.failed() > 0 {
         "partial"
     } else {
         "succeeded"
@@ -431,6 +433,12 @@ fn refuse_stale(
             refused.push((u.user_name.clone(), u.action.name().to_string(), why));
             u.action = UserAction::Noop;
             u.held_action = None;
+        } else if let (Some(id), Some(_)) = (&u.ironclad_id, &u.seen) {
+            // A PUT starts from the user as just listed, not from the copy in the plan file
+            // (the same by `lastModified`, but a server may not move it for every change).
+            if let Some(cur) = by_id.get(id.as_str()) {
+                u.seen = Some(cur.value());
+            }
         }
     }
     let gby: HashMap<&str, &serde_json::Value> = groups
@@ -485,6 +493,9 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
         snap.users.len(),
         snap.groups.len()
     );
+    if let Ok(Some(why)) = desired.as_ref().map(|d| d.incomplete.as_deref()) {
+        println!("   INCOMPLETE: the users listing was cut short ({why}); people after the cut were not read");
+    }
     let needle = user.trim().to_lowercase();
     let entry = snap.users.iter().find(|e| {
         e.id.to_lowercase() == needle

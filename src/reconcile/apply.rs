@@ -271,6 +271,43 @@ fn patch_op(c: &AttrChange) -> PatchOp {
     }
 }
 
+/// Why a PUT planned from the listed user must not start from `fresh`, the user as re-read:
+/// Ironclad's `meta.lastModified` moved since the listing (the plan compared another state of
+/// the user), or its externalId now names another owner.
+fn changed_since(u: &UserPlan, fresh: &Value) -> Option<String> {
+    let now = fresh
+        .get("meta")
+        .and_then(|m| m.get("lastModified"))
+        .and_then(Value::as_str);
+    if let (Some(then), Some(now)) = (u.seen_version.as_deref(), now) {
+        if then != now {
+            return Some(format!(
+                "changed in Ironclad since it was listed (lastModified {then} → {now}); the next run plans it again"
+            ));
+        }
+    }
+    other_owner(u, fresh).then(|| {
+        "its externalId changed in Ironclad since it was listed; the next run plans it again"
+            .to_string()
+    })
+}
+
+/// Whether the re-read user carries an externalId other than the one it was listed with
+/// (when it had one) and other than this line's source id.
+fn other_owner(u: &UserPlan, fresh: &Value) -> bool {
+    let ext = |v: &Value| {
+        v.get("externalId")
+            .and_then(Value::as_str)
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+    };
+    let Some(now) = ext(fresh) else {
+        return false;
+    };
+    let then = u.seen.as_ref().and_then(ext);
+    then.as_deref() != Some(now.as_str()) && u.source_id.as_deref() != Some(now.as_str())
+}
+
 /// The PUT body: the user as read, `meta` dropped, the changes applied.
 fn put_body(seen: &Value, changes: &[AttrChange]) -> Value {
     let mut body = seen.clone();
@@ -296,6 +333,16 @@ pub fn put_share(flexible: usize, fixed_rw: usize, fixed_pd: usize, limits: &Rat
     let f = flexible as f64;
     let x = (r1 * (fixed_pd as f64 + f) - r2 * fixed_rw as f64) / (r1 + r2);
     x.ceil().clamp(0.0, f) as usize
+}
+
+/// The limits [`put_share`] splits a phase by: once PUTs re-read their user first (see
+/// `ApplyOptions::put_reread_after`), each PUT costs two requests of the PUT/POST bucket.
+fn split_limits(opts: &ApplyOptions) -> RateLimits {
+    let mut l = opts.rate_limits;
+    if opts.seen_at.elapsed() >= opts.put_reread_after {
+        l.users_read_write = (l.users_read_write / 2).max(1);
+    }
+    l
 }
 
 /// Write jobs a lane runs at once for each request it may have in flight (see [`two_lanes`]).
@@ -590,7 +637,12 @@ impl Ctx<'_> {
             return self.refuse(u, action, STOPPED.into()).await;
         }
         match self.put_base(u).await {
-            Ok(Some(base)) => self.update(u, action, &base, changes, Via::Put).await,
+            Ok(Some(base)) => match changed_since(u, &base) {
+                // What was planned compared another state of this user (an `if_empty`
+                // value filled in since, another externalId): the next run plans it afresh.
+                Some(why) => self.refuse(u, action, why).await,
+                None => self.update(u, action, &base, changes, Via::Put).await,
+            },
             Ok(None) => {
                 self.refuse(
                     u,
@@ -681,13 +733,24 @@ impl Ctx<'_> {
         // A deactivation by PUT carries the whole user: from a recent enough view of it.
         let base = if by_put {
             match self.put_base(u).await {
+                // Someone else's account by now: not ours to remove.
+                Ok(Some(b)) if other_owner(u, &b) => {
+                    let why = "its externalId changed in Ironclad since it was listed; left alone";
+                    return self.refuse(u, "remove", why.into()).await;
+                }
                 Ok(Some(b)) => Some(b.into_owned()),
-                Ok(None) => return self.removed(u, &id, None).await,
+                Ok(None) => {
+                    let note = "already gone when re-read before the PUT";
+                    return self.removed(u, &id, None, Some(note)).await;
+                }
                 Err(e) => return self.fail(u, "remove", &e).await,
             }
         } else {
             None
         };
+        if self.stopping() {
+            return self.refuse(u, "remove", STOPPED.into()).await;
+        }
         let req = match (how, via) {
             (RemoveMode::Delete, _)
             | (RemoveMode::Keep, _)
@@ -736,14 +799,20 @@ impl Ctx<'_> {
             Err(e) => Err(e),
         };
         match result {
-            Ok(resp) => self.removed(u, &id, resp).await,
+            Ok(resp) => self.removed(u, &id, resp, None).await,
             Err(e) => self.fail(u, "remove", &e).await,
         }
     }
 
     /// A removal reached its goal: the answer to the request, or `None` when the user was
-    /// already gone (404).
-    async fn removed(&self, u: &UserPlan, id: &str, resp: Option<ApiResponse>) -> Outcome {
+    /// already gone (404, or not found when re-read: `note` says so).
+    async fn removed(
+        &self,
+        u: &UserPlan,
+        id: &str,
+        resp: Option<ApiResponse>,
+        note: Option<&str>,
+    ) -> Outcome {
         self.audit
             .record(
                 "outcome",
@@ -752,7 +821,7 @@ impl Ctx<'_> {
                 u.source_id.as_deref(),
                 Some(id),
                 None,
-                None,
+                note.map(|n| json!({ "note": n })),
                 resp.as_ref().map(|r| r.status).or(Some(404)),
                 resp.map(|r| r.request_id),
                 None,
@@ -1019,7 +1088,7 @@ pub async fn apply_until(
     // sent, so each phase balances its own PUT and PATCH/DELETE traffic.
     let balanced = opts.write_method == crate::config::WriteMethod::Balanced;
     let puts = if balanced {
-        put_share(flexible.len(), creates, 0, &opts.rate_limits)
+        put_share(flexible.len(), creates, 0, &split_limits(opts))
     } else {
         0
     };
@@ -1262,7 +1331,7 @@ pub async fn apply_until(
             n_flexible,
             0,
             removal_lines.len() - n_flexible,
-            &opts.rate_limits,
+            &split_limits(opts),
         )
     } else {
         0

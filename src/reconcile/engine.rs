@@ -303,8 +303,9 @@ impl Engine {
         match &result {
             Ok(r) => {
                 let outcome = match &r.applied {
-                    Some(a) if a.failed() > 0 => "partial",
+                    // Said first: the summary's counts show any failed writes beside it.
                     _ if r.plan.source_incomplete.is_some() => "source_incomplete",
+                    Some(a) if a.failed() > 0 => "partial",
                     _ if !r.plan.source_complete => "source_failed",
                     _ => "succeeded",
                 };

@@ -263,17 +263,23 @@ impl<'a> Protected<'a> {
     }
 }
 
-/// Changes needed to bring `current` to `desired` for the managed attributes.
+/// Changes needed to bring `current` to `desired` for the managed attributes. With
+/// `keep_values` (a source read cut short), no value is cleared: an empty desired value may
+/// come from another entry that was not read (a manager's `lookup`).
 fn diff(
     desired: &Value,
     policies: &BTreeMap<String, ApplyPolicy>,
     current: &Value,
+    keep_values: bool,
 ) -> Vec<AttrChange> {
     let mut out = Vec::new();
     let empty = |v: Option<&Value>| v.is_none_or(attrs::is_empty);
     for (path, policy) in policies {
         let want = attrs::get_ref(desired, path);
         let have = attrs::get_ref(current, path);
+        if keep_values && empty(want) {
+            continue;
+        }
         let write = match policy {
             ApplyPolicy::OnCreate => false,
             ApplyPolicy::IfEmpty => empty(have) && !empty(want),
@@ -547,8 +553,9 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         if line.seen.is_none() && !linked_noop {
             line.seen = current_tree.or_else(|| listed.map(IroncladUser::value));
         }
-        // Newly found converged: recorded so that the next run need not compare again.
-        let converged = fingerprint.filter(|_| noop && !known);
+        // Newly found converged: recorded so that the next run need not compare again. Not
+        // from a source read cut short, whose comparison left out the values it would clear.
+        let converged = fingerprint.filter(|_| noop && !known && input.source_incomplete.is_none());
         (line, ids, converged)
     };
     let mut converged = Vec::new();
@@ -779,7 +786,7 @@ fn wanted_action(
         if let Some(a) = protected_skip(protected, cur_name) {
             return a;
         }
-        let changes = diff(user, policies, cur);
+        let changes = diff(user, policies, cur, input.source_incomplete.is_some());
         if changes.is_empty() {
             return UserAction::Noop;
         }
@@ -865,7 +872,7 @@ fn wanted_action(
         line.ironclad_id = Some(id.to_string());
         line.seen_version = listed.version.as_deref().map(str::to_string);
         line.seen = Some(cur.clone());
-        let mut changes = diff(user, policies, cur);
+        let mut changes = diff(user, policies, cur, input.source_incomplete.is_some());
         if !changes.iter().any(|c| c.path == "externalId") {
             changes.push(AttrChange {
                 path: "externalId".into(),
@@ -1085,7 +1092,12 @@ fn plan_groups(
                 | UserAction::Update { .. }
                 | UserAction::Rename { .. }
                 | UserAction::Noop
-        ) || matches!(&u.action, UserAction::Skip { reason } if !matches!(reason, SkipReason::OutOfScope { .. }));
+        ) || matches!(&u.action, UserAction::Skip { reason } if !matches!(
+            reason,
+            // Out of scope, or a removal held back or waiting out its grace: leaving, so not
+            // added to any group (their current memberships are left alone below).
+            SkipReason::OutOfScope { .. } | SkipReason::Held { .. } | SkipReason::Grace { .. }
+        ));
         // Someone not in Ironclad joins a group only when this run creates them: a create
         // skipped (missing scope, mapping error, ...) would leave an addition no apply can
         // make, and the plan would never converge.
@@ -1951,11 +1963,17 @@ mod tests {
         dan.state = Desired::NotWanted {
             reason: "disabled in the source".into(),
         };
-        c.desired = Some(vec![
-            want("s1", "ann@example.com", "Partner"),
-            want("s3", "cid@example.com", "x"),
-            dan,
-        ]);
+        // Ann's department comes out empty: in a complete read it is cleared, in an incomplete
+        // one it may come from someone not read, so it is left as it is.
+        let mut ann = want("s1", "ann@example.com", "Partner");
+        if let Desired::Wanted { user, .. } = &mut ann.state {
+            let mut v = user.parse();
+            v.as_object_mut()
+                .unwrap()
+                .remove(DEPT.rsplit_once(':').unwrap().0);
+            *user = v.into();
+        }
+        c.desired = Some(vec![ann, want("s3", "cid@example.com", "x"), dan]);
         c.ic_users = vec![
             ic("i1", Some("s1"), "ann@example.com", "Counsel"),
             ic("i2", Some("s2"), "bob@example.com", "x"),
@@ -1968,7 +1986,8 @@ mod tests {
             source_id: "g2".into(),
             locator: "cn=sales".into(),
             display_name: "Sales".into(),
-            members: ["s3".to_string()].into(),
+            // Dan, disabled, is still a member in the directory.
+            members: ["s3".to_string(), "s4".to_string()].into(),
         }];
         c.ic_groups = vec![
             json!({"id": "G2", "externalId": "g2", "displayName": "Sales",
@@ -1977,7 +1996,8 @@ mod tests {
         ];
         c.group_links.insert("g1".into(), "G1".into());
         c.group_links.insert("g2".into(), "G2".into());
-        // Complete, the same input removes bob and dan and ann from Sales, and deletes Legal.
+        // Complete, the same input removes bob and dan, clears ann's department, takes ann out
+        // of Sales, and deletes Legal.
         c.policy.allow_removals = 100;
         let p = c.run();
         assert!(matches!(
@@ -1988,8 +2008,16 @@ mod tests {
             action_of(&p, "dan@example.com"),
             UserAction::Remove { .. }
         ));
+        let paths = |p: &Plan| -> Vec<String> {
+            match action_of(p, "ann@example.com") {
+                UserAction::Update { changes } => changes.iter().map(|c| c.path.clone()).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(paths(&p), vec!["title".to_string(), DEPT.to_string()]);
         let sales = p.groups.iter().find(|g| g.display_name == "Sales").unwrap();
-        assert!(!sales.remove.is_empty());
+        assert_eq!(sales.remove, vec!["i1".to_string()], "bob is leaving");
+        assert_eq!(sales.add, vec!["s3".to_string()], "dan is leaving");
         assert!(p.groups.iter().any(|g| g.action == GroupAction::Delete));
 
         c.incomplete = Some("size limit exceeded after 3 entries".into());
@@ -1999,10 +2027,8 @@ mod tests {
             p.source_incomplete.as_deref(),
             Some("size limit exceeded after 3 entries")
         );
-        assert!(matches!(
-            action_of(&p, "ann@example.com"),
-            UserAction::Update { .. }
-        ));
+        assert_eq!(paths(&p), vec!["title".to_string()], "nothing is cleared");
+        assert!(p.converged.is_empty(), "nothing is fingerprinted");
         assert!(matches!(
             action_of(&p, "cid@example.com"),
             UserAction::Create { .. }

@@ -915,21 +915,36 @@ async fn removals_that_may_go_either_way_use_both_buckets() {
 }
 
 /// A PUT carries the whole user. Once the plan's view of the users is older than
-/// `put_reread_after`, each PUT (an update, or a deactivation) starts from the user as Ironclad
-/// has it now: an attribute the bridge does not manage, edited in Ironclad after the listing,
-/// is kept, and a user deleted meanwhile is not written again.
+/// `put_reread_after`, each PUT (an update, or a deactivation) first reads its user again: one
+/// edited in Ironclad since the listing is refused (nothing it holds is overwritten; the next
+/// run plans it afresh), one unchanged is written from what was re-read, and one deleted
+/// meanwhile is not written at all. With a recent listing no GET is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_long_after_the_listing_keeps_what_was_edited_in_ironclad_meanwhile() {
+async fn a_put_long_after_the_listing_never_overwrites_what_changed_in_ironclad_meanwhile() {
     use ironbridge::config::RemoveMode;
     use ironbridge::reconcile::apply::{self, ApplyOptions, Audit};
     use ironbridge::reconcile::{AttrChange, Plan, UserAction, UserPlan};
     const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
     let sim = sim();
     let client = sim.client();
-    let mut mover = new_user("mover@example.com");
-    mover.0["title"] = json!("Counsel");
-    mover.0[ENT] = json!({"department": "Legal"});
-    let mover = client.create_user(&mover).await.unwrap();
+    let counsel = |name: &str| {
+        let mut u = new_user(name);
+        u.0["title"] = json!("Counsel");
+        u.0[ENT] = json!({"department": "Legal"});
+        u
+    };
+    let edited = client
+        .create_user(&counsel("edited@example.com"))
+        .await
+        .unwrap();
+    let steady = client
+        .create_user(&counsel("steady@example.com"))
+        .await
+        .unwrap();
+    let recent = client
+        .create_user(&counsel("recent@example.com"))
+        .await
+        .unwrap();
     let leaver = client
         .create_user(&new_user("leaver@example.com"))
         .await
@@ -939,11 +954,13 @@ async fn a_put_long_after_the_listing_keeps_what_was_edited_in_ironclad_meanwhil
         .await
         .unwrap();
     let id_of = |u: &ScimUser| u.0["id"].as_str().unwrap().to_string();
-    // After the listing the plan was made from: an administrator moves the mover to another
-    // department (not an attribute this plan manages) and deletes `gone`.
+    // The lastModified of the listing the plan was made from comes before these edits.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // After that listing, an administrator moves `edited` to another department (not an
+    // attribute this plan manages) and deletes `gone`.
     client
         .patch_user(
-            &id_of(&mover),
+            &id_of(&edited),
             &[PatchOp::replace(
                 &format!("{ENT}:department"),
                 json!("Finance"),
@@ -958,33 +975,26 @@ async fn a_put_long_after_the_listing_keeps_what_was_edited_in_ironclad_meanwhil
         user_name: u.0["userName"].as_str().unwrap().to_string(),
         ironclad_id: Some(id_of(u)),
         action,
-        seen_version: None,
+        seen_version: u.0["meta"]["lastModified"].as_str().map(str::to_string),
         seen: Some(u.0.clone()),
         held_action: None,
+    };
+    let partner = || UserAction::Update {
+        changes: vec![AttrChange {
+            path: "title".into(),
+            before: json!("Counsel"),
+            after: json!("Partner"),
+        }],
     };
     let deactivate = || UserAction::Remove {
         how: RemoveMode::Deactivate,
         reason: "no longer in the source".into(),
     };
-    let plan = Plan {
+    let plan = |users: Vec<UserPlan>| Plan {
         created_at: chrono::Utc::now(),
         source_complete: true,
         source_incomplete: None,
-        users: vec![
-            line(
-                &mover,
-                "s1",
-                UserAction::Update {
-                    changes: vec![AttrChange {
-                        path: "title".into(),
-                        before: json!("Counsel"),
-                        after: json!("Partner"),
-                    }],
-                },
-            ),
-            line(&leaver, "s2", deactivate()),
-            line(&gone, "s3", deactivate()),
-        ],
+        users,
         groups: Vec::new(),
         summary: Default::default(),
         notes: Vec::new(),
@@ -993,7 +1003,7 @@ async fn a_put_long_after_the_listing_keeps_what_was_edited_in_ironclad_meanwhil
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(ironbridge::store::Store::open(&dir.path().join("state.db")).unwrap());
     let audit = Audit::open(store.clone(), &dir.path().join("audit.jsonl"), "run-1").unwrap();
-    let opts = ApplyOptions {
+    let mut opts = ApplyOptions {
         run_id: "run-1".into(),
         audit_log: dir.path().join("audit.jsonl"),
         concurrency: 2,
@@ -1005,44 +1015,122 @@ async fn a_put_long_after_the_listing_keeps_what_was_edited_in_ironclad_meanwhil
         seen_at: Instant::now(),
         put_reread_after: Duration::ZERO,
     };
-    sim.clear_requests().await;
-    let r = apply::apply(&plan, &client, &store, &audit, &opts).await;
-    assert_eq!(r.counts.get("applied"), Some(&3), "{r:?}");
-    let log: Vec<(String, String)> = sim
-        .scim_requests()
-        .await
-        .into_iter()
-        .map(|e| {
-            (
-                e["method"].as_str().unwrap().to_string(),
-                e["path"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let sent = |m: &str, u: &ScimUser| {
+    let log = || async {
+        sim.scim_requests()
+            .await
+            .into_iter()
+            .map(|e| {
+                (
+                    e["method"].as_str().unwrap().to_string(),
+                    e["path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<(String, String)>>()
+    };
+    let sent = |log: &[(String, String)], m: &str, u: &ScimUser| {
         log.iter()
             .filter(|(lm, p)| lm == m && p.ends_with(&id_of(u)))
             .count()
     };
-    // Both writes went as PUT, each after a GET of its user; nothing was written to `gone`.
-    assert_eq!(
-        (sent("GET", &mover), sent("PUT", &mover)),
-        (1, 1),
-        "{log:?}"
-    );
-    assert_eq!(
-        (sent("GET", &leaver), sent("PUT", &leaver)),
-        (1, 1),
-        "{log:?}"
-    );
-    assert_eq!(sent("GET", &gone), 1, "{log:?}");
+    let result = |r: &apply::ApplyReport, name: &str| {
+        r.outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| (o.result.clone(), o.detail.clone().unwrap_or_default()))
+            .unwrap()
+    };
+
+    sim.clear_requests().await;
+    let r = apply::apply(
+        &plan(vec![
+            line(&edited, "s1", partner()),
+            line(&steady, "s2", partner()),
+            line(&leaver, "s3", deactivate()),
+            line(&gone, "s4", deactivate()),
+        ]),
+        &client,
+        &store,
+        &audit,
+        &opts,
+    )
+    .await;
+    let first = log().await;
+    let (res, why) = result(&r, "edited@example.com");
+    assert_eq!(res, "refused", "{r:?}");
     assert!(
-        log.iter()
-            .all(|(m, p)| m == "GET" || !p.ends_with(&id_of(&gone))),
-        "{log:?}"
+        why.contains("changed in Ironclad since it was listed"),
+        "{why}"
     );
-    let now = client.get_user(&id_of(&mover)).await.unwrap().unwrap();
-    assert_eq!(now.0["title"], "Partner");
-    assert_eq!(now.0[ENT]["department"], "Finance", "{:#}", now.0);
+    assert_eq!(result(&r, "steady@example.com").0, "applied", "{r:?}");
+    assert_eq!(result(&r, "leaver@example.com").0, "applied", "{r:?}");
+    assert_eq!(result(&r, "gone@example.com").0, "applied", "{r:?}");
+    // Every PUT went after a GET of its user; nothing was written to `edited` or `gone`.
+    assert_eq!(
+        (sent(&first, "GET", &edited), sent(&first, "PUT", &edited)),
+        (1, 0),
+        "{first:?}"
+    );
+    assert_eq!(
+        (sent(&first, "GET", &steady), sent(&first, "PUT", &steady)),
+        (1, 1),
+        "{first:?}"
+    );
+    assert_eq!(
+        (sent(&first, "GET", &leaver), sent(&first, "PUT", &leaver)),
+        (1, 1),
+        "{first:?}"
+    );
+    assert_eq!(sent(&first, "GET", &gone), 1, "{first:?}");
+    assert!(
+        first
+            .iter()
+            .all(|(m, p)| m == "GET"
+                || !(p.ends_with(&id_of(&gone)) || p.ends_with(&id_of(&edited)))),
+        "{first:?}"
+    );
+    let now = client.get_user(&id_of(&edited)).await.unwrap().unwrap();
+    assert_eq!(
+        (&now.0["title"], &now.0[ENT]["department"]),
+        (&json!("Counsel"), &json!("Finance"))
+    );
+    let now = client.get_user(&id_of(&steady)).await.unwrap().unwrap();
+    assert_eq!(
+        (&now.0["title"], &now.0[ENT]["department"]),
+        (&json!("Partner"), &json!("Legal"))
+    );
     assert!(client.get_user(&id_of(&leaver)).await.unwrap().is_none());
+    // The audit says the removal of `gone` found it gone, not that a write was answered.
+    let audit_lines: Vec<Value> = std::fs::read_to_string(dir.path().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["source_id"] == "s4")
+        .collect();
+    assert_eq!(audit_lines.len(), 1, "{audit_lines:?}");
+    assert!(
+        audit_lines[0]
+            .to_string()
+            .contains("already gone when re-read"),
+        "{audit_lines:?}"
+    );
+
+    // A listing made moments ago: the PUT goes at once, without a GET.
+    opts.seen_at = Instant::now();
+    opts.put_reread_after = Duration::from_secs(3600);
+    sim.clear_requests().await;
+    let r = apply::apply(
+        &plan(vec![line(&recent, "s5", partner())]),
+        &client,
+        &store,
+        &audit,
+        &opts,
+    )
+    .await;
+    assert_eq!(result(&r, "recent@example.com").0, "applied", "{r:?}");
+    let second = log().await;
+    assert_eq!(
+        (sent(&second, "GET", &recent), sent(&second, "PUT", &recent)),
+        (0, 1),
+        "{second:?}"
+    );
 }

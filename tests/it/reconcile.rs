@@ -1707,7 +1707,7 @@ fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
     let (code, out) = run(&["apply", "--yes", "--allow-removals", "50"]);
     assert_eq!(code, 1, "{}", text(&out));
     assert!(
-        text(&out).contains("incomplete"),
+        String::from_utf8_lossy(&out.stderr).contains("users listing was incomplete"),
         "the run says why it failed: {}",
         text(&out)
     );

@@ -476,8 +476,10 @@ impl Conn {
     /// Runs one search to the end, page by page when `paged`, calling `on_entry` for each
     /// entry as it is decoded from the receive buffer. Returns the number of entries. Any
     /// unsuccessful result, reference (unless ignored) or transport failure is an error;
-    /// entries already handed out must then be discarded by the caller, and the connection
-    /// must not be used for another search (it is left mid-answer).
+    /// entries already handed out must then be discarded by the caller (unless it asked for a
+    /// partial read), and after a transport failure or a reference the connection must not be
+    /// used for another search (it is left mid-answer). An unsuccessful *result* (a size or
+    /// time limit) is the search's last message, so the connection stays usable.
     pub(crate) async fn search<F>(
         &mut self,
         s: &Search<'_>,

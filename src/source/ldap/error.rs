@@ -125,8 +125,8 @@ pub enum LdapError {
     },
 
     /// The server stopped the search at its size limit (result code 4): the result is
-    /// incomplete, so the whole read is discarded.
-    #[error("{search} under {base_dn:?}: the server's size limit was exceeded after {entries} entries (LDAP result 4); the read is incomplete and was discarded. Raise the server's limit for the bind DN (OpenLDAP olcLimits/olcSizeLimit, AD MaxPageSize) or narrow the filter")]
+    /// incomplete: the whole read is discarded, unless a partial read was asked for.
+    #[error("{search} under {base_dn:?}: the server's size limit was exceeded after {entries} entries (LDAP result 4); the read is incomplete. Raise the server's limit for the bind DN (OpenLDAP olcLimits/olcSizeLimit, AD MaxPageSize) or narrow the filter")]
     SizeLimit {
         /// Which search.
         search: SearchKind,
@@ -137,7 +137,7 @@ pub enum LdapError {
     },
 
     /// The server stopped the search at its time limit (result code 3).
-    #[error("{search} under {base_dn:?}: the time limit was exceeded (LDAP result 3, time_limit_secs = {limit_secs}); the read is incomplete and was discarded")]
+    #[error("{search} under {base_dn:?}: the time limit was exceeded (LDAP result 3, time_limit_secs = {limit_secs}); the read is incomplete")]
     TimeLimit {
         /// Which search.
         search: SearchKind,
