@@ -1175,6 +1175,32 @@ mod tests {
             pub fail_from: Option<u32>,
             /// Ignore startIndex (always serve the first page).
             pub ignore_start: bool,
+            /// One group "g1" whose members are these ids; `None`: no groups.
+            pub group_members: Option<Vec<String>>,
+            /// Answer 503 to every groups request.
+            pub groups_fail: bool,
+        }
+
+        async fn groups(State(f): State<Fake>) -> (StatusCode, Json<Value>) {
+            if f.groups_fail {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"status": "503", "detail": "down for maintenance"})),
+                );
+            }
+            let resources: Vec<Value> = f
+                .group_members
+                .iter()
+                .map(|m| {
+                    let members: Vec<Value> = m.iter().map(|id| json!({"value": id})).collect();
+                    json!({"id": "g1", "displayName": "Everyone", "members": members})
+                })
+                .collect();
+            let total = resources.len();
+            (
+                StatusCode::OK,
+                Json(json!({"totalResults": total, "startIndex": 1, "Resources": resources})),
+            )
         }
 
         async fn users(
@@ -1210,10 +1236,7 @@ mod tests {
         pub async fn serve(f: Fake) -> String {
             let app = Router::new()
                 .route("/v2/Users", get(users))
-                .route(
-                    "/v2/Groups",
-                    get(|| async { Json(json!({"totalResults": 0, "Resources": []})) }),
-                )
+                .route("/v2/Groups", get(groups))
                 .with_state(f);
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
@@ -1240,6 +1263,8 @@ mod tests {
             hook: std::sync::Arc::new(hook),
             fail_from: None,
             ignore_start: false,
+            group_members: None,
+            groups_fail: false,
         }
     }
 
@@ -1302,6 +1327,8 @@ mod tests {
     async fn a_partial_read_keeps_the_users_before_the_failing_page() {
         let mut f = fake(35, |_, _| {});
         f.fail_from = Some(3);
+        // The group has members on both sides of the cut.
+        f.group_members = Some(vec!["u001".into(), "u015".into(), "u025".into()]);
         let src = fake_source(f.clone()).await;
         let (snap, cut) = src.read_snapshot_with(true).await.unwrap();
         assert_eq!(snap.users.len(), 20, "two pages of ten");
@@ -1309,11 +1336,34 @@ mod tests {
             matches!(cut, Some(ScimSourceError::Http { status: 503, .. })),
             "{cut:?}"
         );
+        // The groups are read after the cut, with the members read kept.
+        assert_eq!(snap.groups.len(), 1);
+        assert_eq!(snap.groups[0].members, vec!["u001", "u015"]);
+        // Without asking for a partial read, the same failure is an error and no snapshot.
+        let mut f2 = fake(35, |_, _| {});
+        f2.fail_from = Some(3);
+        let src = fake_source(f2).await;
+        assert!(matches!(
+            src.read_snapshot().await,
+            Err(ScimSourceError::Http { status: 503, .. })
+        ));
+        // The groups failing as well: no partial snapshot (memberships would be missing).
+        let mut f = fake(35, |_, _| {});
+        f.fail_from = Some(3);
+        f.groups_fail = true;
+        let src = fake_source(f).await;
+        assert!(matches!(
+            src.read_snapshot_with(true).await,
+            Err(ScimSourceError::Http { status: 503, .. })
+        ));
         // Failing from the first page: nothing was read, so it is an error even then.
         let mut f = fake(35, |_, _| {});
         f.fail_from = Some(1);
         let src = fake_source(f).await;
-        assert!(src.read_snapshot_with(true).await.is_err());
+        assert!(matches!(
+            src.read_snapshot_with(true).await,
+            Err(ScimSourceError::Http { status: 503, .. })
+        ));
     }
 
     #[tokio::test]
