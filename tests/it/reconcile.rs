@@ -5,12 +5,14 @@
 //! deleted, out of the scope group), rehires, unmanaged and protected users, a source outage
 //! (slapd stopped, a wrong bind password), a shrink over the removal threshold, a
 //! least-privilege token, the dry run and the converged second run (from the simulator's
-//! request log), `preview` of one person, and runs killed with SIGKILL at a random write
-//! (among creates, and among updates, membership changes and removals).
+//! request log), `preview` of one person, runs killed with SIGKILL at a random write
+//! (among creates, and among updates, membership changes and removals), and a users listing
+//! cut short by the server's size limit (nobody removed, with and without
+//! `writes_on_incomplete_source`).
 //!
 //! Each test gets its own simulator and its own subtree (`ou=t-NAME,dc=example,dc=test`) of
 //! one slapd shared by these tests ([`slapd::small`]); the outage test starts a private slapd
-//! it can stop.
+//! it can stop, and the incomplete-read test reads the size-limited second database.
 
 use crate::support::sim::{api_requests, clear_requests, set_faults, sim_state};
 use crate::support::sim::{start_sim_process, SimProcess, SimRequest, ADMIN, ALL_SCOPES};
@@ -1576,7 +1578,8 @@ fn a_run_killed_among_updates_membership_and_removals_converges() {
 #[test]
 fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
     // The second database of the shared slapd answers at most 10 entries per search (size
-    // limit 10) out of its 30 people: a users listing the server cuts short.
+    // limit 10) out of its 30 people: a users listing the server cuts short. Its two groups
+    // (all 30; l01 and l02) are read completely.
     let slapd = slapd::small();
     let sim = start_sim_process(&[
         "--token",
@@ -1587,11 +1590,21 @@ fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     std::fs::write(dir.path().join("ldap-password"), READER_PASSWORD).unwrap();
-    let mapping = |title: &str| {
+    // `later`: l02 leaves the scope, and only the group of all is still pushed.
+    let mapping = |title: &str, later: bool| {
+        let (rules, groups) = if later {
+            (
+                "[[scope.rules]]\naction = \"exclude\"\nwhen = \"attr.uid == 'l02'\"\n",
+                "attr.cn == 'limited-all'",
+            )
+        } else {
+            ("", "true")
+        };
         let m = format!(
-            "version = 1\n[scope]\ndefault = \"include\"\n[correlation]\nexternal_id = \"id\"\n\
+            "version = 1\n[scope]\ndefault = \"include\"\n{rules}[correlation]\nexternal_id = \"id\"\n\
              [attributes]\nuserName = \"attr.uid ~ '@limited.test'\"\n\
-             \"name.familyName\" = \"attr.sn\"\ntitle = \"'{title}'\"\n"
+             \"name.familyName\" = \"attr.sn\"\ntitle = \"'{title}'\"\n\
+             [groups]\nwhen = \"{groups}\"\ndisplay_name = \"attr.cn\"\n"
         );
         std::fs::write(dir.path().join("mapping.toml"), m).unwrap();
     };
@@ -1605,6 +1618,7 @@ fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
              [source]\nkind = \"ldap\"\nurl = \"{url}\"\nbind_dn = \"{READER_DN}\"\n\
              bind_password = {{ file = \"ldap-password\" }}\nmax_reconnects = 0\n\
              [source.users]\nbase_dn = \"ou=people,{limited}\"\n{filter}\
+             [source.groups]\nbase_dn = \"ou=groups,{limited}\"\n\
              [mapping]\nfile = \"mapping.toml\"\n\
              [policy]\nmax_removal_percent = 100.0\n{policy}",
             sim = sim.base_url,
@@ -1650,15 +1664,60 @@ fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
             .collect()
     };
 
-    // Three people read completely (a filter under the limit), then managed.
-    mapping("Counsel");
+    let state = || rt.block_on(sim_state(&sim.base_url));
+    let id_of = |user_name: &str| -> String {
+        users()
+            .iter()
+            .find(|u| u["userName"] == user_name)
+            .map(|u| u["id"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    // Members (userNames) of the simulator's group, `None` when it does not exist.
+    let members = |group: &str| -> Option<BTreeSet<String>> {
+        let s = state();
+        let names: BTreeMap<String, String> = s["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["id"].as_str().unwrap().to_string(),
+                    u["userName"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["displayName"] == group)
+            .map(|g| {
+                g["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| names[m["value"].as_str().unwrap()].clone())
+                    .collect()
+            })
+    };
+    let set = |names: &[&str]| -> BTreeSet<String> {
+        names.iter().map(|n| format!("{n}@limited.test")).collect()
+    };
+
+    // Three people read completely (a filter under the limit), then managed, with both
+    // groups.
+    mapping("Counsel", false);
     config(Some("(|(uid=l01)(uid=l02)(uid=l29))"), "");
     let (code, out) = run(&["apply", "--yes"]);
     assert_eq!(code, 0, "{}", text(&out));
     assert_eq!(users().len(), 3);
+    assert_eq!(members("limited-all"), Some(set(&["l01", "l02", "l29"])));
+    assert_eq!(members("limited-few"), Some(set(&["l01", "l02"])));
+    let l02 = id_of("l02@limited.test");
 
     // The whole branch: cut short after 10 of 30. By default nothing is planned for users.
-    mapping("Partner");
+    // Meanwhile l02 left the scope and limited-few is no longer pushed.
+    mapping("Partner", true);
     config(None, "");
     rt.block_on(clear_requests(&sim.base_url));
     let (code, p) = plan();
@@ -1686,8 +1745,8 @@ fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
         "{p:#}"
     );
     let acts = actions(&p);
-    for n in 1..=10 {
-        let want = if n <= 2 { "update" } else { "create" };
+    for n in [1, 3, 4, 5, 6, 7, 8, 9, 10] {
+        let want = if n == 1 { "update" } else { "create" };
         assert_eq!(
             acts.get(&format!("l{n:02}@limited.test"))
                 .map(String::as_str),
@@ -1695,15 +1754,29 @@ fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
             "{p:#}"
         );
     }
-    let l29 = line(&p, "l29@limited.test");
-    assert_eq!(l29["action"], "skip", "{l29:#}");
-    assert!(
-        l29["reason"]["rule"]
-            .as_str()
-            .is_some_and(|r| r.contains("incomplete")),
-        "{l29:#}"
-    );
+    // l29 (not read) and l02 (read, out of scope) would be removed by a complete read.
+    for who in ["l29@limited.test", "l02@limited.test"] {
+        let held = line(&p, who);
+        assert_eq!(held["action"], "skip", "{held:#}");
+        assert!(
+            held["reason"]["rule"]
+                .as_str()
+                .is_some_and(|r| r.contains("incomplete")),
+            "{held:#}"
+        );
+    }
     assert!(lines_with_action(&p, "remove").is_empty(), "{p:#}");
+    let groups = p["groups"].as_array().unwrap();
+    let few = groups
+        .iter()
+        .find(|g| g["display_name"] == "limited-few")
+        .unwrap();
+    assert_eq!(few["action"], "skip", "not deleted: {few:#}");
+    let all = groups
+        .iter()
+        .find(|g| g["display_name"] == "limited-all")
+        .unwrap();
+    assert_eq!(all["remove"], json!([]), "{all:#}");
     let (code, out) = run(&["apply", "--yes", "--allow-removals", "50"]);
     assert_eq!(code, 1, "{}", text(&out));
     assert!(
@@ -1715,14 +1788,24 @@ fn an_incomplete_read_creates_and_updates_the_people_read_and_removes_nobody() {
     assert_eq!(after.len(), 11);
     assert!(after.iter().all(|u| u["active"] != false));
     for u in &after {
-        let expected = if u["userName"] == "l29@limited.test" {
+        let expected = if u["userName"] == "l29@limited.test" || u["userName"] == "l02@limited.test"
+        {
             "Counsel"
         } else {
             "Partner"
         };
         assert_eq!(u["title"], expected, "{u:#}");
     }
+    assert_eq!(id_of("l02@limited.test"), l02);
     assert!(writes().iter().all(|r| r.method != "DELETE"));
+    // The people created joined the group; nobody left it, and the other group stays.
+    assert_eq!(
+        members("limited-all"),
+        Some(set(&[
+            "l01", "l02", "l03", "l04", "l05", "l06", "l07", "l08", "l09", "l10", "l29"
+        ]))
+    );
+    assert_eq!(members("limited-few"), Some(set(&["l01", "l02"])));
 
     // Re-running writes nothing more: the ten read are converged, l29 is still held.
     rt.block_on(clear_requests(&sim.base_url));

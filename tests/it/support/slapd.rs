@@ -411,7 +411,8 @@ pub fn ldif_main(fx: &Fixture) -> String {
     o
 }
 
-/// The LDIF of database 2 (dc=limited,dc=test): 30 users.
+/// The LDIF of database 2 (dc=limited,dc=test): 30 users, and two groups: `limited-all`
+/// (all 30) and `limited-few` (l01 and l02).
 pub fn ldif_limited() -> String {
     let mut o = format!(
         "dn: {LIMITED}\nobjectClass: dcObject\nobjectClass: organization\ndc: limited\no: Limited\n\ndn: ou=people,{LIMITED}\nobjectClass: organizationalUnit\nou: people\n\n"
@@ -423,6 +424,21 @@ pub fn ldif_limited() -> String {
             uuid(5, n)
         );
     }
+    let _ = write!(
+        o,
+        "dn: ou=groups,{LIMITED}\nobjectClass: organizationalUnit\nou: groups\n\n\
+         dn: cn=limited-all,ou=groups,{LIMITED}\nobjectClass: groupOfNames\ncn: limited-all\nentryUUID: {}\n",
+        uuid(7, 1)
+    );
+    for n in 1..=30 {
+        let _ = writeln!(o, "member: uid=l{n:02},ou=people,{LIMITED}");
+    }
+    let _ = write!(
+        o,
+        "\ndn: cn=limited-few,ou=groups,{LIMITED}\nobjectClass: groupOfNames\ncn: limited-few\nentryUUID: {}\n\
+         member: uid=l01,ou=people,{LIMITED}\nmember: uid=l02,ou=people,{LIMITED}\n\n",
+        uuid(7, 2)
+    );
     o
 }
 
