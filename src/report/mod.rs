@@ -188,21 +188,45 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
 
 /// A group member as people read it: the userName, with the source DN or id when known,
 /// rather than the bare source id (`+`) or Ironclad id (`-`) the plan keeps.
+/// A line without a name: a member the plan has no line for is shown by its id.
+static EMPTY_LINE: UserPlan = UserPlan {
+    source_id: None,
+    locator: None,
+    user_name: String::new(),
+    ironclad_id: None,
+    action: UserAction::Noop,
+    seen_version: None,
+    seen: None,
+    held_action: None,
+};
+
 struct MemberNames<'a> {
-    by_source: std::collections::HashMap<&'a str, &'a UserPlan>,
-    by_ironclad: std::collections::HashMap<&'a str, &'a UserPlan>,
+    by_source: foldhash::HashMap<&'a str, &'a UserPlan>,
+    by_ironclad: foldhash::HashMap<&'a str, &'a UserPlan>,
 }
 
 impl<'a> MemberNames<'a> {
-    fn new(plan: &'a Plan) -> Self {
-        let mut by_source = std::collections::HashMap::new();
-        let mut by_ironclad = std::collections::HashMap::new();
-        for u in &plan.users {
-            if let Some(s) = u.source_id.as_deref() {
-                by_source.insert(s, u);
-            }
-            if let Some(i) = u.ironclad_id.as_deref() {
-                by_ironclad.insert(i, u);
+    /// The people the membership changes of `groups` name; the plan's users are only looked
+    /// through when there is any (a converged run of 100,000 people has none).
+    fn new(plan: &'a Plan, groups: &[&'a GroupPlan]) -> Self {
+        let mut by_source: foldhash::HashMap<&str, &UserPlan> = groups
+            .iter()
+            .flat_map(|g| g.add.iter())
+            .map(|a| (a.as_str(), &EMPTY_LINE))
+            .collect();
+        let mut by_ironclad: foldhash::HashMap<&str, &UserPlan> = groups
+            .iter()
+            .flat_map(|g| g.remove.iter())
+            .map(|r| (r.as_str(), &EMPTY_LINE))
+            .collect();
+        if !by_source.is_empty() || !by_ironclad.is_empty() {
+            for u in &plan.users {
+                if let Some(slot) = u.source_id.as_deref().and_then(|s| by_source.get_mut(s)) {
+                    *slot = u;
+                }
+                if let Some(slot) = u.ironclad_id.as_deref().and_then(|i| by_ironclad.get_mut(i)) {
+                    *slot = u;
+                }
             }
         }
         MemberNames {
@@ -285,11 +309,14 @@ pub fn rows(plan: &Plan, include_noop: bool) -> Vec<Row> {
             user_rows(u, &mut out);
         }
     }
-    let names = MemberNames::new(plan);
-    for g in &plan.groups {
-        if include_noop || g.action != GroupAction::Noop {
-            group_rows(g, &names, &mut out);
-        }
+    let shown: Vec<&GroupPlan> = plan
+        .groups
+        .iter()
+        .filter(|g| include_noop || g.action != GroupAction::Noop)
+        .collect();
+    let names = MemberNames::new(plan, &shown);
+    for g in shown {
+        group_rows(g, &names, &mut out);
     }
     out
 }
