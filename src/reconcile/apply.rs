@@ -499,7 +499,7 @@ impl Ctx<'_> {
         resp: Option<&ApiResponse>,
     ) -> Outcome {
         let link = u.source_id.as_ref().map(|src| Link {
-            source_id: src.clone(),
+            source_id: src.to_string(),
             ironclad_id: id.to_string(),
             user_name: user_name.into(),
             kind: "user".into(),
@@ -562,7 +562,7 @@ impl Ctx<'_> {
                 Ok(client
                     .find_user_by_user_name(&un)
                     .await?
-                    .filter(|u| !ours.is_empty() && u.external_id() == Some(ours.as_str()))
+                    .filter(|u| !ours.is_empty() && u.external_id() == Some(&*ours))
                     .map(|u| u.into_value()))
             })
         };
@@ -826,8 +826,8 @@ impl Ctx<'_> {
                 resp.map(|r| r.request_id),
                 None,
                 u.source_id
-                    .clone()
-                    .map_or(AfterWrite::Nothing, AfterWrite::Unlinked),
+                    .as_deref()
+                    .map_or(AfterWrite::Nothing, |s| AfterWrite::Unlinked(s.to_string())),
             )
             .await;
         Outcome {
@@ -867,7 +867,7 @@ fn create_waves(plan: &Plan) -> Vec<Vec<&UserPlan>> {
         .iter()
         .filter(|u| matches!(u.action, UserAction::Create { .. }))
         .collect();
-    let key_of = |u: &UserPlan| u.source_id.clone().unwrap_or_default();
+    let key_of = |u: &UserPlan| u.source_id.as_deref().unwrap_or_default().to_string();
     let manager_of = |u: &UserPlan| -> Option<String> {
         match &u.action {
             UserAction::Create { user } => user
@@ -1457,7 +1457,7 @@ fn heal_links(plan: &Plan, store: &Store) {
             let (Some(src), Some(id), Some(seen)) = (&u.source_id, &u.ironclad_id, &u.seen) else {
                 return None;
             };
-            let carries = seen.get("externalId").and_then(Value::as_str) == Some(src.as_str());
+            let carries = seen.get("externalId").and_then(Value::as_str) == Some(&**src);
             let acts = matches!(
                 u.action,
                 UserAction::Adopt { .. } | UserAction::Conflict { .. } | UserAction::Remove { .. }
@@ -1472,11 +1472,11 @@ fn heal_links(plan: &Plan, store: &Store) {
         return;
     };
     for (u, src, id, seen) in candidates {
-        if links.contains_key(src) {
+        if links.contains_key(&**src) {
             continue;
         }
         let link = Link {
-            source_id: src.clone(),
+            source_id: src.to_string(),
             ironclad_id: id.clone(),
             user_name: seen
                 .get("userName")

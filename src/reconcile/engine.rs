@@ -539,9 +539,10 @@ impl Engine {
         for u in &plan.users {
             let key = u
                 .source_id
-                .clone()
-                .or_else(|| u.ironclad_id.clone())
-                .unwrap_or_default();
+                .as_deref()
+                .or(u.ironclad_id.as_deref())
+                .unwrap_or_default()
+                .to_string();
             match &u.action {
                 UserAction::Skip {
                     reason: super::SkipReason::Grace { .. },
@@ -668,16 +669,16 @@ fn desired_from(
                 };
                 let entry_id = (manages_groups && key != ev.source_id).then_some(ev.source_id);
                 let d = DesiredUser {
-                    source_id: key,
-                    locator: ev.locator,
+                    source_id: key.into(),
+                    locator: ev.locator.into(),
                     state,
                 };
                 (d, entry_id)
             }
             Err(crate::mapping::MappingError::Eval(e)) => {
                 let d = DesiredUser {
-                    source_id: e.external_id.clone().unwrap_or_else(|| e.id.clone()),
-                    locator: e.locator.clone(),
+                    source_id: e.external_id.as_deref().unwrap_or(&e.id).into(),
+                    locator: e.locator.as_str().into(),
                     state: Desired::Failed {
                         error: e.to_string(),
                         identity_unknown: e.external_id.is_none(),
@@ -692,7 +693,7 @@ fn desired_from(
     super::par::map_in_order(prepared.user_count(), &one, |r| match r {
         Ok((d, entry_id)) => {
             if let Some(entry_id) = entry_id {
-                key_of.insert(entry_id, d.source_id.clone());
+                key_of.insert(entry_id, d.source_id.to_string());
             }
             users.push(d);
         }
@@ -859,7 +860,7 @@ pub fn with_email_matches(
     for d in desired {
         if let Desired::Wanted { user, .. } = &d.state {
             if user.emails().iter().any(|e| is_named(e)) {
-                out.insert(d.source_id.clone());
+                out.insert(d.source_id.to_string());
             }
         }
     }
@@ -894,7 +895,7 @@ pub fn restrict(plan: &mut Plan, only: &BTreeSet<String>) {
     let ids: BTreeSet<String> = plan
         .users
         .iter()
-        .filter_map(|u| u.source_id.clone())
+        .filter_map(|u| u.source_id.as_deref().map(str::to_string))
         .collect();
     for g in &mut plan.groups {
         g.add.retain(|m| ids.contains(m));
@@ -922,7 +923,7 @@ mod tests {
     fn people_named_by_an_email_that_is_not_their_user_name_are_found() {
         let wanted = |id: &str, mail: &str| DesiredUser {
             source_id: id.into(),
-            locator: format!("uid={id},dc=example"),
+            locator: format!("uid={id},dc=example").into(),
             state: Desired::Wanted {
                 user: json!({"userName": format!("{id}@corp"), "emails": [{"value": mail}]}).into(),
                 policies: Default::default(),
@@ -1012,7 +1013,7 @@ title = "(attr.title | as_bool) and 'x' or none"
                 .filter_map(|d| match d.state {
                     Desired::Failed {
                         identity_unknown, ..
-                    } => Some((d.source_id.clone(), identity_unknown)),
+                    } => Some((d.source_id.to_string(), identity_unknown)),
                     _ => None,
                 })
                 .collect()

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// When a managed attribute is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,10 +39,10 @@ pub enum ApplyPolicy {
 /// One source entry, as the mapping judged it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredUser {
-    /// Stable source id (becomes `externalId`).
-    pub source_id: String,
-    /// DN or URL, for reports.
-    pub locator: String,
+    /// Stable source id (becomes `externalId`). Shared with the plan line made from it.
+    pub source_id: Arc<str>,
+    /// DN or URL, for reports. Shared with the plan line made from it.
+    pub locator: Arc<str>,
     /// What the mapping decided.
     pub state: Desired,
 }
@@ -331,10 +332,10 @@ impl UserAction {
 /// One person's line in the plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserPlan {
-    /// Source id, when the person is in the source.
-    pub source_id: Option<String>,
-    /// DN or URL, when in the source.
-    pub locator: Option<String>,
+    /// Source id, when the person is in the source (shared with the desired user).
+    pub source_id: Option<Arc<str>>,
+    /// DN or URL, when in the source (shared with the desired user).
+    pub locator: Option<Arc<str>>,
     /// userName (desired, else as in Ironclad).
     pub user_name: String,
     /// Ironclad id, when the person exists there.

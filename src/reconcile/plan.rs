@@ -19,6 +19,7 @@ use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Ironclad users by id, externalId, userName and email address (the last two as compared, see
 /// [`name_key`]). Holds positions in the listing only, four bytes a key, so it borrows nothing:
@@ -438,14 +439,14 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             &built
         }
     };
-    let source_ids: HashSet<&str> = desired.iter().map(|d| d.source_id.as_str()).collect();
+    let source_ids: HashSet<&str> = desired.iter().map(|d| &*d.source_id).collect();
 
     // One line per entry. Each line depends only on its entry and the indexes, so large runs
     // plan in chunks on several threads; the lines keep the entries' order.
     let plan_one = |i: usize, d: &'a DesiredUser| -> Line<'a> {
         let linked = input
             .user_links
-            .get(&d.source_id)
+            .get(&*d.source_id)
             .map(String::as_str)
             .filter(|id| target.user(id).is_some())
             .or_else(|| target.by_external_id(&d.source_id));
@@ -455,7 +456,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         // found it converged needs no comparison (and no tree of either side).
         let fingerprint = match (&d.state, listed, input.converged) {
             (Desired::Wanted { user, policies }, Some(l), Some(_))
-                if input.user_links.get(&d.source_id).map(String::as_str) == Some(&*l.id) =>
+                if input.user_links.get(&*d.source_id).map(String::as_str) == Some(&*l.id) =>
             {
                 fingerprint(user.as_str(), policies, l, input.now)
             }
@@ -466,7 +467,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             .is_some_and(|fp| input.converged.is_some_and(|c| c.contains(fp)));
         let quarantined = input
             .quarantined
-            .get(&d.source_id)
+            .get(&*d.source_id)
             .filter(|u| **u > input.now);
         // The one tree of this user the planner holds; dropped at the end of the iteration.
         let current_tree = if known && quarantined.is_none() {
@@ -549,7 +550,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             }
         }
         let noop = matches!(line.action, UserAction::Noop);
-        let linked_noop = noop && input.user_links.contains_key(&d.source_id);
+        let linked_noop = noop && input.user_links.contains_key(&*d.source_id);
         if line.seen.is_none() && !linked_noop {
             line.seen = current_tree.or_else(|| listed.map(IroncladUser::value));
         }
@@ -566,7 +567,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         |(line, ids, fingerprint)| {
             accounted.extend(ids.into_iter().flatten());
             if let (Some(fp), Some(id)) = (fingerprint, &line.source_id) {
-                converged.push((id.clone(), fp));
+                converged.push((id.to_string(), fp));
             }
             users.push(line);
         },
@@ -649,7 +650,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             },
         };
         users.push(UserPlan {
-            source_id: link_by_id.get(id).map(|x| x.to_string()),
+            source_id: link_by_id.get(id).map(|x| Arc::from(*x)),
             locator: None,
             user_name: u.user_name.to_string(),
             ironclad_id: Some(id.to_string()),
@@ -852,7 +853,7 @@ fn wanted_action(
         if let Some(a) = protected_skip(protected, cur_name) {
             return a;
         }
-        if let Some(x) = s(cur, "externalId").filter(|x| !x.is_empty() && *x != d.source_id) {
+        if let Some(x) = s(cur, "externalId").filter(|x| !x.is_empty() && *x != &*d.source_id) {
             let why = if source_ids.contains(x) {
                 format!("{cur_name} is already linked to another source entry ({x})")
             } else {
@@ -881,7 +882,7 @@ fn wanted_action(
             changes.push(AttrChange {
                 path: "externalId".into(),
                 before: cur.get("externalId").cloned().unwrap_or(Value::Null),
-                after: Value::String(d.source_id.clone()),
+                after: Value::String(d.source_id.to_string()),
             });
         }
         return update_gate(UserAction::Adopt {
@@ -913,7 +914,11 @@ fn wanted_action(
         };
     }
     let mut full = user.clone();
-    attrs::set(&mut full, "externalId", Value::String(d.source_id.clone()));
+    attrs::set(
+        &mut full,
+        "externalId",
+        Value::String(d.source_id.to_string()),
+    );
     UserAction::Create { user: full }
 }
 
@@ -1001,10 +1006,10 @@ fn apply_removal_rules(
         }
         let key = u
             .source_id
-            .clone()
-            .or_else(|| u.ironclad_id.clone())
+            .as_deref()
+            .or(u.ironclad_id.as_deref())
             .unwrap_or_default();
-        let (first, missed) = input.grace.get(&key).copied().unwrap_or((input.now, 0));
+        let (first, missed) = input.grace.get(key).copied().unwrap_or((input.now, 0));
         let missed = missed + 1;
         let runs_ok = missed >= policy.grace_runs;
         let time_ok = policy.grace_period.is_none_or(|p| input.now - first >= p);
@@ -1416,7 +1421,7 @@ mod tests {
     fn want(src: &str, mail: &str, title: &str) -> DesiredUser {
         DesiredUser {
             source_id: src.into(),
-            locator: format!("uid={src},ou=people,dc=example,dc=test"),
+            locator: format!("uid={src},ou=people,dc=example,dc=test").into(),
             state: Desired::Wanted {
                 user: json!({
                     "userName": mail, "name": {"givenName": "G", "familyName": "F"}, "title": title,
@@ -1432,7 +1437,7 @@ mod tests {
     fn not_wanted(src: &str) -> DesiredUser {
         DesiredUser {
             source_id: src.into(),
-            locator: format!("uid={src}"),
+            locator: format!("uid={src}").into(),
             state: Desired::NotWanted {
                 reason: "disabled (userAccountControl bit 0x2)".into(),
             },
@@ -1679,7 +1684,7 @@ mod tests {
     fn an_entry_the_mapping_failed_on_keeps_its_linked_user() {
         let failed = |src: &str, identity_unknown: bool| DesiredUser {
             source_id: src.into(),
-            locator: format!("uid={src}"),
+            locator: format!("uid={src}").into(),
             state: Desired::Failed {
                 error: "attributes.userName: the expression gave no value".into(),
                 identity_unknown,
@@ -1799,7 +1804,7 @@ mod tests {
         let wanting = |src: &str, user_name: &str, email: &str| {
             DesiredUser {
             source_id: src.into(),
-            locator: format!("uid={src}"),
+            locator: format!("uid={src}").into(),
             state: Desired::Wanted {
                 user: json!({"userName": user_name, "emails": [{"value": email, "type": "work", "primary": true}]})
                     .into(),
@@ -2379,8 +2384,8 @@ mod tests {
                 let name = format!("u{}@example.com", i % (n / 2));
                 match i % 7 {
                     0 => DesiredUser {
-                        source_id: format!("s{i}"),
-                        locator: format!("uid=s{i}"),
+                        source_id: format!("s{i}").into(),
+                        locator: format!("uid=s{i}").into(),
                         state: Desired::NotWanted {
                             reason: "out of scope".into(),
                         },

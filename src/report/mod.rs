@@ -88,9 +88,10 @@ pub fn skip_text(r: &SkipReason) -> String {
 fn user_rows(u: &UserPlan, out: &mut Vec<Row>) {
     let source = u
         .locator
-        .clone()
-        .or_else(|| u.source_id.clone())
-        .unwrap_or_default();
+        .as_deref()
+        .or(u.source_id.as_deref())
+        .unwrap_or_default()
+        .to_string();
     let base = |action: &str, detail: String| Row {
         kind: "user",
         action: action.to_string(),
@@ -224,7 +225,11 @@ impl<'a> MemberNames<'a> {
                 if let Some(slot) = u.source_id.as_deref().and_then(|s| by_source.get_mut(s)) {
                     *slot = u;
                 }
-                if let Some(slot) = u.ironclad_id.as_deref().and_then(|i| by_ironclad.get_mut(i)) {
+                if let Some(slot) = u
+                    .ironclad_id
+                    .as_deref()
+                    .and_then(|i| by_ironclad.get_mut(i))
+                {
                     *slot = u;
                 }
             }

@@ -712,7 +712,7 @@ async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() 
         .unwrap();
     let create = |src: &str, name: &str| UserPlan {
         source_id: Some(src.into()),
-        locator: Some(format!("uid={src}")),
+        locator: Some(format!("uid={src}").into()),
         user_name: name.into(),
         ironclad_id: None,
         action: UserAction::Create {
@@ -853,7 +853,7 @@ async fn removals_that_may_go_either_way_use_both_buckets() {
         .iter()
         .enumerate()
         .map(|(i, u)| UserPlan {
-            source_id: Some(format!("s{i}")),
+            source_id: Some(format!("s{i}").into()),
             locator: None,
             user_name: u.0["userName"].as_str().unwrap().to_string(),
             ironclad_id: Some(u.0["id"].as_str().unwrap().to_string()),

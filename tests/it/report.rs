@@ -30,7 +30,7 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
     let want = |src: &str, mail: &str, title: &str| {
         DesiredUser {
         source_id: src.into(),
-        locator: format!("uid={src},ou=people,dc=example,dc=test"),
+        locator: format!("uid={src},ou=people,dc=example,dc=test").into(),
         state: Desired::Wanted {
             user: json!({"userName": mail, "title": title, "name": {"givenName": "A", "familyName": "B"}}).into(),
             policies: policies.clone().into(),
