@@ -17,10 +17,13 @@ bench_need() {
   [ -x /usr/bin/time ] || { echo "bench: GNU time is missing (apt-get install time)" >&2; exit 2; }
 }
 
-# A free TCP port on 127.0.0.1.
+# A free TCP port on 127.0.0.1, below the kernel's range of ephemeral ports (so that no
+# client connection of an earlier step holds it as its local port).
 bench_free_port() {
-  local p
-  for p in $(shuf -i 20000-60000 -n 50); do
+  local p lo
+  lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$lo" -gt 11000 ] 2>/dev/null || lo=32768
+  for p in $(shuf -i 10000-$(( lo - 1 )) -n 50); do
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   echo "bench: no free port" >&2

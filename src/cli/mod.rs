@@ -223,7 +223,12 @@ pub fn main() -> ExitCode {
             return Exit::Error.into();
         }
     };
-    runtime.block_on(run(cli)).into()
+    let exit = runtime.block_on(run(cli));
+    // Every command has written its output, and closed its state store, when `run` returns.
+    // The process ends here without tearing down the runtime or waiting for what commands
+    // left to be freed on other threads: at 100,000 people that teardown took 30-40 ms of a
+    // run's wall time and changed nothing. `exit` still flushes standard output.
+    std::process::exit(exit as i32)
 }
 
 /// Runs one parsed command line.

@@ -59,7 +59,11 @@ pub async fn plan(
             path.display()
         );
     }
-    Ok(plan_exit(&r.plan))
+    let exit = plan_exit(&r.plan);
+    // The store is closed here (its final checkpoint); the plan is freed aside.
+    drop(engine);
+    crate::reconcile::drop_aside(r);
+    Ok(exit)
 }
 
 /// Runs `fut` with progress shown: bars on a terminal, structured log lines otherwise. Bars are
@@ -213,13 +217,15 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     } else if !plan.source_complete {
         eprintln!("the source could not be read: nothing was removed (see the notes above)");
     }
-    Ok(if report.failed() > 0 || !plan.source_complete {
+    let exit = if report.failed() > 0 || !plan.source_complete {
         Exit::Error
     } else if report.refused() > 0 || plan.has_held() {
         Exit::Pending
     } else {
         Exit::Ok
-    })
+    };
+    crate::reconcile::drop_aside((plan, report));
+    Ok(exit)
 }
 
 /// The state store's run lock, held by a CLI apply for its whole run so it never writes at the

@@ -7,6 +7,7 @@
 //! ([`super::apply`]), argument parsing and printing (the CLI).
 
 use super::apply::{self, ApplyOptions, ApplyReport, Audit};
+use super::drop_aside;
 use super::plan::DesiredNames;
 use super::users::{IroncladUser, JsonText};
 use super::{
@@ -732,15 +733,6 @@ fn desired_from(
         group_errors,
         incomplete: None,
     })
-}
-
-/// Frees what a run no longer needs on a thread of its own: freeing 100,000 people's data
-/// takes tens of milliseconds that the run need not wait for. If no thread can be started,
-/// the closure, and `x` with it, is dropped here.
-fn drop_aside<T: Send + 'static>(x: T) {
-    let _ = std::thread::Builder::new()
-        .name("ironbridge-free".into())
-        .spawn(move || drop(x));
 }
 
 /// What the planner needs from the state store, read in one go.
