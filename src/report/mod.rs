@@ -67,7 +67,10 @@ fn show(v: &Value) -> String {
 /// Why an entry is skipped, in words.
 pub fn skip_text(r: &SkipReason) -> String {
     match r {
-        SkipReason::OutOfScope { rule } => format!("out of scope: {rule}"),
+        // The rule's text already says why: "out of scope (the rule that decided)" or
+        // "disabled in the source".
+        SkipReason::OutOfScope { rule } if rule.starts_with("out of scope") => rule.clone(),
+        SkipReason::OutOfScope { rule } => format!("not provisioned: {rule}"),
         SkipReason::Protected { pattern } => format!("protected account (matches {pattern})"),
         SkipReason::Quarantined { until } => {
             format!("quarantined after repeated failures; retried after {until}")
@@ -590,6 +593,19 @@ mod tests {
             notes: vec![],
             converged: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_skip_out_of_scope_says_why_once() {
+        let rule = |r: &str| SkipReason::OutOfScope { rule: r.into() };
+        assert_eq!(
+            skip_text(&rule("out of scope (no rule matched: default exclude)")),
+            "out of scope (no rule matched: default exclude)"
+        );
+        assert_eq!(
+            skip_text(&rule("disabled in the source")),
+            "not provisioned: disabled in the source"
+        );
     }
 
     #[test]
