@@ -323,24 +323,54 @@ fn sorted<'a>(mut members: Vec<(&'a str, Piece<'a>)>) -> Vec<(&'a str, Piece<'a>
     out
 }
 
-fn write_piece(out: &mut Vec<u8>, p: &Piece<'_>) {
-    // Writing JSON values and strings into a Vec cannot fail.
-    match p {
-        Piece::Value(v) => {
-            let _ = serde_json::to_writer(&mut *out, v);
+/// A JSON string. Most values need no escape: those are copied as they are, after one
+/// branch-free pass over their bytes (serde_json escapes byte by byte through a table, which
+/// was a tenth of the mapping's time at 100,000 people); any other goes through serde_json.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let plain = !s.as_bytes().iter().fold(false, |esc, &b| {
+        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing JSON into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Json) {
+    match v {
+        Json::String(s) => write_str(out, s),
+        // Writing JSON values into a Vec cannot fail.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
         }
+    }
+}
+
+fn write_piece(out: &mut Vec<u8>, p: &Piece<'_>) {
+    match p {
+        Piece::Value(v) => write_value(out, v),
         Piece::Manager(v) => {
             out.extend_from_slice(b"{\"value\":");
-            let _ = serde_json::to_writer(&mut *out, v);
+            write_value(out, v);
             out.push(b'}');
         }
         Piece::Object(members) => write_object(out, members),
         Piece::Schemas(list) => {
-            let _ = serde_json::to_writer(&mut *out, list);
+            out.push(b'[');
+            for (i, s) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, s);
+            }
+            out.push(b']');
         }
-        Piece::Text(t) => {
-            let _ = serde_json::to_writer(&mut *out, t);
-        }
+        Piece::Text(t) => write_str(out, t),
     }
 }
 
@@ -350,7 +380,7 @@ fn write_object(out: &mut Vec<u8>, members: &[(&str, Piece<'_>)]) {
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut *out, k);
+        write_str(out, k);
         out.push(b':');
         write_piece(out, p);
     }
@@ -417,8 +447,8 @@ mod tests {
             (Target::ExternalId, json!("ext-1")),
             (Target::UserName, json!("Ann@Example.com")),
             (Target::GivenName, json!("Ann \"Q\" <ü>\n")),
-            (Target::FamilyName, json!("Lee")),
-            (Target::Formatted, json!("Ann Lee")),
+            (Target::FamilyName, json!("Lee \\ Søn\u{1f}\u{7f}\t")),
+            (Target::Formatted, json!("Ann Lée 李")),
             (Target::DisplayName, json!("Ann")),
             (Target::Title, json!("Counsel")),
             (
