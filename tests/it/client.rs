@@ -699,8 +699,8 @@ async fn granted_scopes_and_token_errors_never_show_the_secret() {
 /// is not mistaken for the create having been applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() {
-    use ironbridge::reconcile::apply::{self, ApplyOptions, Audit};
-    use ironbridge::reconcile::{Plan, UserAction, UserPlan};
+    use ironbridge::reconcile::apply;
+    use ironbridge::reconcile::{UserAction, UserPlan};
     let sim = sim();
     let client = sim.client();
     let mut foreign = new_user("foreign@example.com");
@@ -727,31 +727,15 @@ async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() 
         seen: None,
         held_action: None,
     };
-    let plan = |lines: Vec<UserPlan>| Plan {
-        created_at: chrono::Utc::now(),
-        source_complete: true,
-        source_incomplete: None,
-        users: lines,
-        groups: Vec::new(),
-        summary: Default::default(),
-        notes: Vec::new(),
-        converged: Vec::new(),
-    };
+    let plan = users_plan;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ironbridge::store::Store::open(&dir.path().join("state.db")).unwrap());
-    let audit = Audit::open(store.clone(), &dir.path().join("audit.jsonl"), "run-1").unwrap();
-    let mut opts = ApplyOptions {
-        run_id: "run-1".into(),
-        audit_log: dir.path().join("audit.jsonl"),
-        concurrency: 2,
-        rate_limits: sim.config().rate_limits,
-        quarantine_after: 3,
-        apply_held: false,
-        write_method: Default::default(),
-        adopt_by_user_name: false,
-        seen_at: Instant::now(),
-        put_reread_after: Duration::from_secs(3600),
-    };
+    let (store, audit, mut opts) = apply_setup(
+        dir.path(),
+        sim.config().rate_limits,
+        2,
+        false,
+        Duration::from_secs(3600),
+    );
     let result = |r: &apply::ApplyReport, name: &str| {
         r.outcomes
             .iter()
@@ -844,8 +828,8 @@ async fn a_create_meeting_an_existing_account_takes_it_over_only_when_allowed() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removals_that_may_go_either_way_use_both_buckets() {
     use ironbridge::config::RemoveMode;
-    use ironbridge::reconcile::apply::{self, ApplyOptions, Audit};
-    use ironbridge::reconcile::{Plan, UserAction, UserPlan};
+    use ironbridge::reconcile::apply;
+    use ironbridge::reconcile::{UserAction, UserPlan};
     let sim = sim();
     let client = Arc::new(sim.client());
     let created = create_many(&client, "leaver", 13).await;
@@ -866,31 +850,15 @@ async fn removals_that_may_go_either_way_use_both_buckets() {
             held_action: None,
         })
         .collect();
-    let plan = Plan {
-        created_at: chrono::Utc::now(),
-        source_complete: true,
-        source_incomplete: None,
-        users: lines,
-        groups: Vec::new(),
-        summary: Default::default(),
-        notes: Vec::new(),
-        converged: Vec::new(),
-    };
+    let plan = users_plan(lines);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ironbridge::store::Store::open(&dir.path().join("state.db")).unwrap());
-    let audit = Audit::open(store.clone(), &dir.path().join("audit.jsonl"), "run-1").unwrap();
-    let opts = ApplyOptions {
-        run_id: "run-1".into(),
-        audit_log: dir.path().join("audit.jsonl"),
-        concurrency: 4,
-        rate_limits: sim.config().rate_limits,
-        quarantine_after: 3,
-        apply_held: false,
-        write_method: Default::default(),
-        adopt_by_user_name: true,
-        seen_at: Instant::now(),
-        put_reread_after: Duration::from_secs(3600),
-    };
+    let (store, audit, opts) = apply_setup(
+        dir.path(),
+        sim.config().rate_limits,
+        4,
+        true,
+        Duration::from_secs(3600),
+    );
     let r = apply::apply(&plan, &client, &store, &audit, &opts).await;
     assert_eq!(r.counts.get("applied"), Some(&13), "{r:?}");
     let writes: Vec<String> = sim
@@ -922,8 +890,8 @@ async fn removals_that_may_go_either_way_use_both_buckets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_long_after_the_listing_never_overwrites_what_changed_in_ironclad_meanwhile() {
     use ironbridge::config::RemoveMode;
-    use ironbridge::reconcile::apply::{self, ApplyOptions, Audit};
-    use ironbridge::reconcile::{AttrChange, Plan, UserAction, UserPlan};
+    use ironbridge::reconcile::apply;
+    use ironbridge::reconcile::{AttrChange, UserAction, UserPlan};
     const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
     let sim = sim();
     let client = sim.client();
@@ -990,31 +958,15 @@ async fn a_put_long_after_the_listing_never_overwrites_what_changed_in_ironclad_
         how: RemoveMode::Deactivate,
         reason: "no longer in the source".into(),
     };
-    let plan = |users: Vec<UserPlan>| Plan {
-        created_at: chrono::Utc::now(),
-        source_complete: true,
-        source_incomplete: None,
-        users,
-        groups: Vec::new(),
-        summary: Default::default(),
-        notes: Vec::new(),
-        converged: Vec::new(),
-    };
+    let plan = users_plan;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ironbridge::store::Store::open(&dir.path().join("state.db")).unwrap());
-    let audit = Audit::open(store.clone(), &dir.path().join("audit.jsonl"), "run-1").unwrap();
-    let mut opts = ApplyOptions {
-        run_id: "run-1".into(),
-        audit_log: dir.path().join("audit.jsonl"),
-        concurrency: 2,
-        rate_limits: sim.config().rate_limits,
-        quarantine_after: 3,
-        apply_held: false,
-        write_method: Default::default(),
-        adopt_by_user_name: false,
-        seen_at: Instant::now(),
-        put_reread_after: Duration::ZERO,
-    };
+    let (store, audit, mut opts) = apply_setup(
+        dir.path(),
+        sim.config().rate_limits,
+        2,
+        false,
+        Duration::ZERO,
+    );
     let log = || async {
         sim.scim_requests()
             .await
@@ -1133,4 +1085,49 @@ async fn a_put_long_after_the_listing_never_overwrites_what_changed_in_ironclad_
         (0, 1),
         "{second:?}"
     );
+}
+
+/// A plan of these user lines only, from a complete source.
+fn users_plan(users: Vec<ironbridge::reconcile::UserPlan>) -> ironbridge::reconcile::Plan {
+    ironbridge::reconcile::Plan {
+        created_at: chrono::Utc::now(),
+        source_complete: true,
+        source_incomplete: None,
+        users,
+        groups: Vec::new(),
+        summary: Default::default(),
+        notes: Vec::new(),
+        converged: Vec::new(),
+    }
+}
+
+/// A state store and audit log in `dir`, and apply options for run `run-1` with these limits.
+fn apply_setup(
+    dir: &std::path::Path,
+    rate_limits: RateLimits,
+    concurrency: usize,
+    adopt_by_user_name: bool,
+    put_reread_after: Duration,
+) -> (
+    Arc<ironbridge::store::Store>,
+    ironbridge::reconcile::apply::Audit,
+    ironbridge::reconcile::apply::ApplyOptions,
+) {
+    let store = Arc::new(ironbridge::store::Store::open(&dir.join("state.db")).unwrap());
+    let audit_log = dir.join("audit.jsonl");
+    let audit =
+        ironbridge::reconcile::apply::Audit::open(store.clone(), &audit_log, "run-1").unwrap();
+    let opts = ironbridge::reconcile::apply::ApplyOptions {
+        run_id: "run-1".into(),
+        audit_log,
+        concurrency,
+        rate_limits,
+        quarantine_after: 3,
+        apply_held: false,
+        write_method: Default::default(),
+        adopt_by_user_name,
+        seen_at: Instant::now(),
+        put_reread_after,
+    };
+    (store, audit, opts)
 }
