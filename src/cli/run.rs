@@ -159,6 +159,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
                     allow_removals: args.allow_removals,
                     only: only.clone(),
                     trigger: "cli".into(),
+                    only_must_match: true,
                 }))
                 .await?;
                 print!(
@@ -187,6 +188,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
                 allow_removals: args.allow_removals,
                 only,
                 trigger: "cli".into(),
+                only_must_match: true,
             }))
             .await?;
             let report = r.applied.unwrap_or_default();
@@ -349,6 +351,15 @@ async fn apply_saved(
     }
     let mut plan = saved.plan;
     if let Some(o) = only {
+        let nobody = crate::reconcile::engine::names_matching_nobody(&plan, o);
+        if !nobody.is_empty() {
+            anyhow::bail!(
+                "--only {}: no line of the saved plan {} has this source id, DN, userName or \
+                 Ironclad id; nothing applied",
+                nobody.join(", "),
+                path.display()
+            );
+        }
         crate::reconcile::engine::restrict(&mut plan, o);
     }
     let seen_at = std::time::Instant::now();
@@ -480,15 +491,7 @@ fn refuse_stale(
 pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
     let engine = Engine::open(Config::load(config)?)?;
     let now = chrono::Utc::now();
-    println!(
-        "1. Source: {}",
-        engine
-            .cfg
-            .source
-            .as_ref()
-            .map(|_| "configured")
-            .unwrap_or("none")
-    );
+    println!("1. Source: {}", engine.source_description());
     let (desired, snapshot) = engine.desired(now, false).await;
     let Some(snap) = snapshot else {
         println!("   read FAILED: {}", desired.err().unwrap_or_default());
@@ -502,18 +505,12 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
     if let Ok(Some(why)) = desired.as_ref().map(|d| d.incomplete.as_deref()) {
         println!("   INCOMPLETE: the users listing was cut short ({why}); people after the cut were not read");
     }
-    let needle = user.trim().to_lowercase();
-    let entry = snap.users.iter().find(|e| {
-        e.id.to_lowercase() == needle
-            || e.locator.to_lowercase() == needle
-            || e.attrs.iter().any(|(n, vs)| {
-                !crate::model::is_secret_attribute(n)
-                    && vs.iter().any(|v| v.as_text().to_lowercase() == needle)
-            })
-    });
-    let Some(entry) = entry else {
-        println!("   no source entry has the id, DN or an attribute value {user:?}");
-        return Ok(Exit::Error);
+    let entry = match find_person(&snap.users, user) {
+        Ok(entry) => entry,
+        Err(why) => {
+            println!("   {why}");
+            return Ok(Exit::Error);
+        }
     };
     println!("   found {} (id {})", entry.locator, entry.id);
     println!("\n2. Entry attributes:");
@@ -534,8 +531,13 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
                 ev.in_scope, ev.decided_by.text, ev.decided_by.line, ev.disabled, ev.desired
             );
             if let Some(u) = &ev.user {
+                let label = if ev.desired {
+                    "Ironclad user the mapping gives"
+                } else {
+                    "what the mapping gives (not wanted in Ironclad: never created from this)"
+                };
                 println!(
-                    "   Ironclad user:\n{}",
+                    "   {label}:\n{}",
                     indent(&serde_json::to_string_pretty(&u.scim())?)
                 );
             }
@@ -556,7 +558,7 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
                 "   Ironclad id: {}",
                 line.ironclad_id
                     .as_deref()
-                    .unwrap_or("(none: not in Ironclad)")
+                    .unwrap_or("(none: no Ironclad user is linked to or matches this person)")
             );
             print!("{}", indent(&report::render(&plan, Format::Text, false)?));
         }
@@ -565,6 +567,100 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The one source entry `user` names: its id or DN first (any case); otherwise the one entry
+/// holding `user` as an attribute value (secret attributes aside). A value several entries
+/// hold (a manager's DN, a department) names none of them: the error lists them.
+fn find_person<'a>(
+    users: &'a [crate::model::Entry],
+    user: &str,
+) -> Result<&'a crate::model::Entry, String> {
+    let needle = user.trim().to_lowercase();
+    if let Some(e) = users
+        .iter()
+        .find(|e| e.id.to_lowercase() == needle || e.locator.to_lowercase() == needle)
+    {
+        return Ok(e);
+    }
+    let holders: Vec<&crate::model::Entry> = users
+        .iter()
+        .filter(|e| {
+            e.attrs.iter().any(|(n, vs)| {
+                !crate::model::is_secret_attribute(n)
+                    && vs.iter().any(|v| v.as_text().to_lowercase() == needle)
+            })
+        })
+        .collect();
+    match holders.as_slice() {
+        [] => Err(format!(
+            "no source entry has the id, DN or an attribute value {user:?}"
+        )),
+        [one] => Ok(one),
+        many => {
+            let shown: Vec<&str> = many.iter().take(10).map(|e| &*e.locator).collect();
+            let more = many.len().saturating_sub(shown.len());
+            Err(format!(
+                "{} entries hold the value {user:?}; name one by its id or DN: {}{}",
+                many.len(),
+                shown.join("; "),
+                if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                }
+            ))
+        }
+    }
+}
+
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("   {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Attributes, Entry};
+
+    fn entry(id: &str, dn: &str, attrs: &[(&str, &str)]) -> Entry {
+        let mut a = Attributes::new();
+        for (n, v) in attrs {
+            a.push(n, *v);
+        }
+        Entry {
+            id: id.into(),
+            locator: dn.into(),
+            attrs: a,
+        }
+    }
+
+    #[test]
+    fn preview_finds_a_person_by_id_or_dn_before_any_attribute_and_never_guesses() {
+        let boss = "uid=boss,ou=people,dc=x";
+        let users = vec![
+            entry(
+                "1",
+                "uid=ann,ou=people,dc=x",
+                &[("manager", boss), ("ou", "Legal")],
+            ),
+            entry(
+                "2",
+                "uid=bob,ou=people,dc=x",
+                &[("manager", boss), ("ou", "Legal")],
+            ),
+            entry("3", boss, &[("uid", "boss"), ("userPassword", "s3cret")]),
+        ];
+        // The DN names its entry, not the people whose manager it is.
+        assert_eq!(
+            find_person(&users, "UID=Boss,ou=people,dc=x").unwrap().id,
+            "3"
+        );
+        assert_eq!(find_person(&users, " 2 ").unwrap().id, "2");
+        assert_eq!(find_person(&users, "boss").unwrap().id, "3");
+        // A value two entries hold names neither.
+        let err = find_person(&users, "legal").unwrap_err();
+        assert!(err.contains("2 entries hold"), "{err}");
+        assert!(err.contains("uid=ann") && err.contains("uid=bob"), "{err}");
+        // Secret attributes are never matched.
+        assert!(find_person(&users, "s3cret").is_err());
+    }
 }

@@ -43,10 +43,18 @@ pub enum EngineError {
     Store(#[from] crate::store::StoreError),
     /// Ironclad could not be read.
     #[error("reading Ironclad: {0}")]
-    Ironclad(#[from] crate::ironclad::IroncladError),
+    Ironclad(crate::ironclad::IroncladError),
     /// A stop was requested before the writes began; nothing was written.
     #[error("stopped before applying: nothing was written")]
     Interrupted,
+}
+
+// Not `#[from]`: that would make the error its own source, and a chain printed whole would say
+// what went wrong twice.
+impl From<crate::ironclad::IroncladError> for EngineError {
+    fn from(e: crate::ironclad::IroncladError) -> Self {
+        EngineError::Ironclad(e)
+    }
 }
 
 /// What a run does.
@@ -60,6 +68,10 @@ pub struct RunOptions {
     pub only: Option<BTreeSet<String>>,
     /// What started the run (`cli`, `schedule`, `webhook:okta`, `api`).
     pub trigger: String,
+    /// With `only`: a name that matches nobody (in the source or in Ironclad) is an error and
+    /// nothing is applied. Set by the CLI, where it is a typo; an IdP event may name someone
+    /// who was never provisioned.
+    pub only_must_match: bool,
 }
 
 /// The result of a run.
@@ -229,6 +241,11 @@ impl Engine {
         }
     }
 
+    /// The source, as its kind and URL or path (never a secret).
+    pub fn source_description(&self) -> String {
+        self.source.describe()
+    }
+
     /// Reads the source and evaluates the mapping: desired users and groups, or the reason the
     /// source cannot be trusted this run. The mapping runs on blocking threads, so that the
     /// Ironclad listing read at the same time keeps going. With `consume`, the snapshot is only
@@ -392,8 +409,35 @@ impl Engine {
             Ok(sets) => with_email_matches(only, &sets.users, &target.users),
             Err(_) => with_email_matches(only, &[], &target.users),
         });
+        // Each name given, with what its email matches add, to find the names matching nobody.
+        let named: Vec<(String, BTreeSet<String>)> = match (&opts.only, opts.only_must_match) {
+            (Some(names), true) => names
+                .iter()
+                .map(|n| {
+                    let one = BTreeSet::from([n.clone()]);
+                    let users = desired.as_ref().map(|d| &d.users[..]).unwrap_or(&[]);
+                    (
+                        n.clone(),
+                        lowered(&with_email_matches(&one, users, &target.users)),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let plan_start = std::time::Instant::now();
         let mut plan = self.plan_from(desired, names.as_ref(), &target, &state, opts, now)?;
+        let unmatched: Vec<&str> = named
+            .iter()
+            .filter(|(_, set)| !plan.users.iter().any(|u| names_line(set, u)))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !unmatched.is_empty() {
+            return Err(EngineError::Config(format!(
+                "--only {}: no one in the source or in Ironclad has this id, DN, userName or \
+                 email; nothing was planned or applied",
+                unmatched.join(", ")
+            )));
+        }
         drop_aside((state, target, names));
         tracing::debug!(
             elapsed_ms = plan_start.elapsed().as_millis() as u64,
@@ -867,23 +911,38 @@ pub fn with_email_matches(
     out
 }
 
+/// Names as [`names_line`] takes them: trimmed and lowercased.
+fn lowered(names: &BTreeSet<String>) -> BTreeSet<String> {
+    names.iter().map(|s| s.trim().to_lowercase()).collect()
+}
+
+/// Whether one of `lowered` (see [`lowered`]) is the line's source id, userName, Ironclad id
+/// or DN, in any case.
+fn names_line(lowered: &BTreeSet<String>, u: &super::UserPlan) -> bool {
+    let is = |s: &str| lowered.contains(&s.to_lowercase());
+    u.source_id.as_deref().is_some_and(is)
+        || is(&u.user_name)
+        || u.ironclad_id.as_deref().is_some_and(is)
+        || u.locator.as_deref().is_some_and(is)
+}
+
+/// The names among `only` that name no line of `plan` (see [`restrict`]; emails are not
+/// looked up here).
+pub fn names_matching_nobody<'a>(plan: &Plan, only: &'a BTreeSet<String>) -> Vec<&'a str> {
+    only.iter()
+        .filter(|n| {
+            let one = lowered(&BTreeSet::from([(*n).clone()]));
+            !plan.users.iter().any(|u| names_line(&one, u))
+        })
+        .map(String::as_str)
+        .collect()
+}
+
 /// Keeps only the people named (source id, userName or email, case-insensitive); groups are
 /// left out of a targeted run unless they contain a named person.
 pub fn restrict(plan: &mut Plan, only: &BTreeSet<String>) {
-    let only: BTreeSet<String> = only.iter().map(|s| s.trim().to_lowercase()).collect();
-    let hit = |u: &super::UserPlan| {
-        u.source_id
-            .as_deref()
-            .is_some_and(|s| only.contains(&s.to_lowercase()))
-            || only.contains(&u.user_name.to_lowercase())
-            || u.ironclad_id
-                .as_deref()
-                .is_some_and(|s| only.contains(&s.to_lowercase()))
-            || u.locator
-                .as_deref()
-                .is_some_and(|s| only.contains(&s.to_lowercase()))
-    };
-    plan.users.retain(hit);
+    let only = lowered(only);
+    plan.users.retain(|u| names_line(&only, u));
     let ids: BTreeSet<String> = plan
         .users
         .iter()

@@ -471,6 +471,7 @@ impl Runner {
             allow_removals: spec.allow_removals,
             only: spec.scope.only(),
             trigger: spec.trigger.clone(),
+            only_must_match: false,
         };
         tracing::info!(run_id = %id, trigger = %spec.trigger, apply = opts.apply, targeted = opts.only.as_ref().map(|o| o.len()), "run starting");
         let stop = AtomicBool::new(false);

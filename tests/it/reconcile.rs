@@ -672,6 +672,44 @@ fn a_mover_is_updated_in_place_title_department_manager_and_department_head() {
     w.assert_converged();
 }
 
+/// `apply --only`: a targeted run writes for the people named (by DN here, by email below)
+/// and for nobody else; a name that matches nobody is an error before anything is written.
+#[test]
+fn a_targeted_apply_writes_only_for_the_people_named_and_refuses_a_name_matching_nobody() {
+    let w = World::new("only", slapd::small(), &org(), &[], "");
+    w.apply_and_converge();
+    for uid in ["ann", "bob"] {
+        w.modify(&format!(
+            "dn: {}\nchangetype: modify\nreplace: title\ntitle: Partner\n",
+            w.dn(uid)
+        ));
+    }
+    w.clear_log();
+    let (code, out) = w.apply(&["--only", "nobody@nowhere.test", "--only", &w.dn("ann")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--only nobody@nowhere.test: no one in the source or in Ironclad"),
+        "{out}"
+    );
+    assert_eq!(w.writes(), vec![], "nothing written");
+
+    let (code, out) = w.apply(&["--only", &w.dn("ann").to_uppercase()]);
+    assert_eq!(code, 0, "{out}");
+    let ann = w.user(&w.mail("ann")).unwrap();
+    let writes = w.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(writes[0].path.ends_with(&format!("/Users/{}", id(&ann))));
+    assert_eq!(ann["title"], "Partner");
+    assert_ne!(w.user(&w.mail("bob")).unwrap()["title"], "Partner");
+
+    w.clear_log();
+    let (code, out) = w.apply(&["--only", &w.mail("bob")]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(w.writes().len(), 1);
+    assert_eq!(w.user(&w.mail("bob")).unwrap()["title"], "Partner");
+    w.assert_converged();
+}
+
 #[test]
 fn drift_made_in_ironclad_is_found_after_a_run_recorded_the_users_as_converged() {
     let w = World::new("drift", slapd::small(), &org(), &[], "");
