@@ -302,15 +302,15 @@ fn print_outcomes(report: &ApplyReport) {
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
     println!(
-        "Applied: {}",
+        "Outcome of each change (users and groups): {}",
         if counts.is_empty() {
-            "nothing".to_string()
+            "nothing was attempted".to_string()
         } else {
             counts.join(", ")
         }
     );
     if !ops.is_empty() {
-        println!("User writes by method: {}", ops.join(", "));
+        println!("Creates and updates sent by method: {}", ops.join(", "));
     }
     for o in report.outcomes.iter().filter(|o| o.result != "applied") {
         println!(

@@ -151,7 +151,14 @@ fn user_rows(u: &UserPlan, out: &mut Vec<Row>) {
             out.push(base("remove", format!("{} ({reason})", remove_word(*how))))
         }
         UserAction::Noop => out.push(base("noop", String::new())),
-        UserAction::Skip { reason } => out.push(base("skip", skip_text(reason))),
+        UserAction::Skip { reason } => {
+            let mut detail = skip_text(reason);
+            // A held removal says what it would do once released.
+            if let Some(UserAction::Remove { how, reason }) = u.held_action.as_deref() {
+                let _ = write!(detail, "; held: {} ({reason})", remove_word(*how));
+            }
+            out.push(base("skip", detail))
+        }
         UserAction::Conflict { reason } => out.push(base("conflict", reason.clone())),
     }
 }
@@ -165,7 +172,14 @@ fn remove_word(how: crate::config::RemoveMode) -> &'static str {
     }
 }
 
+/// Attribute paths as SCIM writes them, and as update lines name them: an extension's
+/// attribute after its schema URN and a colon (`urn:...:User:department`), a sub-attribute
+/// after a dot (`name.givenName`, `urn:...:User:manager.value`).
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    flatten_at(prefix, false, v, out)
+}
+
+fn flatten_at(prefix: &str, schema_root: bool, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(map) => {
             for (k, val) in map {
@@ -174,15 +188,13 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
                 }
                 let p = if prefix.is_empty() {
                     k.clone()
-                } else if prefix.starts_with("urn:")
-                    && !prefix.contains('.')
-                    && k.chars().all(|c| c.is_alphanumeric())
-                {
+                } else if schema_root {
                     format!("{prefix}:{k}")
                 } else {
                     format!("{prefix}.{k}")
                 };
-                flatten(&p, val, out);
+                let root = prefix.is_empty() && k.starts_with("urn:");
+                flatten_at(&p, root, val, out);
             }
         }
         Value::Null => {}
@@ -421,7 +433,7 @@ fn text(plan: &Plan, colour: bool) -> String {
     }
     let rows = rows(plan, false);
     if rows.is_empty() {
-        let _ = writeln!(out, "No changes.");
+        let _ = writeln!(out, "{}", no_changes(plan));
         return out;
     }
     let mut t = Table::new();
@@ -489,7 +501,7 @@ fn markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "\n## Changes\n");
     let rows = rows(plan, false);
     if rows.is_empty() {
-        let _ = writeln!(out, "No changes.");
+        let _ = writeln!(out, "{}", no_changes(plan));
         return out;
     }
     let _ = writeln!(out, "| action | name | source | attribute | before | after | detail |\n|---|---|---|---|---|---|---|");
@@ -515,11 +527,41 @@ fn csv_text(plan: &Plan) -> Result<String, ReportError> {
         message: e.to_string(),
     };
     let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows(plan, true) {
+    for mut r in rows(plan, true) {
+        for cell in [
+            &mut r.name,
+            &mut r.source,
+            &mut r.ironclad_id,
+            &mut r.attribute,
+            &mut r.before,
+            &mut r.after,
+            &mut r.detail,
+        ] {
+            defuse_formula(cell);
+        }
         w.serialize(&r).map_err(|e| err(&e))?;
     }
     let bytes = w.into_inner().map_err(|e| err(&e))?;
     String::from_utf8(bytes).map_err(|e| err(&e))
+}
+
+/// A cell a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return: a directory value such as `=HYPERLINK(...)`) gets a `'` in front, which
+/// spreadsheets show as text. The CSV report is the one format opened in spreadsheets; the
+/// JSON report keeps every value as it is.
+fn defuse_formula(cell: &mut String) {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        cell.insert(0, '\'');
+    }
+}
+
+/// What a report says when it has no line to show.
+fn no_changes(plan: &Plan) -> &'static str {
+    if !plan.source_complete {
+        "No changes planned: the source could not be read (see the notes above)."
+    } else {
+        "No changes."
+    }
 }
 
 const HTML_TEMPLATE: &str = include_str!("report.html.j2");
@@ -677,5 +719,75 @@ mod tests {
         let mut lines = out.lines();
         assert!(lines.next().unwrap().starts_with("kind,action,name,source"));
         assert!(out.contains("create") && out.contains("name.givenName"));
+    }
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_run_are_text() {
+        let mut p = plan();
+        p.users[0].action = UserAction::Update {
+            changes: vec![AttrChange {
+                path: "title".into(),
+                before: json!("-1"),
+                after: json!("=HYPERLINK(\"http://x\",\"y\")"),
+            }],
+        };
+        p.users[1].user_name = "@bob".into();
+        let out = render(&p, Format::Csv, false).unwrap();
+        assert!(out.contains(r#"'=HYPERLINK(""http://x"",""y"")"#), "{out}");
+        assert!(out.contains(",'-1,") && out.contains(",'@bob,"), "{out}");
+        // Other formats keep the values as they are.
+        let j = render(&p, Format::Json, false).unwrap();
+        assert!(j.contains(r#""=HYPERLINK(\"http://x\",\"y\")""#), "{j}");
+    }
+
+    #[test]
+    fn extension_attributes_are_named_alike_in_creates_and_updates() {
+        let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+        let mut p = plan();
+        p.users[1].action = UserAction::Create {
+            user: json!({"userName": "bob@example.com",
+                         ent: {"department": "Legal", "manager": {"value": "m1"}}}),
+        };
+        let r = rows(&p, true);
+        let paths: Vec<&str> = r.iter().map(|r| r.attribute.as_str()).collect();
+        assert!(
+            paths.contains(&format!("{ent}:department").as_str()),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&format!("{ent}:manager.value").as_str()),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn a_held_removal_says_what_it_would_do() {
+        let mut p = plan();
+        p.users[0].action = UserAction::Skip {
+            reason: SkipReason::Held {
+                rule: "2 removals exceed the threshold".into(),
+            },
+        };
+        p.users[0].held_action = Some(Box::new(UserAction::Remove {
+            how: crate::config::RemoveMode::Deactivate,
+            reason: "disabled in the source".into(),
+        }));
+        let out = render(&p, Format::Text, false).unwrap();
+        assert!(
+            out.contains("held: active: false (disabled in the source)"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_empty_report_of_a_failed_read_does_not_say_no_changes() {
+        let mut p = plan();
+        p.users.clear();
+        p.source_complete = false;
+        for f in [Format::Text, Format::Markdown] {
+            let out = render(&p, f, false).unwrap();
+            assert!(out.contains("the source could not be read"), "{out}");
+            assert!(!out.contains("No changes."), "{out}");
+        }
     }
 }
