@@ -43,11 +43,31 @@ pub struct ScopeRow {
     pub needed: bool,
 }
 
-/// The scope table for a policy and a set of granted scopes.
-pub fn scope_rows(policy: &Policy, granted: &BTreeSet<String>) -> Vec<ScopeRow> {
+/// How the configuration and its mapping remove people and manage groups, as a run would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effective {
+    /// The mapping's `[removal] action`, or else `policy.remove_users`.
+    pub remove_users: RemoveMode,
+    /// `policy.manage_groups`, and the mapping pushes groups.
+    pub manage_groups: bool,
+}
+
+impl Effective {
+    /// What the policy alone says (no mapping to refine it).
+    pub fn of_policy(policy: &Policy) -> Self {
+        Effective {
+            remove_users: policy.remove_users,
+            manage_groups: policy.manage_groups,
+        }
+    }
+}
+
+/// The scope table for a policy (as the mapping makes it effective) and a set of granted
+/// scopes.
+pub fn scope_rows(policy: &Policy, eff: Effective, granted: &BTreeSet<String>) -> Vec<ScopeRow> {
     use scopes::*;
     let g = |s: &str| granted.contains(s);
-    let removes = policy.remove_users;
+    let removes = eff.remove_users;
     let rows: [(&'static str, &'static str, bool); 9] = [
         ("read users (plan, match, verify)", READ_USERS, true),
         ("create users (joiners)", CREATE_USERS, policy.create_users),
@@ -68,15 +88,19 @@ pub fn scope_rows(policy: &Policy, granted: &BTreeSet<String>) -> Vec<ScopeRow> 
         (
             "read groups (membership drift)",
             READ_GROUPS,
-            policy.manage_groups,
+            eff.manage_groups,
         ),
-        ("create groups", CREATE_GROUPS, policy.manage_groups),
+        ("create groups", CREATE_GROUPS, eff.manage_groups),
         (
             "update group membership",
             UPDATE_GROUPS,
-            policy.manage_groups,
+            eff.manage_groups,
         ),
-        ("delete groups (bridge-managed only)", DELETE_GROUPS, false),
+        (
+            "delete groups (bridge-managed ones no longer selected; without it they are reported, not deleted)",
+            DELETE_GROUPS,
+            false,
+        ),
         ("read schemas (diagnostics)", READ_SCHEMAS, false),
     ];
     rows.into_iter()
@@ -130,8 +154,9 @@ pub fn render_table(rows: &[ScopeRow]) -> String {
     out
 }
 
-/// Advice naming what to fix when scopes are missing.
-pub fn advice(policy: &Policy, missing: &[&str]) -> String {
+/// Advice naming what to fix when scopes are missing. `removal_in_mapping`: the mapping's
+/// `[removal] action` decides how people are removed (not `policy.remove_users`).
+pub fn advice(policy: &Policy, removal_in_mapping: bool, missing: &[&str]) -> String {
     if missing.is_empty() {
         return "every scope the configuration needs is granted".to_string();
     }
@@ -144,8 +169,14 @@ pub fn advice(policy: &Policy, missing: &[&str]) -> String {
             scopes::CREATE_USERS if policy.create_users => {
                 "policy.create_users = false (joiners will be reported, not created)"
             }
+            scopes::UPDATE_USERS if removal_in_mapping => {
+                "policy.update_users = false and the mapping's [removal] action other than \"deactivate\""
+            }
             scopes::UPDATE_USERS => {
                 "policy.update_users = false and policy.remove_users other than \"deactivate\""
+            }
+            scopes::DELETE_USERS if removal_in_mapping => {
+                "the mapping's [removal] action = \"deactivate\" (needs updateUsers) or \"keep\""
             }
             scopes::DELETE_USERS => {
                 "policy.remove_users = \"deactivate\" (needs updateUsers) or \"keep\""
@@ -189,7 +220,7 @@ mod tests {
             full_compare: false,
             put_reread_after_secs: 60,
         };
-        let rows = scope_rows(&policy, &least_privilege());
+        let rows = scope_rows(&policy, Effective::of_policy(&policy), &least_privilege());
         assert_eq!(
             missing(&rows),
             vec![
@@ -212,7 +243,12 @@ mod tests {
             full_compare: false,
             put_reread_after_secs: 60,
         };
-        assert!(missing(&scope_rows(&policy, &least_privilege())).is_empty());
+        assert!(missing(&scope_rows(
+            &policy,
+            Effective::of_policy(&policy),
+            &least_privilege()
+        ))
+        .is_empty());
     }
 
     #[test]
@@ -228,8 +264,34 @@ mod tests {
         };
         let granted: BTreeSet<String> = [scopes::READ_USERS.to_string()].into();
         assert_eq!(
-            missing(&scope_rows(&policy, &granted)),
+            missing(&scope_rows(
+                &policy,
+                Effective::of_policy(&policy),
+                &granted
+            )),
             vec![scopes::UPDATE_USERS]
         );
+    }
+
+    #[test]
+    fn the_mappings_removal_action_decides_over_the_policy() {
+        let policy = Policy {
+            create_users: false,
+            update_users: false,
+            remove_users: RemoveMode::Delete,
+            manage_groups: true,
+            write_method: crate::config::WriteMethod::Balanced,
+            full_compare: false,
+            put_reread_after_secs: 60,
+        };
+        // The mapping deactivates and pushes no group.
+        let eff = Effective {
+            remove_users: RemoveMode::Deactivate,
+            manage_groups: false,
+        };
+        let granted: BTreeSet<String> = [scopes::READ_USERS.to_string()].into();
+        let lacking = missing(&scope_rows(&policy, eff, &granted));
+        assert_eq!(lacking, vec![scopes::UPDATE_USERS]);
+        assert!(advice(&policy, true, &lacking).contains("the mapping's [removal] action"));
     }
 }

@@ -3,10 +3,11 @@
 //! everything the configuration needs is granted and reachable, 1 otherwise, naming what to fix.
 
 use super::Exit;
-use crate::check::{advice, missing, render_table, scope_rows, scopes};
+use crate::check::{advice, missing, render_table, scope_rows, scopes, Effective};
 use crate::config::Config;
 use crate::ironclad::http::ApiRequest;
 use crate::ironclad::{IroncladClient, IroncladError, ScopeSource};
+use crate::mapping::Mapping;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -51,10 +52,26 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         }
     }
     println!();
-    let rows = scope_rows(&cfg.policy, &granted);
+    // The mapping's [removal] action and its groups decide what a run needs, as in a run.
+    let (eff, removal_in_mapping) = match cfg.mapping.as_deref().map(Mapping::load) {
+        Some(Ok(m)) => (
+            Effective {
+                remove_users: m.removal().action.unwrap_or(cfg.policy.remove_users),
+                manage_groups: cfg.policy.manage_groups && m.manages_groups(),
+            },
+            m.removal().action.is_some(),
+        ),
+        Some(Err(e)) => {
+            ok = false;
+            println!("mapping: FAILED: {e}");
+            (Effective::of_policy(&cfg.policy), false)
+        }
+        None => (Effective::of_policy(&cfg.policy), false),
+    };
+    let rows = scope_rows(&cfg.policy, eff, &granted);
     print!("{}", render_table(&rows));
     let lacking = missing(&rows);
-    println!("\n{}", advice(&cfg.policy, &lacking));
+    println!("\n{}", advice(&cfg.policy, removal_in_mapping, &lacking));
     if !lacking.is_empty() {
         ok = false;
     }
