@@ -387,6 +387,16 @@ async fn apply_saved(
             u.action = *a;
         }
     }
+    // The report shows what this apply did: the lines as applied (refused ones as no-ops) and
+    // no note inviting to release holds that were just carried out.
+    plan.summary = crate::reconcile::plan::summarize(&plan.users, &plan.groups);
+    plan.notes.retain(|n| !n.starts_with("removals held"));
+    plan.notes.push(format!(
+        "applied from the reviewed saved plan {} (made {}): removals held in it were carried out; \
+         lines changed in Ironclad since were refused (below)",
+        path.display(),
+        plan.created_at.to_rfc3339()
+    ));
     for (name, action, why) in refused {
         report.outcomes.push(apply::Outcome {
             name,
@@ -447,7 +457,9 @@ fn refuse_stale(
             (_, None) => None,
         };
         if let Some(why) = why {
-            refused.push((u.user_name.clone(), u.action.name().to_string(), why));
+            // A held removal is refused as the removal it is.
+            let action = u.held_action.as_deref().unwrap_or(&u.action).name();
+            refused.push((u.user_name.clone(), action.to_string(), why));
             u.action = UserAction::Noop;
             u.held_action = None;
         } else if let (Some(id), Some(_)) = (&u.ironclad_id, &u.seen) {

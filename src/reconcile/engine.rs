@@ -958,11 +958,7 @@ pub fn restrict(plan: &mut Plan, only: &BTreeSet<String>) {
     }
     plan.groups
         .retain(|g| !g.add.is_empty() || !g.remove.is_empty());
-    let mut summary = BTreeMap::new();
-    for u in &plan.users {
-        *summary.entry(u.action.name().to_string()).or_default() += 1;
-    }
-    plan.summary = summary;
+    plan.summary = super::plan::summarize(&plan.users, &plan.groups);
 }
 
 #[cfg(test)]

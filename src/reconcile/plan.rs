@@ -1307,6 +1307,34 @@ fn plan_groups(
     out
 }
 
+/// Lines per action (users by action name, groups as `group_*`), and `held`: the skips held
+/// by a safety rule, counted among the skips as well.
+pub fn summarize(users: &[UserPlan], groups: &[GroupPlan]) -> BTreeMap<String, usize> {
+    let mut summary: BTreeMap<String, usize> = BTreeMap::new();
+    for u in users {
+        *summary.entry(u.action.name().to_string()).or_default() += 1;
+        if let UserAction::Skip {
+            reason: SkipReason::Held { .. },
+        } = u.action
+        {
+            *summary.entry("held".to_string()).or_default() += 1;
+        }
+    }
+    for g in groups {
+        let key = match g.action {
+            GroupAction::Create => "group_create",
+            GroupAction::Rename { .. } => "group_rename",
+            GroupAction::Members => "group_members",
+            GroupAction::Noop => "group_noop",
+            GroupAction::Delete => "group_delete",
+            GroupAction::Skip { .. } => "group_skip",
+            GroupAction::Conflict { .. } => "group_conflict",
+        };
+        *summary.entry(key.to_string()).or_default() += 1;
+    }
+    summary
+}
+
 /// `a.to_lowercase().cmp(&b.to_lowercase())`, without allocating when both are ASCII.
 fn cmp_lower(a: &str, b: &str) -> std::cmp::Ordering {
     if a.is_ascii() && b.is_ascii() {
@@ -1338,28 +1366,7 @@ fn finish(
             .to_lowercase()
             .cmp(&b.display_name.to_lowercase())
     });
-    let mut summary: BTreeMap<String, usize> = BTreeMap::new();
-    for u in &users {
-        *summary.entry(u.action.name().to_string()).or_default() += 1;
-        if let UserAction::Skip {
-            reason: SkipReason::Held { .. },
-        } = u.action
-        {
-            *summary.entry("held".to_string()).or_default() += 1;
-        }
-    }
-    for g in &groups {
-        let key = match g.action {
-            GroupAction::Create => "group_create",
-            GroupAction::Rename { .. } => "group_rename",
-            GroupAction::Members => "group_members",
-            GroupAction::Noop => "group_noop",
-            GroupAction::Delete => "group_delete",
-            GroupAction::Skip { .. } => "group_skip",
-            GroupAction::Conflict { .. } => "group_conflict",
-        };
-        *summary.entry(key.to_string()).or_default() += 1;
-    }
+    let summary = summarize(&users, &groups);
     Plan {
         created_at: input.now,
         source_complete: input.desired.is_some() && input.source_incomplete.is_none(),

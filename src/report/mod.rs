@@ -70,7 +70,11 @@ pub fn skip_text(r: &SkipReason) -> String {
         // The rule's text already says why: "out of scope (the rule that decided)" or
         // "disabled in the source".
         SkipReason::OutOfScope { rule } if rule.starts_with("out of scope") => rule.clone(),
-        SkipReason::OutOfScope { rule } => format!("not provisioned: {rule}"),
+        // Not wanted, and no Ironclad user is linked to the person (one the bridge does not
+        // manage may exist under the same name: it is left alone).
+        SkipReason::OutOfScope { rule } => {
+            format!("{rule}; no Ironclad user is linked to this person, nothing to remove")
+        }
         SkipReason::Protected { pattern } => format!("protected account (matches {pattern})"),
         SkipReason::Quarantined { until } => {
             format!("quarantined after repeated failures; retried after {until}")
@@ -646,7 +650,7 @@ mod tests {
         );
         assert_eq!(
             skip_text(&rule("disabled in the source")),
-            "not provisioned: disabled in the source"
+            "disabled in the source; no Ironclad user is linked to this person, nothing to remove"
         );
     }
 

@@ -1207,6 +1207,16 @@ fn a_source_shrink_over_the_threshold_holds_removals_and_applies_the_rest() {
     w.clear_log();
     let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
+    // The output tells what this apply did: removals, no holds, no invitation to release them.
+    assert!(out.contains("remove: 3"), "{out}");
+    assert!(
+        !out.contains("held: ") && !out.contains("Note: removals held"),
+        "{out}"
+    );
+    assert!(
+        out.contains("removals held in it were carried out"),
+        "{out}"
+    );
     for uid in gone {
         assert!(w.user(&w.mail(uid)).is_none(), "{uid}");
     }
