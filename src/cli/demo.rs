@@ -85,7 +85,11 @@ pub async fn run() -> anyhow::Result<Exit> {
     })?;
     let config = write_demo_config(dir.path(), &sim.base_url, &secret)?;
     println!("ironbridge demo: embedded ironclad-sim at {}", sim.base_url);
-    println!("configuration: {}\n", config.display());
+    println!(
+        "configuration: {} (temporary: removed when the demo ends; examples/ironbridge.toml is \
+         the annotated one to start from)\n",
+        config.display()
+    );
 
     println!("== 1. ironbridge check\n");
     let c = super::check::run(&config).await?;
