@@ -126,6 +126,17 @@ fn user_rows(u: &UserPlan, out: &mut Vec<Row>) {
         UserAction::Create { user } => {
             let mut attrs: Vec<(String, String)> = Vec::new();
             flatten("", user, &mut attrs);
+            // A manager created in the same run: apply sets the id once that create lands.
+            if let Some(m) = user
+                .get(crate::reconcile::engine::MANAGER_HINT)
+                .and_then(Value::as_str)
+            {
+                attrs.push((
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value"
+                        .into(),
+                    format!("(set when created: the Ironclad id of the user with externalId {m})"),
+                ));
+            }
             if attrs.is_empty() {
                 out.push(base("create", String::new()));
             }
@@ -762,6 +773,16 @@ mod tests {
             paths.contains(&format!("{ent}:manager.value").as_str()),
             "{paths:?}"
         );
+        // A manager created in the same run is named by the externalId apply resolves.
+        p.users[1].action = UserAction::Create {
+            user: json!({"userName": "bob@example.com", "__manager_external_id": "ext-9"}),
+        };
+        let r = rows(&p, true);
+        let m = r
+            .iter()
+            .find(|r| r.attribute == format!("{ent}:manager.value"))
+            .unwrap();
+        assert!(m.after.contains("externalId ext-9"), "{m:?}");
     }
 
     #[test]
