@@ -12,28 +12,60 @@ pub mod serve;
 pub use secret::{Secret, SecretError, SecretRef};
 
 use serde::Deserialize;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// The only configuration format version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
 
-/// A configuration problem, located in its file.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[error("{file}:{line}:{column}: {key}: {message}")]
+/// A configuration problem, located in its file: `FILE:LINE:COLUMN: KEY: MESSAGE`.
+///
+/// A problem with no position in the file (`line` 0: the file cannot be read, a check on the
+/// whole file) is written without a fake one: `FILE: KEY: MESSAGE`, leaving out `KEY` when it
+/// is `-` and `FILE` when the message already names it (`cannot read FILE: ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The configuration file.
     pub file: String,
-    /// 1-based line.
+    /// 1-based line; 0 when the problem has no position in the file.
     pub line: usize,
-    /// 1-based column.
+    /// 1-based column (0 with `line` 0).
     pub column: usize,
     /// Dotted key the problem is about (`ironclad.auth.client_secret`), or `-` for syntax.
     pub key: String,
     /// What is wrong and, where it helps, what to do.
     pub message: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ConfigError {
+            file,
+            line,
+            column,
+            key,
+            message,
+        } = self;
+        if *line > 0 {
+            return write!(f, "{file}:{line}:{column}: {key}: {message}");
+        }
+        let names_file = !file.is_empty()
+            && (message.starts_with(&format!("{file}: "))
+                || message.contains(&format!(" {file}: ")));
+        if !names_file {
+            write!(f, "{file}: ")?;
+        }
+        if key != "-" {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Turns a byte offset in `text` into a 1-based (line, column).
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -59,14 +91,28 @@ pub struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    /// An error at a byte span.
-    pub fn at(
-        &self,
-        span: std::ops::Range<usize>,
-        key: &str,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        let (line, column) = line_col(self.text, span.start);
+    /// An error at a byte span. The empty span at offset 0 stands for "no span known": the
+    /// error is then placed where `key` is written (see [`Locator::at_key`]).
+    pub fn at(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        if span == (0..0) {
+            return self.at_key(key, message);
+        }
+        self.at_offset(span.start, key, message)
+    }
+
+    /// An error about a dotted key (`source.path`), placed at the key's value in the text.
+    /// A key that is not written (a missing one) is placed at the header of the nearest table
+    /// above it that is, and at the start of the file when there is none.
+    pub fn at_key(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let offset = DeTable::parse(self.text)
+            .ok()
+            .and_then(|doc| written_span(doc.get_ref(), key))
+            .map_or(0, |s| s.start);
+        self.at_offset(offset, key, message)
+    }
+
+    fn at_offset(&self, offset: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        let (line, column) = line_col(self.text, offset);
         ConfigError {
             file: self.file.to_string(),
             line,
@@ -76,39 +122,35 @@ impl Locator<'_> {
         }
     }
 
-    /// Converts a TOML/serde error (syntax, unknown key, wrong type) into a located error.
+    /// Converts a TOML/serde error (syntax, unknown or missing key, wrong type) into a located
+    /// error naming the dotted key it is about.
     pub fn from_toml(&self, e: &toml::de::Error) -> ConfigError {
-        let (line, column) = e
-            .span()
-            .map(|s| line_col(self.text, s.start))
-            .unwrap_or((1, 1));
-        let key = e
-            .span()
-            .map(|s| key_at(self.text, s.start))
-            .unwrap_or_else(|| "-".to_string());
-        ConfigError {
-            file: self.file.to_string(),
-            line,
-            column,
-            key,
-            message: e.message().trim().to_string(),
-        }
+        let message = e.message().trim().to_string();
+        let (offset, key) = match e.span() {
+            None => (0, "-".to_string()),
+            Some(span) => match DeTable::parse(self.text) {
+                Ok(doc) => locate(doc.get_ref(), span, &message),
+                // Not valid TOML: the text around the offset is all there is to go on.
+                Err(_) => (span.start, key_at(self.text, span.start)),
+            },
+        };
+        self.at_offset(offset, &key, message)
     }
 }
 
-/// Best-effort dotted key at a byte offset: the nearest `[table]` header above plus the key
-/// written on the offending line.
+/// Best-effort dotted key at a byte offset of text that is not valid TOML: the nearest
+/// `[table]` header at or above the offset's line plus the key written on that line.
 fn key_at(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
     let mut table = String::new();
-    for line in text[..offset].lines() {
-        let t = line.trim();
+    for l in text[..line_start].lines().chain(std::iter::once(line)) {
+        let t = l.trim();
         if t.starts_with('[') {
             table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
         }
     }
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line = text[line_start..].lines().next().unwrap_or("");
     let key = line.split('=').next().unwrap_or("").trim();
     let key = if key.starts_with('[') || key.is_empty() {
         ""
@@ -121,6 +163,214 @@ fn key_at(text: &str, offset: usize) -> String {
         (false, true) => table,
         (false, false) => format!("{table}.{key}"),
     }
+}
+
+/// `prefix.name`, or `name` at the top level.
+fn join_key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// The name quoted after `lead` in a serde message (`unknown field `base_dn`, expected ...`).
+fn quoted_after<'m>(message: &'m str, lead: &str) -> Option<&'m str> {
+    message.strip_prefix(lead)?.split('`').next()
+}
+
+/// A key or value of a parsed document that an error's span falls within.
+struct Hit<'a, 'i> {
+    /// Dotted key (`source`, `scope.rules[0]`).
+    key: String,
+    /// Its span in the text (a table's is its `[header]` or inline `{ ... }`).
+    span: Range<usize>,
+    /// The table, when the hit is a table's value.
+    table: Option<&'a DeTable<'i>>,
+}
+
+/// Where a deserialisation error lies in the parsed document: the offset to report and the
+/// dotted key. serde reports an unknown key at the key itself, but a missing key at its table,
+/// and everything inside a table it read whole (the `kind`-tagged `[source]`) at that table,
+/// naming the key only in the message: the key is then looked up in that table (and in the
+/// tables below it), and a missing one is reported at the table's header.
+fn locate(doc: &DeTable<'_>, span: Range<usize>, message: &str) -> (usize, String) {
+    let mut best = None;
+    // An empty span is the document itself (a key missing at the top level).
+    if !span.is_empty() {
+        narrowest_in_table(doc, &span, "", &mut best);
+    }
+    let (key, table) = match &best {
+        Some(h) => (h.key.clone(), h.table),
+        None => (String::new(), Some(doc)),
+    };
+    let unknown = quoted_after(message, "unknown field `");
+    let missing = quoted_after(message, "missing field `");
+    let (offset, key) = match (table, unknown, missing) {
+        (Some(t), Some(name), _) => match find_key(t, &key, name) {
+            Some((k, at)) => (at.start, k),
+            None => (span.start, key),
+        },
+        (Some(_), None, Some(name)) => (span.start, join_key(&key, name)),
+        _ => (span.start, key),
+    };
+    (offset, if key.is_empty() { "-".into() } else { key })
+}
+
+/// Finds, below `table`, the narrowest key or value whose span holds `span` (the later one on
+/// a tie: a value over its key, an array element over its array).
+fn narrowest_in_table<'a, 'i>(
+    table: &'a DeTable<'i>,
+    span: &Range<usize>,
+    prefix: &str,
+    best: &mut Option<Hit<'a, 'i>>,
+) {
+    for (k, v) in table.iter() {
+        let key = join_key(prefix, k.get_ref());
+        consider(best, &key, k.span(), None, span);
+        narrowest_in_value(v, span, &key, best);
+    }
+}
+
+fn narrowest_in_value<'a, 'i>(
+    v: &'a Spanned<DeValue<'i>>,
+    span: &Range<usize>,
+    key: &str,
+    best: &mut Option<Hit<'a, 'i>>,
+) {
+    match v.get_ref() {
+        DeValue::Table(t) => {
+            consider(best, key, v.span(), Some(t), span);
+            narrowest_in_table(t, span, key, best);
+        }
+        DeValue::Array(a) => {
+            consider(best, key, v.span(), None, span);
+            for (i, e) in a.iter().enumerate() {
+                narrowest_in_value(e, span, &format!("{key}[{i}]"), best);
+            }
+        }
+        _ => consider(best, key, v.span(), None, span),
+    }
+}
+
+fn consider<'a, 'i>(
+    best: &mut Option<Hit<'a, 'i>>,
+    key: &str,
+    node: Range<usize>,
+    table: Option<&'a DeTable<'i>>,
+    span: &Range<usize>,
+) {
+    let holds = node.start <= span.start && span.end <= node.end;
+    let narrower = best.as_ref().is_none_or(|b| node.len() <= b.span.len());
+    if holds && narrower {
+        *best = Some(Hit {
+            key: key.to_string(),
+            span: node,
+            table,
+        });
+    }
+}
+
+/// The key `name` in `table` (whose dotted key is `prefix`), or failing that in the tables
+/// below it, the shallowest first: its dotted key and the span of the key.
+fn find_key(table: &DeTable<'_>, prefix: &str, name: &str) -> Option<(String, Range<usize>)> {
+    let mut level = vec![(prefix.to_string(), table)];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for (key, t) in level {
+            if let Some((k, _)) = t.get_key_value(name) {
+                return Some((join_key(&key, name), k.span()));
+            }
+            for (k, v) in t.iter() {
+                let key = join_key(&key, k.get_ref());
+                match v.get_ref() {
+                    DeValue::Table(sub) => next.push((key, sub)),
+                    DeValue::Array(a) => {
+                        for (i, e) in a.iter().enumerate() {
+                            if let DeValue::Table(sub) = e.get_ref() {
+                                next.push((format!("{key}[{i}]"), sub));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        level = next;
+    }
+    None
+}
+
+/// The span of the dotted key's value (`source.path`), or, when it is not written, of the
+/// nearest table above it that is; `None` when not even its first part is written.
+fn written_span(doc: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+    let mut table = Some(doc);
+    let mut found = None;
+    for part in key.split('.') {
+        let Some(v) = table.and_then(|t| t.get(part)) else {
+            break;
+        };
+        found = Some(v.span());
+        table = match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+    }
+    found
+}
+
+/// Splits a source's validation message (`path: x is not a readable file`) into the dotted key
+/// it names, under `source.`, and the rest; a message naming no key is about `source`.
+fn source_key(message: &str) -> (String, &str) {
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    match message.split_once(": ") {
+        Some((k, rest)) if is_key(k) => {
+            let key = if k == "source" || k.starts_with("source.") {
+                k.to_string()
+            } else {
+                format!("source.{k}")
+            };
+            (key, rest)
+        }
+        _ => ("source".to_string(), message),
+    }
+}
+
+/// `[source]` is read through a `kind`-tagged enum, which serde reads whole before choosing the
+/// variant: anything wrong inside it comes back placed at the `[source]` header, without the
+/// key (a wrong type, a key of a sub-table). Reading the section again straight into the
+/// variant's own type places it. Any other error is returned as it is.
+fn placed_source_error(text: &str, e: toml::de::Error) -> toml::de::Error {
+    use crate::source::{ldap::LdapSourceConfig, ldif::LdifSourceConfig, scim::ScimSourceConfig};
+    let Ok(doc) = DeTable::parse(text) else {
+        return e;
+    };
+    let Some(source) = doc.get_ref().get("source") else {
+        return e;
+    };
+    let DeValue::Table(table) = source.get_ref() else {
+        return e;
+    };
+    if e.span() != Some(source.span()) {
+        return e;
+    }
+    let mut table = table.clone();
+    let Some(kind) = table.remove("kind") else {
+        return e;
+    };
+    let de = toml::de::ValueDeserializer::from(Spanned::new(source.span(), DeValue::Table(table)));
+    // The variants of `crate::source::SourceConfig`; an unlisted kind keeps serde's error.
+    let again = match kind.get_ref().as_str() {
+        Some("ldif") => LdifSourceConfig::deserialize(de).err(),
+        Some("ldap") => LdapSourceConfig::deserialize(de).err(),
+        Some("scim") => ScimSourceConfig::deserialize(de).err(),
+        _ => None,
+    };
+    again.unwrap_or(e)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,7 +441,7 @@ pub struct IroncladFile {
     pub acting_user: Option<Spanned<ActingUserFile>>,
     /// PEM file with extra CA certificates to trust (a TLS-inspecting proxy).
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub ca_file: Option<Spanned<PathBuf>>,
     /// Users and groups per list page (1..=1000). Default 1000.
     #[serde(default)]
     pub page_size: Option<Spanned<u32>>,
@@ -316,9 +566,9 @@ pub struct PolicyFile {
     /// Most removals one run may make, as a count. Default 50.
     #[serde(default)]
     pub max_removals: Option<usize>,
-    /// Most removals one run may make, as a percentage of managed users. Default 10.
+    /// Most removals one run may make, as a percentage of managed users (0..=100). Default 10.
     #[serde(default)]
-    pub max_removal_percent: Option<f64>,
+    pub max_removal_percent: Option<Spanned<f64>>,
     /// Runs in a row a person must be missing or out of scope before removal. Default 0.
     #[serde(default)]
     pub grace_runs: Option<u32>,
@@ -616,11 +866,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
+            message: format!("cannot read {file}: {e}"),
+            file,
             line: 0,
             column: 0,
             key: "-".into(),
-            message: format!("cannot read the configuration file: {e}"),
         })?;
         Self::from_text(path, &text)
     }
@@ -629,7 +879,8 @@ impl Config {
     pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let loc = Locator { file: &file, text };
-        let parsed: ConfigFile = toml::from_str(text).map_err(|e| loc.from_toml(&e))?;
+        let parsed: ConfigFile =
+            toml::from_str(text).map_err(|e| loc.from_toml(&placed_source_error(text, e)))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if *parsed.version.get_ref() != CONFIG_VERSION {
             return Err(loc.at(
@@ -644,18 +895,20 @@ impl Config {
         let ironclad = validate_ironclad(&loc, &base, parsed.ironclad)?;
         let source = match parsed.source {
             Some(s) => {
-                let span = s.span();
                 let src = s.into_inner();
-                src.validate(&base).map_err(|m| loc.at(span, "source", m))?;
+                src.validate(&base).map_err(|m| {
+                    let (key, message) = source_key(&m);
+                    loc.at_key(&key, message)
+                })?;
                 Some(src)
             }
             None => None,
         };
         let p = parsed.policy;
-        if let Some(pct) = p.max_removal_percent {
-            if !(0.0..=100.0).contains(&pct) {
+        if let Some(pct) = &p.max_removal_percent {
+            if !(0.0..=100.0).contains(pct.get_ref()) {
                 return Err(loc.at(
-                    0..0,
+                    pct.span(),
                     "policy.max_removal_percent",
                     "must be between 0 and 100",
                 ));
@@ -693,7 +946,7 @@ impl Config {
             },
             safety: Safety {
                 max_removals: p.max_removals.unwrap_or(50),
-                max_removal_percent: p.max_removal_percent.unwrap_or(10.0),
+                max_removal_percent: p.max_removal_percent.map_or(10.0, Spanned::into_inner),
                 grace_runs: p.grace_runs.unwrap_or(0),
                 grace_period: p.grace_hours.map(|h| chrono::Duration::hours(i64::from(h))),
                 quarantine_after: p.quarantine_after.unwrap_or(3).max(1),
@@ -843,6 +1096,11 @@ fn validate_ironclad(
     base: &Path,
     f: IroncladFile,
 ) -> Result<IroncladConfig, ConfigError> {
+    let (root_key, root_span) = match (&f.region, &f.base_url) {
+        (None, Some(u)) => ("ironclad.base_url", u.span()),
+        (Some(r), _) => ("ironclad.region", r.span()),
+        (None, None) => ("ironclad.region", 0..0),
+    };
     let root = match (&f.region, &f.base_url) {
         (Some(r), None) => {
             let region = match r.get_ref().to_ascii_lowercase().as_str() {
@@ -882,16 +1140,16 @@ fn validate_ironclad(
             ))
         }
         (None, None) => {
-            return Err(loc.at(
-                0..0,
+            // Not written: placed at the [ironclad] header.
+            return Err(loc.at_key(
                 "ironclad.region",
                 "missing: set region (na1, eu1, demo) or base_url",
-            ))
+            ));
         }
     };
     let join = |suffix: &str| -> Result<url::Url, ConfigError> {
         let s = format!("{}/{}", root.as_str().trim_end_matches('/'), suffix);
-        url::Url::parse(&s).map_err(|e| loc.at(0..0, "ironclad.base_url", e.to_string()))
+        url::Url::parse(&s).map_err(|e| loc.at(root_span.clone(), root_key, e.to_string()))
     };
     let scim_url = join("scim/v2")?;
     let oauth_url = join("oauth")?;
@@ -939,10 +1197,12 @@ fn validate_ironclad(
     let ca_pem = match f.ca_file {
         None => None,
         Some(p) => {
+            let span = p.span();
+            let p = p.into_inner();
             let p = if p.is_absolute() { p } else { base.join(p) };
             Some(std::fs::read(&p).map_err(|e| {
                 loc.at(
-                    0..0,
+                    span.clone(),
                     "ironclad.ca_file",
                     format!("cannot read {}: {e}", p.display()),
                 )
@@ -1091,6 +1351,184 @@ token = { env = "IB_TEST_TOKEN_GOOD" }
         let text = "version = 1\n[ironclad]\nregion = \"demo\"\n[ironclad.auth]\nmethod = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = { env = \"IB_TEST_CS\" }\n";
         let e = load(text).unwrap_err();
         assert_eq!(e.key, "ironclad.acting_user", "{e}");
+    }
+
+    /// GOOD (lines 1-7, with its leading blank line) followed by `rest`, from line 8 on.
+    fn good_with(rest: &str) -> String {
+        std::env::set_var("IB_TEST_TOKEN_GOOD", "tok");
+        format!("{GOOD}{rest}")
+    }
+
+    /// An LDIF file that exists, for `[source] path`.
+    fn ldif_file() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.ldif");
+        std::fs::write(&path, "").unwrap();
+        let path = path.display().to_string();
+        (dir, path)
+    }
+
+    #[test]
+    fn unknown_source_key_names_the_key_and_its_line() {
+        let (_dir, ldif) = ldif_file();
+        let e = load(&good_with(&format!(
+            "[source]\nkind = \"ldif\"\nbase_dn = \"dc=x\"\npath = \"{ldif}\"\n"
+        )))
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (10, 1, "source.base_dn"),
+            "{e}"
+        );
+        assert!(e.message.contains("unknown field `base_dn`"), "{e}");
+        // In a sub-table of the section too.
+        let e = load(&good_with(&format!(
+            "[source]\nkind = \"ldif\"\npath = \"{ldif}\"\n[source.users]\nbse = \"dc=x\"\n"
+        )))
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (12, "source.users.bse"), "{e}");
+    }
+
+    #[test]
+    fn missing_source_key_is_named_at_its_table() {
+        let e = load(&good_with("[source]\nkind = \"ldif\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (8, "source.path"), "{e}");
+        assert!(e.message.contains("missing field `path`"), "{e}");
+        let e = load(&good_with("[source]\npath = \"x.ldif\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (8, "source.kind"), "{e}");
+        // A sub-table's missing key is named at the sub-table's header.
+        let e = load(&good_with(
+            "[source]\nkind = \"ldap\"\nurl = \"ldap://127.0.0.1\"\nanonymous = true\n[source.users]\nfilter = \"(uid=*)\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (12, "source.users.base_dn"),
+            "{e}"
+        );
+        // A tagged sub-table inside the tagged section.
+        let e = load(&good_with(
+            "[source]\nkind = \"scim\"\nurl = \"https://idp.example.com/scim/v2\"\n[source.auth]\nmethod = \"bearer_token\"\ntokn = { env = \"X\" }\n",
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (13, "source.auth.tokn"), "{e}");
+    }
+
+    #[test]
+    fn wrong_source_values_are_located() {
+        let e = load(&good_with("[source]\nkind = \"ldif\"\npath = 5\n")).unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (10, 8, "source.path"),
+            "{e}"
+        );
+        let e = load(&good_with("[source]\nkind = \"csv\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (9, "source.kind"), "{e}");
+        // An inline table.
+        let text = GOOD.replace(
+            "version = 1\n",
+            "version = 1\nsource = { kind = \"ldif\", pth = \"x\" }\n",
+        );
+        let e = load(&text).unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (3, 27, "source.pth"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn source_validation_names_the_key_once_at_its_line() {
+        let e = load(&good_with(
+            "[source]\nkind = \"ldif\"\npath = \"ib-test-definitely-missing.ldif\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (10, 8, "source.path"),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "/tmp/ironbridge.toml:10:8: source.path: /tmp/ib-test-definitely-missing.ldif is not a readable file"
+        );
+        // LDAP names its keys without the section: they are put under `source.`.
+        let e = load(&good_with(
+            "[source]\nkind = \"ldap\"\nanonymous = true\nurl = \"ldap://\"\n[source.users]\nbase_dn = \"dc=x\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (11, "source.url"), "{e}");
+        assert!(e.message.starts_with("no host"), "{e}");
+        // A key that is not written: the section's header.
+        let e = load(&good_with(
+            "[source]\nkind = \"ldap\"\nurl = \"ldap://h\"\n[source.users]\nbase_dn = \"dc=x\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (8, "source.bind_dn"), "{e}");
+    }
+
+    #[test]
+    fn policy_values_are_located() {
+        let e = load(&good_with(
+            "[policy]\ncreate_users = true\nmax_removal_percent = 150\n",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.key.as_str()),
+            (10, 23, "policy.max_removal_percent"),
+            "{e}"
+        );
+        let c = load(&good_with("[policy]\nmax_removal_percent = 25\n")).unwrap();
+        assert_eq!(c.safety.max_removal_percent, 25.0);
+        let c = load(&good_with("")).unwrap();
+        assert_eq!(c.safety.max_removal_percent, 10.0);
+    }
+
+    #[test]
+    fn ironclad_problems_without_a_value_are_located() {
+        std::env::set_var("IB_TEST_TOKEN_GOOD", "tok");
+        let e = load(&GOOD.replace(
+            "base_url = \"http://127.0.0.1:9\"",
+            "base_url = \"http://127.0.0.1:9\"\nca_file = \"ib-test-missing.pem\"",
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (5, "ironclad.ca_file"), "{e}");
+        assert!(e.message.contains("ib-test-missing.pem"), "{e}");
+        let e =
+            load(&GOOD.replace("base_url = \"http://127.0.0.1:9\"", "page_size = 10")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "ironclad.region"), "{e}");
+        // A top-level table that is not there at all.
+        let e = load("version = 1\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (1, "ironclad"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_on_a_header_name_that_table() {
+        let e = load("version = 1\n[ironclad]\nregion = \"na1\"\n[source\nkind = 1\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "source"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_has_no_fake_position() {
+        let e = Config::load(Path::new("/tmp/ib-test-no-such-config.toml")).unwrap_err();
+        assert_eq!((e.line, e.column), (0, 0), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot read /tmp/ib-test-no-such-config.toml: "),
+            "{e}"
+        );
+        // Without a position, a message that does not name the file still gets it, once.
+        let e = ConfigError {
+            file: "m.toml".into(),
+            line: 0,
+            column: 0,
+            key: "groups.dns".into(),
+            message: "group `x` is not in the source snapshot".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "m.toml: groups.dns: group `x` is not in the source snapshot"
+        );
     }
 
     #[test]
