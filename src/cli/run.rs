@@ -310,7 +310,7 @@ fn print_outcomes(report: &ApplyReport) {
         }
     );
     if !ops.is_empty() {
-        println!("Creates and updates sent by method: {}", ops.join(", "));
+        println!("User writes by method: {}", ops.join(", "));
     }
     for o in report.outcomes.iter().filter(|o| o.result != "applied") {
         println!(

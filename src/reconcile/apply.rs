@@ -84,7 +84,8 @@ pub struct ApplyReport {
     pub outcomes: Vec<Outcome>,
     /// Counts: `applied`, `failed`, `refused`.
     pub counts: BTreeMap<String, usize>,
-    /// How updates were sent: `put`, `patch`.
+    /// The method chosen for each user write: `post` (creates), `put`, `patch` (updates and
+    /// deactivations) and `delete`; a write refused or stopped before it was sent still counts.
     pub operations: BTreeMap<String, usize>,
 }
 
@@ -1348,6 +1349,14 @@ pub async fn apply_until(
             (u, how, via)
         })
         .collect();
+    for (_, how, via) in &removal_jobs {
+        let method = match (how, via) {
+            (RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate, Via::Put) => "put",
+            (RemoveMode::Deactivate, Via::Patch) => "patch",
+            _ => "delete",
+        };
+        *ops_count.entry(method.into()).or_default() += 1;
+    }
     let group_deletes: Vec<(&super::GroupPlan, &String)> = plan
         .groups
         .iter()

@@ -870,6 +870,9 @@ async fn removals_that_may_go_either_way_use_both_buckets() {
         .collect();
     let count = |m: &str| writes.iter().filter(|w| *w == m).count();
     assert_eq!((count("PUT"), count("DELETE")), (12, 1), "{writes:?}");
+    // The report's methods are the requests sent.
+    let ops: Vec<(&str, usize)> = r.operations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(ops, vec![("delete", 1), ("put", 12)], "{r:?}");
     let left: Vec<String> = sim.user_names().await;
     assert!(
         !left.iter().any(|n| n.starts_with("leaver")),
