@@ -390,7 +390,8 @@ async fn apply_saved(
     // The report shows what this apply did: the lines as applied (refused ones as no-ops) and
     // no note inviting to release holds that were just carried out.
     plan.summary = crate::reconcile::plan::summarize(&plan.users, &plan.groups);
-    plan.notes.retain(|n| !n.starts_with("removals held"));
+    plan.notes
+        .retain(|n| !n.starts_with(crate::reconcile::plan::REMOVALS_HELD));
     plan.notes.push(format!(
         "applied from the reviewed saved plan {} (made {}): removals held in it were carried out; \
          lines changed in Ironclad since were refused (below)",

@@ -340,7 +340,7 @@ pub fn put_share(flexible: usize, fixed_rw: usize, fixed_pd: usize, limits: &Rat
 /// `ApplyOptions::put_reread_after`), each PUT costs two requests of the PUT/POST bucket.
 fn split_limits(opts: &ApplyOptions) -> RateLimits {
     let mut l = opts.rate_limits;
-    if opts.seen_at.elapsed() >= opts.put_reread_after {
+    if opts.rereads_before_put() {
         l.users_read_write = (l.users_read_write / 2).max(1);
     }
     l
@@ -407,6 +407,44 @@ where
 enum Via {
     Put,
     Patch,
+}
+
+/// The request a removal goes as, from the mapping's mode and the bucket it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemovalBy {
+    Delete,
+    /// `active: false` in the whole user.
+    Put,
+    /// `active: false` alone.
+    Patch,
+}
+
+impl RemovalBy {
+    fn of(how: RemoveMode, via: Via) -> Self {
+        match (how, via) {
+            (RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate, Via::Put) => RemovalBy::Put,
+            (RemoveMode::Deactivate, Via::Patch) => RemovalBy::Patch,
+            (RemoveMode::Delete | RemoveMode::Keep, _)
+            | (RemoveMode::DeleteOrDeactivate, Via::Patch) => RemovalBy::Delete,
+        }
+    }
+
+    /// The method's name in [`ApplyReport::operations`].
+    fn method(self) -> &'static str {
+        match self {
+            RemovalBy::Delete => "delete",
+            RemovalBy::Put => "put",
+            RemovalBy::Patch => "patch",
+        }
+    }
+}
+
+impl ApplyOptions {
+    /// Whether the plan's view of the users is old enough for each PUT to re-read its user
+    /// first (see [`ApplyOptions::put_reread_after`]).
+    fn rereads_before_put(&self) -> bool {
+        self.seen_at.elapsed() >= self.put_reread_after
+    }
 }
 
 struct Ctx<'a> {
@@ -621,7 +659,7 @@ impl Ctx<'_> {
         u: &'u UserPlan,
     ) -> Result<Option<std::borrow::Cow<'u, Value>>, IroncladError> {
         let seen = seen_of(u);
-        let stale = self.opts.seen_at.elapsed() >= self.opts.put_reread_after;
+        let stale = self.opts.rereads_before_put();
         let Some(id) = u.ironclad_id.as_deref().filter(|_| stale) else {
             return Ok(Some(std::borrow::Cow::Borrowed(seen)));
         };
@@ -724,15 +762,9 @@ impl Ctx<'_> {
         let Some(id) = u.ironclad_id.clone() else {
             return self.refuse(u, "remove", "no Ironclad id".into()).await;
         };
-        let by_put = matches!(
-            (how, via),
-            (
-                RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate,
-                Via::Put
-            )
-        );
+        let by = RemovalBy::of(how, via);
         // A deactivation by PUT carries the whole user: from a recent enough view of it.
-        let base = if by_put {
+        let base = if by == RemovalBy::Put {
             match self.put_base(u).await {
                 // Someone else's account by now: not ours to remove.
                 Ok(Some(b)) if other_owner(u, &b) => {
@@ -752,11 +784,9 @@ impl Ctx<'_> {
         if self.stopping() {
             return self.refuse(u, "remove", STOPPED.into()).await;
         }
-        let req = match (how, via) {
-            (RemoveMode::Delete, _)
-            | (RemoveMode::Keep, _)
-            | (RemoveMode::DeleteOrDeactivate, Via::Patch) => ApiRequest::delete(user_path(&id)),
-            (RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate, Via::Put) => {
+        let req = match by {
+            RemovalBy::Delete => ApiRequest::delete(user_path(&id)),
+            RemovalBy::Put => {
                 let mut body = base.unwrap_or_else(|| json!({}));
                 if let Some(o) = body.as_object_mut() {
                     o.remove("meta");
@@ -764,7 +794,7 @@ impl Ctx<'_> {
                 }
                 ApiRequest::with_body(Method::PUT, user_path(&id), body)
             }
-            (RemoveMode::Deactivate, Via::Patch) => ApiRequest::with_body(
+            RemovalBy::Patch => ApiRequest::with_body(
                 Method::PATCH,
                 user_path(&id),
                 patch_body(&[PatchOp::replace("active", Value::Bool(false))]),
@@ -1350,11 +1380,7 @@ pub async fn apply_until(
         })
         .collect();
     for (_, how, via) in &removal_jobs {
-        let method = match (how, via) {
-            (RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate, Via::Put) => "put",
-            (RemoveMode::Deactivate, Via::Patch) => "patch",
-            _ => "delete",
-        };
+        let method = RemovalBy::of(*how, *via).method();
         *ops_count.entry(method.into()).or_default() += 1;
     }
     let group_deletes: Vec<(&super::GroupPlan, &String)> = plan

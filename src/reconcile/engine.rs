@@ -405,32 +405,32 @@ impl Engine {
         progress.read("Ironclad (users)", target.users.len());
         // People named by an email address that is not their userName: the source ids and
         // userNames of the desired users and Ironclad users carrying that address join the set.
-        let only = opts.only.as_ref().map(|only| match &desired {
-            Ok(sets) => with_email_matches(only, &sets.users, &target.users),
-            Err(_) => with_email_matches(only, &[], &target.users),
-        });
-        // Each name given, with what its email matches add, to find the names matching nobody.
-        let named: Vec<(String, BTreeSet<String>)> = match (&opts.only, opts.only_must_match) {
+        // When every name must match someone, each is expanded on its own (to tell which one
+        // matches nobody) and the set is their union.
+        let read_users = desired.as_ref().map(|d| &d.users[..]).unwrap_or(&[]);
+        let expand = |names: &BTreeSet<String>| {
+            lowered(&with_email_matches(names, read_users, &target.users))
+        };
+        let named: Vec<(&str, BTreeSet<String>)> = match (&opts.only, opts.only_must_match) {
             (Some(names), true) => names
                 .iter()
-                .map(|n| {
-                    let one = BTreeSet::from([n.clone()]);
-                    let users = desired.as_ref().map(|d| &d.users[..]).unwrap_or(&[]);
-                    (
-                        n.clone(),
-                        lowered(&with_email_matches(&one, users, &target.users)),
-                    )
-                })
+                .map(|n| (n.as_str(), expand(&BTreeSet::from([n.clone()]))))
                 .collect(),
             _ => Vec::new(),
         };
+        let only = opts.only.as_ref().map(|names| {
+            if named.is_empty() {
+                expand(names)
+            } else {
+                named
+                    .iter()
+                    .flat_map(|(_, set)| set.iter().cloned())
+                    .collect()
+            }
+        });
         let plan_start = std::time::Instant::now();
         let mut plan = self.plan_from(desired, names.as_ref(), &target, &state, opts, now)?;
-        let unmatched: Vec<&str> = named
-            .iter()
-            .filter(|(_, set)| !plan.users.iter().any(|u| names_line(set, u)))
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let unmatched = naming_nobody(&plan, named);
         if !unmatched.is_empty() {
             return Err(EngineError::Config(format!(
                 "--only {}: no one in the source or in Ironclad has this id, DN, userName or \
@@ -483,7 +483,6 @@ impl Engine {
         })
     }
 
-    /// Apply settings for this configuration.
     /// Apply settings for this configuration. `seen_at`: when the plan's users were read from
     /// Ironclad (or checked unchanged since).
     pub fn apply_options(
@@ -828,7 +827,7 @@ fn resolve_managers(desired: &mut [DesiredUser], users: &[IroncladUser], links: 
         .iter()
         .filter_map(|u| Some((u.external_id.as_deref()?, &*u.id)))
         .collect();
-    const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    use crate::mapping::target::ENTERPRISE_SCHEMA as ENT;
     let path = format!("{ENT}:manager");
     for d in desired {
         let Desired::Wanted { user, policies } = &mut d.state else {
@@ -929,12 +928,22 @@ fn names_line(lowered: &BTreeSet<String>, u: &super::UserPlan) -> bool {
 /// The names among `only` that name no line of `plan` (see [`restrict`]; emails are not
 /// looked up here).
 pub fn names_matching_nobody<'a>(plan: &Plan, only: &'a BTreeSet<String>) -> Vec<&'a str> {
-    only.iter()
-        .filter(|n| {
-            let one = lowered(&BTreeSet::from([(*n).clone()]));
-            !plan.users.iter().any(|u| names_line(&one, u))
-        })
-        .map(String::as_str)
+    naming_nobody(
+        plan,
+        only.iter()
+            .map(|n| (n.as_str(), lowered(&BTreeSet::from([n.clone()])))),
+    )
+}
+
+/// The names whose set (see [`lowered`]) names no line of `plan`.
+fn naming_nobody<'a>(
+    plan: &Plan,
+    named: impl IntoIterator<Item = (&'a str, BTreeSet<String>)>,
+) -> Vec<&'a str> {
+    named
+        .into_iter()
+        .filter(|(_, set)| !plan.users.iter().any(|u| names_line(set, u)))
+        .map(|(n, _)| n)
         .collect()
 }
 

@@ -18,6 +18,12 @@ pub mod plan;
 pub mod progress;
 pub mod users;
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
 /// Frees what a run no longer needs on a thread of its own: freeing 100,000 people's data
 /// takes tens of milliseconds that the run need not wait for (and that the CLI, which exits
 /// once its output is written, never waits for). If no thread can be started, the closure,
@@ -27,12 +33,6 @@ pub fn drop_aside<T: Send + 'static>(x: T) {
         .name("ironbridge-free".into())
         .spawn(move || drop(x));
 }
-
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 /// When a managed attribute is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

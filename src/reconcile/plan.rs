@@ -624,7 +624,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             "{unkeyed} source entries could not be mapped to an externalId, so no one is removed for \
              being absent from the source in this run; fix the mapping errors they report"
         );
-        notes.push(format!("removals held: {rule}"));
+        notes.push(format!("{REMOVALS_HELD}: {rule}"));
         rule
     });
     for u in input.ironclad_users {
@@ -1042,7 +1042,7 @@ fn apply_removal_rules(
              allow them with `apply --allow-removals {n}` or by applying a reviewed saved plan",
             policy.max_removals, policy.max_removal_percent
         );
-        notes.push(format!("removals held: {rule}"));
+        notes.push(format!("{REMOVALS_HELD}: {rule}"));
         for i in candidates {
             if let Some(u) = users.get_mut(i) {
                 u.held_action = Some(Box::new(u.action.clone()));
@@ -1306,6 +1306,10 @@ fn plan_groups(
     }
     out
 }
+
+/// How the note about removals held by a safety rule begins (applying a reviewed saved plan
+/// carries them out, and drops the note).
+pub const REMOVALS_HELD: &str = "removals held";
 
 /// Lines per action (users by action name, groups as `group_*`), and `held`: the skips held
 /// by a safety rule, counted among the skips as well.

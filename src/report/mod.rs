@@ -132,8 +132,10 @@ fn user_rows(u: &UserPlan, out: &mut Vec<Row>) {
                 .and_then(Value::as_str)
             {
                 attrs.push((
-                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value"
-                        .into(),
+                    format!(
+                        "{}:manager.value",
+                        crate::mapping::target::ENTERPRISE_SCHEMA
+                    ),
                     format!("(set when created: the Ironclad id of the user with externalId {m})"),
                 ));
             }
@@ -217,8 +219,6 @@ fn flatten_at(prefix: &str, schema_root: bool, v: &Value, out: &mut Vec<(String,
     }
 }
 
-/// A group member as people read it: the userName, with the source DN or id when known,
-/// rather than the bare source id (`+`) or Ironclad id (`-`) the plan keeps.
 /// A line without a name: a member the plan has no line for is shown by its id.
 static EMPTY_LINE: UserPlan = UserPlan {
     source_id: None,
@@ -231,6 +231,8 @@ static EMPTY_LINE: UserPlan = UserPlan {
     held_action: None,
 };
 
+/// A group member as people read it: the userName, with the source DN or id when known,
+/// rather than the bare source id (`+`) or Ironclad id (`-`) the plan keeps.
 struct MemberNames<'a> {
     by_source: foldhash::HashMap<&'a str, &'a UserPlan>,
     by_ironclad: foldhash::HashMap<&'a str, &'a UserPlan>,

@@ -1,7 +1,7 @@
 //! Directory sources: each reads one complete snapshot of people and groups into
 //! [`crate::model`]. A read that fails part-way is an error, never a partial snapshot: this is
 //! what later stops a broken source from driving removals. The one exception is asked for
-//! explicitly ([`Source::read_allowing_partial`], behind `safety.writes_on_incomplete_source`):
+//! explicitly ([`Source::read_allowing_partial`], behind `policy.writes_on_incomplete_source`):
 //! when the *users* listing is cut short by the server (an LDAP size or time limit, a SCIM page
 //! that keeps failing) after the groups were read completely, the people read so far come back
 //! with the reason, and the planner then removes nobody.
@@ -72,6 +72,14 @@ pub(crate) fn whole<E>(read: (Snapshot, Option<E>)) -> Result<Snapshot, E> {
     match read {
         (_, Some(e)) => Err(e),
         (snapshot, None) => Ok(snapshot),
+    }
+}
+
+/// A read that may be partial, as a source's own reader returns it, in the common form.
+pub(crate) fn partial<E: Into<SourceError>>((snapshot, cut): (Snapshot, Option<E>)) -> Read {
+    Read {
+        snapshot,
+        cut_short: cut.map(Into::into),
     }
 }
 

@@ -840,7 +840,7 @@ impl ScimSource {
                 tracing::warn!(
                     users = users.len(),
                     error = %e,
-                    "SCIM source: the users listing was cut short; the users read are kept (safety.writes_on_incomplete_source) and nobody is removed"
+                    "SCIM source: the users listing was cut short; the users read are kept (policy.writes_on_incomplete_source) and nobody is removed"
                 );
                 Some(e)
             }
@@ -926,13 +926,7 @@ impl super::Source for ScimSource {
     }
 
     fn read_allowing_partial(&self) -> BoxFuture<'_, Result<super::Read, super::SourceError>> {
-        Box::pin(async move {
-            let (snapshot, cut) = self.read_snapshot_with(true).await?;
-            Ok(super::Read {
-                snapshot,
-                cut_short: cut.map(super::SourceError::from),
-            })
-        })
+        Box::pin(async move { Ok(super::partial(self.read_snapshot_with(true).await?)) })
     }
 }
 

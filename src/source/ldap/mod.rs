@@ -237,13 +237,7 @@ impl Source for LdapSource {
     }
 
     fn read_allowing_partial(&self) -> BoxFuture<'_, Result<super::Read, SourceError>> {
-        Box::pin(async move {
-            let (snapshot, cut) = self.read_snapshot_with(true).await?;
-            Ok(super::Read {
-                snapshot,
-                cut_short: cut.map(SourceError::from),
-            })
-        })
+        Box::pin(async move { Ok(super::partial(self.read_snapshot_with(true).await?)) })
     }
 }
 

@@ -173,7 +173,7 @@ async fn read_once(
             groups = groups.len(),
             elapsed_ms,
             error = %e,
-            "LDAP read INCOMPLETE: the users search was cut short; the users read are kept (safety.writes_on_incomplete_source) and nobody is removed"
+            "LDAP read INCOMPLETE: the users search was cut short; the users read are kept (policy.writes_on_incomplete_source) and nobody is removed"
         ),
     }
     Ok((
