@@ -21,7 +21,7 @@
 use super::attrs;
 use super::{AttrChange, GroupAction, Plan, UserAction, UserPlan};
 use crate::config::{RateLimits, RemoveMode};
-use crate::ironclad::http::{ApiRequest, ApiResponse};
+use crate::ironclad::http::{ApiRequest, RawResponse};
 use crate::ironclad::{IroncladClient, IroncladError, PatchOp};
 use crate::store::{AfterWrite, AuditEntry, Link, Store};
 use chrono::Utc;
@@ -455,6 +455,13 @@ struct Ctx<'a> {
     stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
+/// What the audit keeps of a 2xx answer to a write.
+#[derive(Clone, Copy)]
+struct Answered<'a> {
+    status: u16,
+    request_id: &'a str,
+}
+
 impl Ctx<'_> {
     /// Whether a stop was requested: user writes not yet sent are then refused (and picked up
     /// by the next run); writes already sent finish.
@@ -467,8 +474,10 @@ impl Ctx<'_> {
         e.to_string()
     }
 
-    async fn send(&self, req: ApiRequest) -> Result<ApiResponse, IroncladError> {
-        self.client.http().send(&req).await
+    /// Sends an update or a removal. Only the answer's status and request id are kept (the
+    /// audit's outcome): its body, the user as written, is not decoded.
+    async fn send(&self, req: ApiRequest) -> Result<RawResponse, IroncladError> {
+        self.client.http().send_raw(&req).await
     }
 
     /// Audits the outcome of a write that changed nothing: failed (with the HTTP status, if
@@ -535,7 +544,7 @@ impl Ctx<'_> {
         action: &str,
         id: &str,
         user_name: &str,
-        resp: Option<&ApiResponse>,
+        resp: Option<Answered<'_>>,
     ) -> Outcome {
         let link = u.source_id.as_ref().map(|src| Link {
             source_id: src.to_string(),
@@ -553,7 +562,7 @@ impl Ctx<'_> {
                 None,
                 None,
                 resp.map(|r| r.status),
-                resp.map(|r| r.request_id.clone()),
+                resp.map(|r| r.request_id.to_string()),
                 None,
                 link.map_or(AfterWrite::Nothing, AfterWrite::Linked),
             )
@@ -613,7 +622,12 @@ impl Ctx<'_> {
                     .and_then(|b| b.get("id"))
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                self.success(u, "create", id, &user_name, Some(&resp)).await
+                let answered = Answered {
+                    status: resp.status,
+                    request_id: &resp.request_id,
+                };
+                self.success(u, "create", id, &user_name, Some(answered))
+                    .await
             }
             Err(e) if e.status() == Some(409) => {
                 // Someone (or an earlier interrupted run) created it: re-correlate and continue.
@@ -750,7 +764,14 @@ impl Ctx<'_> {
             .unwrap_or(&u.user_name)
             .to_string();
         match self.send(req).await {
-            Ok(resp) => self.success(u, action, &id, &new_name, Some(&resp)).await,
+            Ok(resp) => {
+                let answered = Answered {
+                    status: resp.status,
+                    request_id: &resp.request_id,
+                };
+                self.success(u, action, &id, &new_name, Some(answered))
+                    .await
+            }
             Err(e) => self.fail(u, action, &e).await,
         }
     }
@@ -841,7 +862,7 @@ impl Ctx<'_> {
         &self,
         u: &UserPlan,
         id: &str,
-        resp: Option<ApiResponse>,
+        resp: Option<RawResponse>,
         note: Option<&str>,
     ) -> Outcome {
         self.audit
