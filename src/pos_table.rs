@@ -69,14 +69,19 @@ mod tests {
 
     #[test]
     fn keys_are_found_after_the_table_grows_and_the_first_entry_wins() {
-        let keys: Vec<String> = (0..5000).map(|i| format!("uid=u{i},ou=people,dc=example")).collect();
+        let keys: Vec<String> = (0..5000)
+            .map(|i| format!("uid=u{i},ou=people,dc=example"))
+            .collect();
         let mut t = PosTable::with_capacity(4);
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(t.insert_first(k, i, |p| keys[p as usize].as_str()), None);
         }
         // A second entry with a key already there: the first position is kept and returned.
         let again = format!("uid=u{},ou=people,dc=example", 4321);
-        assert_eq!(t.insert_first(&again, 9999, |p| keys[p as usize].as_str()), Some(4321));
+        assert_eq!(
+            t.insert_first(&again, 9999, |p| keys[p as usize].as_str()),
+            Some(4321)
+        );
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(t.get(k, |p| keys[p as usize].as_str()), Some(i));
         }

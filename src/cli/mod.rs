@@ -103,7 +103,9 @@ pub enum Command {
         /// Only these people (source id, userName, email or DN); repeatable.
         #[arg(long = "only", value_name = "ID")]
         only: Vec<String>,
-        /// Let up to N removals through beyond the safety threshold.
+        /// Release the removals held by the safety threshold when there are at most N of them
+        /// (all or none: with more than N, every one stays held). N is the count the plan's
+        /// note gives.
         #[arg(long, default_value_t = 0, value_name = "N")]
         allow_removals: usize,
         /// Apply without showing the plan and asking first. Without it, apply shows the

@@ -362,9 +362,34 @@ async fn apply_saved(
         }
         crate::reconcile::engine::restrict(&mut plan, o);
     }
+    // A reviewed plan applied is a run for the grace periods: what it saw of the people
+    // missing counts, once, unless a later apply has counted that run already (the same plan
+    // applied again, or a fresh apply since it was made).
+    let waits_for_grace = plan.users.iter().any(|u| {
+        matches!(
+            u.action,
+            UserAction::Skip {
+                reason: crate::reconcile::SkipReason::Grace { .. }
+            }
+        )
+    });
+    let grace_note = if engine.store.applies_since(plan.created_at)? == 0 {
+        engine.record_grace(&plan, chrono::Utc::now())?;
+        None
+    } else {
+        Some("grace periods were not advanced: an apply has run since this plan was made")
+    };
     let seen_at = std::time::Instant::now();
     let target = engine.read_target().await?;
-    let refused = refuse_stale(&mut plan, &target.users, &target.groups);
+    let mut refused = refuse_stale(&mut plan, &target.users, &target.groups);
+    let names: HashMap<&str, &str> = target
+        .users
+        .iter()
+        .map(|u| (&*u.id, &*u.user_name))
+        .collect();
+    refused.extend(
+        engine.refuse_disallowed_now(&mut plan, &|id| names.get(id).map(|n| n.to_string())),
+    );
     let run_id = uuid::Uuid::new_v4().to_string();
     let now = chrono::Utc::now();
     engine
@@ -382,9 +407,11 @@ async fn apply_saved(
     .await;
     // The held removals of a reviewed plan were carried out: report them as the removals
     // they were (and not as held back, which would make the exit code 2).
+    let mut released = 0;
     for u in &mut plan.users {
         if let Some(a) = u.held_action.take() {
             u.action = *a;
+            released += 1;
         }
     }
     // The report shows what this apply did: the lines as applied (refused ones as no-ops) and
@@ -392,12 +419,27 @@ async fn apply_saved(
     plan.summary = crate::reconcile::plan::summarize(&plan.users, &plan.groups);
     plan.notes
         .retain(|n| !n.starts_with(crate::reconcile::plan::REMOVALS_HELD));
-    plan.notes.push(format!(
-        "applied from the reviewed saved plan {} (made {}): removals held in it were carried out; \
-         lines changed in Ironclad since were refused (below)",
+    let mut note = format!(
+        "applied from the reviewed saved plan {} (made {})",
         path.display(),
         plan.created_at.to_rfc3339()
-    ));
+    );
+    if released > 0 {
+        note.push_str(&format!(
+            "; the {released} removals it held were carried out"
+        ));
+    }
+    if !refused.is_empty() {
+        note.push_str(&format!(
+            "; {} lines were refused: changed in Ironclad since, or not allowed by the \
+             configuration as it is now (below)",
+            refused.len()
+        ));
+    }
+    plan.notes.push(note);
+    if let Some(n) = grace_note.filter(|_| waits_for_grace) {
+        plan.notes.push(n.to_string());
+    }
     for (name, action, why) in refused {
         report.outcomes.push(apply::Outcome {
             name,
@@ -430,10 +472,11 @@ fn refuse_stale(
     groups: &[serde_json::Value],
 ) -> Vec<(String, String, String)> {
     let by_id: HashMap<&str, &IroncladUser> = users.iter().map(|u| (&*u.id, u)).collect();
-    let names: BTreeSet<String> = users
+    // Each userName in Ironclad now (lower-cased), with the id of the user holding it.
+    let names: HashMap<String, &str> = users
         .iter()
         .filter(|u| !u.user_name.is_empty())
-        .map(|u| u.user_name.to_lowercase())
+        .map(|u| (u.user_name.to_lowercase(), &*u.id))
         .collect();
     let mut refused = Vec::new();
     for u in &mut plan.users {
@@ -442,10 +485,19 @@ fn refuse_stale(
             continue;
         }
         let why = match (&u.action, &u.ironclad_id) {
-            (UserAction::Create { .. }, _) if names.contains(&u.user_name.to_lowercase()) => {
+            (UserAction::Create { .. }, _) if names.contains_key(&u.user_name.to_lowercase()) => {
                 Some("a user with this userName was created since the plan was made".to_string())
             }
             (UserAction::Create { .. }, _) => None,
+            (UserAction::Rename { to, .. }, Some(id))
+                if names
+                    .get(&to.to_lowercase())
+                    .is_some_and(|holder| *holder != id.as_str()) =>
+            {
+                Some(format!(
+                    "the userName {to} was taken by another Ironclad user since the plan was made"
+                ))
+            }
             (_, Some(id)) => match by_id.get(id.as_str()) {
                 None => Some("the Ironclad user no longer exists".to_string()),
                 Some(cur) if cur.version.as_deref() != u.seen_version.as_deref() => Some(format!(

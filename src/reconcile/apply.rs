@@ -222,8 +222,17 @@ fn write_audit(store: &Store, mut file: std::fs::File, rx: &std::sync::mpsc::Rec
         }
         let rows: Vec<(&AuditEntry, &AfterWrite)> =
             batch.iter().map(|l| (&l.entry, &l.then)).collect();
-        if let Err(err) = store.audit_batch(&rows) {
-            tracing::error!(error = %err, "cannot record the audit entries in the state store");
+        match store.audit_batch(&rows) {
+            Ok(seqs) => {
+                // The file's lines carry the store's sequence numbers.
+                drop(rows);
+                for (l, seq) in batch.iter_mut().zip(seqs) {
+                    l.entry.seq = seq;
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot record the audit entries in the state store");
+            }
         }
         text.clear();
         for l in &batch {
@@ -1667,10 +1676,20 @@ mod tests {
         assert_eq!(store.links("user").unwrap().len(), n);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2 * n);
+        // The file's lines are the store's, with the same sequence numbers (in the file's
+        // order: one batch is written as it was committed).
+        let mut file_seqs = Vec::new();
         for l in text.lines() {
             let e: AuditEntry = serde_json::from_str(l).unwrap();
             assert_eq!(e.run_id, "run-1");
+            let stored = lines.iter().find(|s| s.seq == e.seq).unwrap();
+            assert_eq!((&stored.user_name, &stored.phase), (&e.user_name, &e.phase));
+            file_seqs.push(e.seq);
         }
+        let mut sorted = file_seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(file_seqs, sorted);
+        assert_eq!(sorted, lines.iter().map(|l| l.seq).collect::<Vec<_>>());
     }
 
     #[test]

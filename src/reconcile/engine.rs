@@ -241,6 +241,77 @@ impl Engine {
         }
     }
 
+    /// Turns into no-ops the lines of a saved plan that the configuration and mapping as they
+    /// are now do not allow, and says why for each: a plan reviewed under other settings must
+    /// not override a setting made since to protect someone or to stop an action. Refused:
+    /// any write to a user now protected (by the plan's userName, the userName it would set, or
+    /// the one `current_name` gives for its Ironclad id); creates when `create_users` is now
+    /// off; updates, renames and adoptions when `update_users` is now off; removals when
+    /// removal is now `keep`, or done another way (DELETE or `active: false`) than the plan's.
+    /// Held removals are checked as the removals they are.
+    pub fn refuse_disallowed_now(
+        &self,
+        plan: &mut Plan,
+        current_name: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<(String, String, String)> {
+        let policy = self.plan_policy(&RunOptions::default());
+        let mapping = &self.mapping;
+        let extra = move |name: &str| mapping.removal().is_protected(name);
+        let protected = super::plan::Protected::new(&policy.protected, Some(&extra));
+        let mut refused = Vec::new();
+        for u in &mut plan.users {
+            let action = u.held_action.as_deref().unwrap_or(&u.action);
+            if !action.writes() {
+                continue;
+            }
+            let mut names = vec![u.user_name.clone()];
+            if let UserAction::Rename { to, .. } = action {
+                names.push(to.clone());
+            }
+            if let Some(n) = u.ironclad_id.as_deref().and_then(current_name) {
+                names.push(n);
+            }
+            let why = names
+                .iter()
+                .find_map(|n| protected.matches(n).map(|p| (n, p)))
+                .map(|(n, p)| format!("{n} is protected now ({p}); the plan was made before"))
+                .or_else(|| match action {
+                    UserAction::Create { .. } if !policy.create_users => Some(
+                        "creating users is turned off now (policy.create_users = false)".into(),
+                    ),
+                    UserAction::Update { .. }
+                    | UserAction::Rename { .. }
+                    | UserAction::Adopt { .. }
+                        if !policy.update_users =>
+                    {
+                        Some(
+                            "updating users is turned off now (policy.update_users = false)".into(),
+                        )
+                    }
+                    UserAction::Remove { how, .. } if *how != policy.remove => {
+                        Some(if policy.remove == crate::config::RemoveMode::Keep {
+                            "removing users is turned off now (the removal setting is keep)"
+                                .to_string()
+                        } else {
+                            format!(
+                                "the removal setting changed since the plan was made \
+                                 (plan: {}, now: {}); make a new plan",
+                                remove_mode_name(*how),
+                                remove_mode_name(policy.remove)
+                            )
+                        })
+                    }
+                    _ => None,
+                });
+            if let Some(why) = why {
+                refused.push((u.user_name.clone(), action.name().to_string(), why));
+                u.action = UserAction::Noop;
+                u.held_action = None;
+            }
+        }
+        refused
+    }
+
     /// The source, as its kind and URL or path (never a secret).
     pub fn source_description(&self) -> String {
         self.source.describe()
@@ -563,6 +634,7 @@ impl Engine {
             policy: &policy,
             granted: &target.granted,
             quarantined: &state.quarantined,
+            quarantine_reasons: Some(&state.quarantine_reasons),
             grace: &state.grace,
             now,
             protected_fn: Some(&protected),
@@ -577,7 +649,9 @@ impl Engine {
         Ok(plan)
     }
 
-    fn record_grace(&self, plan: &Plan, now: DateTime<Utc>) -> Result<(), EngineError> {
+    /// Records what a plan saw of the people in a grace period: one more missed run for each
+    /// removal it holds for grace, and the counter cleared for each person back in the source.
+    pub fn record_grace(&self, plan: &Plan, now: DateTime<Utc>) -> Result<(), EngineError> {
         // Only people with a counter need clearing: one statement per counter, not per user.
         let counters = self.store.grace()?;
         for u in &plan.users {
@@ -602,6 +676,16 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// How the removal setting is written in the configuration.
+fn remove_mode_name(m: crate::config::RemoveMode) -> &'static str {
+    match m {
+        crate::config::RemoveMode::Delete => "delete",
+        crate::config::RemoveMode::Deactivate => "deactivate",
+        crate::config::RemoveMode::DeleteOrDeactivate => "delete_or_deactivate",
+        crate::config::RemoveMode::Keep => "keep",
     }
 }
 
@@ -783,6 +867,8 @@ pub struct StoreState {
     links: LinkMap,
     group_links: BTreeMap<String, String>,
     quarantined: BTreeMap<String, DateTime<Utc>>,
+    /// Why each of `quarantined` is there: its failed runs and last error.
+    quarantine_reasons: BTreeMap<String, String>,
     grace: BTreeMap<String, (DateTime<Utc>, u32)>,
     /// `None` with `full_compare`: every linked user is compared and none is fingerprinted.
     converged: Option<foldhash::HashSet<Fingerprint>>,
@@ -793,14 +879,27 @@ fn load_state(
     quarantine_after: u32,
     full_compare: bool,
 ) -> Result<StoreState, EngineError> {
+    let quarantine: Vec<_> = store
+        .quarantine()?
+        .into_values()
+        .filter(|q| q.failures >= quarantine_after)
+        .collect();
     Ok(StoreState {
         links: store.link_ids("user")?,
         group_links: store.link_ids("group")?.into_iter().collect(),
-        quarantined: store
-            .quarantine()?
-            .into_values()
-            .filter(|q| q.failures >= quarantine_after)
-            .map(|q| (q.source_id, q.retry_after))
+        quarantined: quarantine
+            .iter()
+            .map(|q| (q.source_id.clone(), q.retry_after))
+            .collect(),
+        quarantine_reasons: quarantine
+            .into_iter()
+            .map(|q| {
+                let why = format!(
+                    "{} failed runs in a row; last: {}",
+                    q.failures, q.last_error
+                );
+                (q.source_id, why)
+            })
             .collect(),
         grace: store
             .grace()?

@@ -174,6 +174,8 @@ pub struct PlanInput<'a> {
     pub granted: &'a BTreeSet<String>,
     /// Quarantined source ids and until when they are skipped.
     pub quarantined: &'a BTreeMap<String, DateTime<Utc>>,
+    /// Why each quarantined source id is there (its failures and last error), for the report.
+    pub quarantine_reasons: Option<&'a BTreeMap<String, String>>,
     /// Grace counters: source id -> (first missing, runs missing so far, this run excluded).
     pub grace: &'a BTreeMap<String, (DateTime<Utc>, u32)>,
     /// Now.
@@ -231,6 +233,9 @@ pub enum SkipReason {
     Quarantined {
         /// Not before.
         until: DateTime<Utc>,
+        /// The failed runs in a row and the last error.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        why: String,
     },
     /// The token lacks a scope.
     MissingScope {
@@ -248,6 +253,9 @@ pub enum SkipReason {
         missed_runs: u32,
         /// Runs needed.
         needed_runs: u32,
+        /// With `grace_hours`: removal not before this time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before: Option<DateTime<Utc>>,
     },
     /// The policy turns this action off.
     Disabled {
@@ -450,13 +458,18 @@ impl Plan {
                 }
             })
     }
-    /// Whether something was held back or is in conflict.
+    /// Whether something was held back or is in conflict: a removal held by a safety rule, a
+    /// quarantined user, a person the mapping could not evaluate, or a conflict. Each needs
+    /// someone to look (the exit code says so), where a run that only waits (grace) or skips
+    /// by rule (out of scope, protected) does not.
     pub fn has_held(&self) -> bool {
         self.users.iter().any(|u| {
             matches!(
                 u.action,
                 UserAction::Skip {
                     reason: SkipReason::Held { .. }
+                        | SkipReason::Quarantined { .. }
+                        | SkipReason::MappingError { .. }
                 } | UserAction::Conflict { .. }
             )
         })

@@ -221,14 +221,23 @@ fn emails_of(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Why `source_id` is quarantined, as the state store recorded it (empty if unknown).
+fn quarantine_why(input: &PlanInput<'_>, source_id: &str) -> String {
+    input
+        .quarantine_reasons
+        .and_then(|r| r.get(source_id))
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Protected-account matcher: exact names (case-insensitive) and glob patterns.
-struct Protected<'a> {
+pub(crate) struct Protected<'a> {
     patterns: Vec<(String, Option<glob::Pattern>)>,
     extra: Option<super::ProtectedFn<'a>>,
 }
 
 impl<'a> Protected<'a> {
-    fn new(list: &[String], extra: Option<super::ProtectedFn<'a>>) -> Self {
+    pub(crate) fn new(list: &[String], extra: Option<super::ProtectedFn<'a>>) -> Self {
         Protected {
             extra,
             patterns: list
@@ -244,7 +253,8 @@ impl<'a> Protected<'a> {
                 .collect(),
         }
     }
-    fn matches(&self, user_name: &str) -> Option<String> {
+    /// The pattern (or list) protecting `user_name`, if any.
+    pub(crate) fn matches(&self, user_name: &str) -> Option<String> {
         if let Some(f) = self.extra {
             if f(user_name) {
                 return Some("the mapping's [removal] protected list".to_string());
@@ -491,8 +501,18 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         };
         if let Some(until) = quarantined {
             line.action = UserAction::Skip {
-                reason: SkipReason::Quarantined { until: *until },
+                reason: SkipReason::Quarantined {
+                    until: *until,
+                    why: quarantine_why(input, &d.source_id),
+                },
             };
+            // Named as the mapping wants it when no Ironclad user is linked yet (a create
+            // that keeps failing).
+            if line.user_name.is_empty() {
+                if let Desired::Wanted { user, .. } = &d.state {
+                    line.user_name = user.top_str("userName").unwrap_or_default();
+                }
+            }
             line.seen = current_tree;
             return (line, ids, None);
         }
@@ -639,7 +659,13 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             .filter(|until| **until > input.now);
         let action = match (&absent_held, quarantined) {
             (_, Some(until)) => UserAction::Skip {
-                reason: SkipReason::Quarantined { until: *until },
+                reason: SkipReason::Quarantined {
+                    until: *until,
+                    why: link_by_id
+                        .get(&*u.id)
+                        .map(|src| quarantine_why(input, src))
+                        .unwrap_or_default(),
+                },
             },
             (Some(rule), None) => UserAction::Skip {
                 reason: SkipReason::Held { rule: rule.clone() },
@@ -1018,6 +1044,7 @@ fn apply_removal_rules(
                 reason: SkipReason::Grace {
                     missed_runs: missed,
                     needed_runs: policy.grace_runs.max(1),
+                    not_before: policy.grace_period.map(|p| first + p),
                 },
             };
             continue;
@@ -1037,11 +1064,18 @@ fn apply_removal_rules(
     let over_count = n > policy.max_removals;
     let over_pct = n > 0 && pct > policy.max_removal_percent;
     if (over_count || over_pct) && policy.allow_removals < n {
-        let rule = format!(
+        let mut rule = format!(
             "{n} removals ({pct:.1}% of {managed} managed users) exceed the threshold (at most {} and {}%); \
              allow them with `apply --allow-removals {n}` or by applying a reviewed saved plan",
             policy.max_removals, policy.max_removal_percent
         );
+        if policy.allow_removals > 0 {
+            rule.push_str(&format!(
+                " (--allow-removals {} is fewer than {n}: it releases all of them or none, so \
+                 none was released)",
+                policy.allow_removals
+            ));
+        }
         notes.push(format!("{REMOVALS_HELD}: {rule}"));
         for i in candidates {
             if let Some(u) = users.get_mut(i) {
@@ -1521,6 +1555,7 @@ mod tests {
                 policy: &self.policy,
                 granted: &self.granted,
                 quarantined: &self.quarantined,
+                quarantine_reasons: None,
                 grace: &g,
                 now: now(),
                 protected_fn: None,
@@ -1913,7 +1948,8 @@ mod tests {
             UserAction::Skip {
                 reason: SkipReason::Grace {
                     missed_runs: 1,
-                    needed_runs: 3
+                    needed_runs: 3,
+                    ..
                 }
             }
         ));

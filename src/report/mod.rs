@@ -76,16 +76,34 @@ pub fn skip_text(r: &SkipReason) -> String {
             format!("{rule}; no Ironclad user is linked to this person, nothing to remove")
         }
         SkipReason::Protected { pattern } => format!("protected account (matches {pattern})"),
-        SkipReason::Quarantined { until } => {
+        SkipReason::Quarantined { until, why } if why.is_empty() => {
             format!("quarantined after repeated failures; retried after {until}")
+        }
+        SkipReason::Quarantined { until, why } => {
+            format!("quarantined ({why}); retried after {until}")
         }
         SkipReason::MissingScope { scope } => format!("missing scope {scope}"),
         SkipReason::Held { rule } => format!("held by a safety rule: {rule}"),
         SkipReason::Grace {
             missed_runs,
             needed_runs,
+            not_before,
         } => {
-            format!("grace period: missing for {missed_runs} of {needed_runs} runs")
+            let runs = if *missed_runs == 1 {
+                "missing in this run".to_string()
+            } else {
+                format!("missing in {missed_runs} runs in a row")
+            };
+            match not_before {
+                Some(t) if *needed_runs > 1 => format!(
+                    "grace period: {runs}; removed once missing in {needed_runs} runs in a row, \
+                     and not before {t}"
+                ),
+                Some(t) => format!("grace period: {runs}; removed by the first run from {t} on"),
+                None => format!(
+                    "grace period: {runs}; removed once missing in {needed_runs} runs in a row"
+                ),
+            }
         }
         SkipReason::Disabled { policy } => format!("turned off by {policy}"),
         SkipReason::MappingError { error } => format!("mapping error: {error}"),

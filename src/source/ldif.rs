@@ -293,6 +293,8 @@ pub struct LdifReader<R> {
     /// Set after the first error: the reader yields nothing more.
     failed: bool,
     buf: Vec<u8>,
+    /// Whether input must end with a line end (see [`LdifReader::whole_file`]).
+    whole_file: bool,
 }
 
 impl<R: BufRead> LdifReader<R> {
@@ -308,7 +310,17 @@ impl<R: BufRead> LdifReader<R> {
             seen: HashMap::new(),
             failed: false,
             buf: Vec::new(),
+            whole_file: false,
         }
+    }
+
+    /// Reads a directory export, where a last line without a line end means the file was cut
+    /// short (a copy or a transfer that stopped): that is an error rather than a directory
+    /// with its last person incomplete and everyone after it gone. (`mapping test --entry`
+    /// reads hand-written entries, which need not end with a line end.)
+    pub fn whole_file(mut self) -> Self {
+        self.whole_file = true;
+        self
     }
 
     fn err(&self, line: usize, message: impl Into<String>) -> LdifError {
@@ -344,6 +356,13 @@ impl<R: BufRead> LdifReader<R> {
             }
         } else {
             self.eof = true;
+            if self.whole_file {
+                return Err(self.err(
+                    self.line_no,
+                    "the file ends in the middle of this line, without a line end: it looks cut \
+                     short, so nothing was read (a complete export ends with a line end)",
+                ));
+            }
         }
         let text = std::str::from_utf8(&self.buf)
             .map_err(|_| {
@@ -811,7 +830,7 @@ impl LdifSource {
             line: 0,
             message: format!("cannot open: {e}"),
         })?;
-        let reader = LdifReader::new(std::io::BufReader::new(f), &file);
+        let reader = LdifReader::new(std::io::BufReader::new(f), &file).whole_file();
         let (users, groups) = select(&self.cfg, reader, &file)?;
         Ok(Snapshot {
             source: file,
@@ -889,9 +908,11 @@ fn select<R: BufRead>(
     let mut id_lines: HashMap<String, usize> = HashMap::new();
     let mut pending = Vec::new();
     let mut dn_fallbacks = 0usize;
+    let mut records = 0usize;
 
     for rec in reader {
         let mut rec = rec?;
+        records += 1;
         let dn_norm = normalize_dn(&rec.dn);
         let is_user = has_class(&rec.attrs, &cfg.users.object_classes)
             && !has_class(&rec.attrs, &cfg.users.exclude_object_classes)
@@ -980,6 +1001,17 @@ fn select<R: BufRead>(
                 members: Vec::new(),
             });
         }
+    }
+
+    if records == 0 {
+        return Err(LdifError {
+            file: file.to_string(),
+            line: 0,
+            message: "no entries at all: an empty export is taken for a failed one, so nothing \
+                      was read (a directory with nobody to provision still has its groups or \
+                      its base entry)"
+                .into(),
+        });
     }
 
     if dn_fallbacks > 0 {
@@ -1271,6 +1303,31 @@ objectClass: posixGroup
 entryUUID: g-posix
 memberUid: ada
 ";
+
+    #[test]
+    fn an_export_cut_short_or_empty_is_an_error_and_nothing_is_read() {
+        // Cut in the middle of a record's value: the last line has no line end.
+        let cut = "dn: uid=ada,ou=people,dc=x\nobjectClass: inetOrgPerson\ncn: Ad";
+        let whole = |t: &str| {
+            select(
+                &cfg(),
+                LdifReader::new(t.as_bytes(), "t.ldif").whole_file(),
+                "t.ldif",
+            )
+        };
+        let e = whole(cut).unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("cut short"), "{e}");
+        // The same text with its line end is a complete (if small) export.
+        assert_eq!(whole(&format!("{cut}\n")).unwrap().0.len(), 1);
+        // A hand-written entry (mapping test --entry) need not end with a line end.
+        assert_eq!(parse_ldif(cut, "t.ldif").unwrap().len(), 1);
+        // No entries at all: an empty file, or one with only comments and a version line.
+        for empty in ["", "\n", "version: 1\n# nothing\n"] {
+            let e = whole(empty).unwrap_err();
+            assert!(e.to_string().contains("no entries"), "{empty:?}: {e}");
+        }
+    }
 
     #[test]
     fn selection_membership_and_fallback_ids() {

@@ -535,6 +535,18 @@ impl Store {
         })
     }
 
+    /// How many apply runs started after `t` (fixed-width UTC timestamps compare as text).
+    pub fn applies_since(&self, t: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM runs WHERE mode = 'apply' AND started_at > ?1",
+                params![ts(t)],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| usize::try_from(n).unwrap_or(0))
+    }
+
     /// Marks every run still `running` as `interrupted` (at start-up, after a crash).
     pub fn mark_interrupted(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.with(|c| {
@@ -679,12 +691,16 @@ impl Store {
     /// Appends an audit line, returning its sequence number.
     pub fn audit(&self, e: &AuditEntry) -> Result<i64, StoreError> {
         self.audit_batch(&[(e, &AfterWrite::Nothing)])
+            .map(|seqs| seqs.last().copied().unwrap_or_default())
     }
 
     /// Appends audit lines, each with the change it describes (`AfterWrite`), all in one
     /// transaction: one commit for a batch of writes, and a line and its link never disagree
-    /// after a crash. Returns the last line's sequence number.
-    pub fn audit_batch(&self, lines: &[(&AuditEntry, &AfterWrite)]) -> Result<i64, StoreError> {
+    /// after a crash. Returns each line's sequence number, in order.
+    pub fn audit_batch(
+        &self,
+        lines: &[(&AuditEntry, &AfterWrite)],
+    ) -> Result<Vec<i64>, StoreError> {
         let mut rows = Vec::with_capacity(lines.len());
         for (e, _) in lines {
             let json = |v: &Option<serde_json::Value>| {
@@ -697,7 +713,7 @@ impl Store {
         }
         self.with(|c| {
             let tx = c.transaction()?;
-            let mut seq = 0;
+            let mut seqs = Vec::with_capacity(lines.len());
             for ((e, then), (before, after, time)) in lines.iter().zip(&rows) {
                 tx.prepare_cached(
                     "INSERT INTO audit (run_id, time, phase, action, user_name, source_id, ironclad_id, before, after,
@@ -718,7 +734,7 @@ impl Store {
                     e.request_id,
                     e.error
                 ])?;
-                seq = tx.last_insert_rowid();
+                seqs.push(tx.last_insert_rowid());
                 match then {
                     AfterWrite::Nothing => {}
                     AfterWrite::Linked(link) => {
@@ -734,7 +750,7 @@ impl Store {
                 }
             }
             tx.commit()?;
-            Ok(seq)
+            Ok(seqs)
         })
     }
 
@@ -1138,7 +1154,7 @@ mod tests {
             line("outcome", "s3"),
         );
         let (l1, l3) = (link("s1", "i1-new"), link("s3", "i3"));
-        let seq = s
+        let seqs = s
             .audit_batch(&[
                 (&intent, &AfterWrite::Nothing),
                 (&linked, &AfterWrite::Linked(l1)),
@@ -1148,7 +1164,7 @@ mod tests {
             .unwrap();
         let lines = s.audit_lines(Some("r1")).unwrap();
         assert_eq!(lines.len(), 4);
-        assert_eq!(lines.last().map(|l| l.seq), Some(seq));
+        assert_eq!(lines.iter().map(|l| l.seq).collect::<Vec<_>>(), seqs);
         assert_eq!(lines[0].after, Some(serde_json::json!({"title": "New"})));
         let links = s.links("user").unwrap();
         assert_eq!(links["s1"].ironclad_id, "i1-new");
