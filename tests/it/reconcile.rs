@@ -1214,7 +1214,7 @@ fn a_source_shrink_over_the_threshold_holds_removals_and_applies_the_rest() {
         "{out}"
     );
     assert!(
-        out.contains("removals held in it were carried out"),
+        out.contains("the 3 removals it held were carried out"),
         "{out}"
     );
     for uid in gone {
@@ -1222,6 +1222,161 @@ fn a_source_shrink_over_the_threshold_holds_removals_and_applies_the_rest() {
     }
     assert_eq!(w.writes().len(), 3, "only the three removals");
     w.assert_converged();
+}
+
+/// A larger organisation, so that one leaver stays under the removal threshold.
+fn org_with_staff(n: usize) -> Vec<Person> {
+    let mut people = org();
+    for i in 1..=n {
+        let uid: &'static str = Box::leak(format!("staff{i:02}").into_boxed_str());
+        people.push(p(uid, "Associate", Some("boss2")));
+    }
+    people
+}
+
+#[test]
+fn a_saved_plan_is_checked_against_the_configuration_as_it_is_when_applied() {
+    let w = World::new("savednow", slapd::small(), &org_with_staff(13), &[], "");
+    w.apply_and_converge();
+    // A leaver, and a mover whose new address (so userName) someone takes before the apply.
+    w.slapd.admin_delete(&[w.dn("staff01").as_str()]);
+    let new_mail = "staff02-new@savednow.test";
+    w.modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: mail\nmail: {new_mail}\n",
+        w.dn("staff02")
+    ));
+    let saved = w.dir.path().join("reviewed.json");
+    let out = w.ironbridge(&["plan", "--out", saved.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let plan = &plan["plan"];
+    assert_eq!(line(plan, &w.mail("staff01"))["action"], "remove");
+    assert_eq!(line(plan, new_mail)["action"], "rename");
+    let leaver = w.user(&w.mail("staff01")).unwrap();
+
+    // After the review: the leaver is protected, and an unmanaged account takes the new name.
+    let mapping = w.dir.path().join("mapping.toml");
+    let original = std::fs::read_to_string(&mapping).unwrap();
+    let protect = format!(
+        "protected_users = [\"breakglass-admin@example.com\", \"{}\"]",
+        w.mail("staff01")
+    );
+    std::fs::write(
+        &mapping,
+        original.replace(
+            "protected_users = [\"breakglass-admin@example.com\"]",
+            &protect,
+        ),
+    )
+    .unwrap();
+    let status = w.rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/scim/v2/Users", w.sim.base_url))
+            .bearer_auth(TOKEN)
+            .json(&json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": new_mail,
+                "name": {"givenName": "Someone", "familyName": "Else"},
+                "emails": [{"value": new_mail, "primary": true}]
+            }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "{status}");
+    w.clear_log();
+    let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
+    assert_eq!(code, 2, "refusals: exit 2\n{out}");
+    assert!(out.contains("is protected now"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "the userName {new_mail} was taken by another Ironclad user since the plan was made"
+        )),
+        "{out}"
+    );
+    assert_eq!(w.writes(), vec![], "nothing written");
+    assert_eq!(w.user(&w.mail("staff01")).unwrap()["id"], leaver["id"]);
+
+    // Protection lifted, but removal now deletes where the plan deactivated: refused too.
+    std::fs::write(
+        &mapping,
+        original.replace("action = \"deactivate\"", "action = \"delete\""),
+    )
+    .unwrap();
+    let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(
+            "the removal setting changed since the plan was made (plan: deactivate, now: delete)"
+        ),
+        "{out}"
+    );
+    // Removals turned off.
+    std::fs::write(
+        &mapping,
+        original.replace("action = \"deactivate\"", "action = \"keep\""),
+    )
+    .unwrap();
+    let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("removing users is turned off now"), "{out}");
+    assert_eq!(w.writes(), vec![], "nothing written");
+
+    // The settings the plan was reviewed under: the removal goes through.
+    std::fs::write(&mapping, &original).unwrap();
+    let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
+    assert_eq!(code, 2, "the rename is still refused\n{out}");
+    assert!(w.user(&w.mail("staff01")).is_none(), "{out}");
+}
+
+#[test]
+fn applied_saved_plans_count_for_grace_periods_once() {
+    let w = World::new(
+        "savedgrace",
+        slapd::small(),
+        &org_with_staff(13),
+        &[],
+        "[policy]\ngrace_runs = 2\n",
+    );
+    w.apply_and_converge();
+    let leaver = w.entry_uuid("staff01");
+    w.slapd.admin_delete(&[w.dn("staff01").as_str()]);
+    let missed = || -> Option<u32> {
+        let store =
+            ironbridge::store::Store::open(&w.dir.path().join("ironbridge-state.db")).unwrap();
+        store.grace().unwrap().get(&leaver).map(|g| g.missed_runs)
+    };
+    let save = |name: &str| -> std::path::PathBuf {
+        let saved = w.dir.path().join(name);
+        let out = w.ironbridge(&["plan", "--out", saved.to_str().unwrap()]);
+        assert!(out.status.code() == Some(0), "{}", text(&out));
+        saved
+    };
+    // A dry run counts for nothing; the first reviewed run finds the leaver missing once.
+    let p1 = save("p1.json");
+    assert_eq!(missed(), None, "a dry run is not a run for grace");
+    let (code, out) = w.apply(&["--plan", p1.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(missed(), Some(1), "{out}");
+    // The same plan applied again does not count again, and says so.
+    let (code, out) = w.apply(&["--plan", p1.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(missed(), Some(1), "{out}");
+    assert!(out.contains("grace periods were not advanced"), "{out}");
+    // The second reviewed run finds them missing again: removed.
+    let (_, plan) = w.plan();
+    assert_eq!(
+        line(&plan, &w.mail("staff01"))["action"],
+        "remove",
+        "{plan:#}"
+    );
+    let p2 = w.dir.path().join("p2.json");
+    let out = w.ironbridge(&["plan", "--out", p2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let (code, out) = w.apply(&["--plan", p2.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(w.user(&w.mail("staff01")).is_none(), "{out}");
 }
 
 #[test]
