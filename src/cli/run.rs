@@ -104,9 +104,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn emit_report(plan: &Plan, file: Option<&Path>, format: Format) -> anyhow::Result<()> {
     match file {
         Some(f) => {
+            // Mode 0600, as the saved plan: a report names people and what changes for them.
             let text = report::render(plan, format, false)?;
-            std::fs::write(f, text)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
+            write_private(f, text.as_bytes())?;
             eprintln!("report written to {}", f.display());
             // The terminal still gets the short table.
             print!(
@@ -152,7 +152,19 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
             );
         }
         let question = match &args.plan {
-            Some(path) => format!("apply the saved plan {} to {tenant}?", path.display()),
+            Some(path) => {
+                let saved = load_saved(path)?;
+                print!(
+                    "{}",
+                    report::render(&saved.plan, Format::Text, std::io::stdout().is_terminal())?
+                );
+                format!(
+                    "apply the saved plan {} (made {}) to {tenant}? Lines changed in Ironclad \
+                     since, or no longer allowed, are refused",
+                    path.display(),
+                    saved.plan.created_at.to_rfc3339()
+                )
+            }
             None => {
                 let preview = with_progress(engine.run(&RunOptions {
                     apply: false,
@@ -323,12 +335,8 @@ fn print_outcomes(report: &ApplyReport) {
     }
 }
 
-/// Applies a saved plan, refusing every object that changed since it was made.
-async fn apply_saved(
-    engine: &Engine,
-    path: &Path,
-    only: Option<&BTreeSet<String>>,
-) -> anyhow::Result<(Plan, ApplyReport)> {
+/// Reads a saved plan file (`plan --out`).
+fn load_saved(path: &Path) -> anyhow::Result<SavedPlan> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let saved: SavedPlan = serde_json::from_str(&text)
@@ -340,6 +348,16 @@ async fn apply_saved(
             saved.schema
         );
     }
+    Ok(saved)
+}
+
+/// Applies a saved plan, refusing every object that changed since it was made.
+async fn apply_saved(
+    engine: &Engine,
+    path: &Path,
+    only: Option<&BTreeSet<String>>,
+) -> anyhow::Result<(Plan, ApplyReport)> {
+    let saved = load_saved(path)?;
     let here = engine.cfg.ironclad.scim_url.to_string();
     if let Some(there) = saved.tenant.as_deref().filter(|t| *t != here) {
         anyhow::bail!(
@@ -574,6 +592,11 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
         Ok(entry) => entry,
         Err(why) => {
             println!("   {why}");
+            // Not in the source: a leaver, perhaps. What the plan does with an Ironclad user of
+            // that userName, email or id is what a reviewer needs to see.
+            if why.starts_with("no source entry") {
+                return preview_ironclad_only(&engine, desired, user, now).await;
+            }
             return Ok(Exit::Error);
         }
     };
@@ -629,6 +652,32 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
         }
         None => println!("   nothing planned for this person"),
     }
+    Ok(Exit::Ok)
+}
+
+/// `preview` of someone the source does not have: the plan's line for the Ironclad user named
+/// by `user` (userName, email or id), such as a removal.
+async fn preview_ironclad_only(
+    engine: &Engine,
+    desired: Result<crate::reconcile::engine::DesiredSets, String>,
+    user: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Exit> {
+    let target = engine.read_target().await?;
+    let mut plan = engine.plan_with(desired, &target, &RunOptions::default(), now)?;
+    let only: BTreeSet<String> = [user.to_string()].into();
+    crate::reconcile::engine::restrict(&mut plan, &only);
+    let Some(line) = plan.users.first() else {
+        println!("   nor does Ironclad have a user with this userName, email or id");
+        return Ok(Exit::Error);
+    };
+    println!(
+        "\n2. In Ironclad: {} (id {}), not in the source",
+        line.user_name,
+        line.ironclad_id.as_deref().unwrap_or("?")
+    );
+    println!("\n3. Action:");
+    print!("{}", indent(&report::render(&plan, Format::Text, false)?));
     Ok(Exit::Ok)
 }
 

@@ -864,6 +864,15 @@ fn leavers_by_disable_deletion_and_leaving_the_scope_group_are_removed() {
     }
     assert_eq!(lines_with_action(&plan, "remove").len(), 3);
     assert_eq!(actions(&plan)[&w.mail("bob")], "noop");
+    // A leaver deleted from the directory can still be previewed: by their Ironclad userName.
+    let out = w.ironbridge(&["preview", "--user", &w.mail("dana")]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("not in the source"), "{shown}");
+    assert!(
+        shown.contains("remove") && shown.contains("no longer in the source"),
+        "{shown}"
+    );
 
     w.clear_log();
     let (code, out) = w.apply(&[]);
