@@ -499,6 +499,25 @@ impl Engine {
                     .collect()
             }
         });
+        let mut state = state;
+        if let (Some(only), true) = (&only, opts.only_must_match) {
+            // An operator naming someone on the command line asks for them to be tried now:
+            // their quarantine does not hold them back in this run (its record stays until a
+            // write succeeds).
+            let named: BTreeSet<&str> = read_users
+                .iter()
+                .filter(|d| {
+                    only.contains(&d.source_id.to_lowercase())
+                        || only.contains(&d.locator.to_lowercase())
+                        || matches!(&d.state, Desired::Wanted { user, .. }
+                            if user.top_str("userName").is_some_and(|n| only.contains(&n.to_lowercase())))
+                })
+                .map(|d| &*d.source_id)
+                .collect();
+            state
+                .quarantined
+                .retain(|id, _| !named.contains(id.as_str()) && !only.contains(&id.to_lowercase()));
+        }
         let plan_start = std::time::Instant::now();
         let mut plan = self.plan_from(desired, names.as_ref(), &target, &state, opts, now)?;
         let unmatched = naming_nobody(&plan, named);
@@ -649,9 +668,21 @@ impl Engine {
         Ok(plan)
     }
 
-    /// Records what a plan saw of the people in a grace period: one more missed run for each
-    /// removal it holds for grace, and the counter cleared for each person back in the source.
+    /// Records what a plan saw of the people in a grace period (one more missed run for each
+    /// removal it holds for grace, the counter cleared for each person back in the source), and
+    /// clears the failure count of each person it found as wanted.
     pub fn record_grace(&self, plan: &Plan, now: DateTime<Utc>) -> Result<(), EngineError> {
+        // A person whose earlier write failed but who is now found as wanted (fixed in
+        // Ironclad, or by a later run) no longer counts towards quarantine: failures count
+        // runs in a row. (A quarantined person is skipped, not found converged, so stays.)
+        let failures = self.store.quarantine()?;
+        for u in &plan.users {
+            if let (UserAction::Noop, Some(src)) = (&u.action, u.source_id.as_deref()) {
+                if failures.contains_key(src) {
+                    self.store.clear_failure(src)?;
+                }
+            }
+        }
         // Only people with a counter need clearing: one statement per counter, not per user.
         let counters = self.store.grace()?;
         for u in &plan.users {

@@ -990,7 +990,9 @@ fn apply_removal_rules(
             RemoveMode::Keep => {
                 u.action = UserAction::Skip {
                     reason: SkipReason::Disabled {
-                        policy: "policy.remove_users = \"keep\"".into(),
+                        policy: "the removal setting: keep (the mapping's [removal] action, \
+                                 or policy.remove_users)"
+                            .into(),
                     },
                 };
                 continue;

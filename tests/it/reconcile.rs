@@ -1389,6 +1389,81 @@ fn applied_saved_plans_count_for_grace_periods_once() {
 }
 
 #[test]
+fn a_user_failing_runs_in_a_row_is_quarantined_with_the_reason_and_retried_on_request() {
+    let w = World::new("quarantine", slapd::small(), &org(), &[], "");
+    w.apply_and_converge();
+    let title = |uid: &str, t: &str| {
+        w.modify(&format!(
+            "dn: {}\nchangetype: modify\nreplace: title\ntitle: {t}\n",
+            w.dn(uid)
+        ))
+    };
+    let faults = |on: bool| {
+        let f = if on {
+            json!({"error_rate": 1.0, "error_status": 400, "methods": ["PUT", "PATCH"]})
+        } else {
+            json!({})
+        };
+        w.rt.block_on(set_faults(&w.sim.base_url, f));
+    };
+    let store =
+        || ironbridge::store::Store::open(&w.dir.path().join("ironbridge-state.db")).unwrap();
+    let (ann, bob) = (w.entry_uuid("ann"), w.entry_uuid("bob"));
+    title("ann", "Senior Counsel");
+    faults(true);
+    for run in 1..=3 {
+        if run == 3 {
+            title("bob", "Paralegal II");
+        }
+        let (code, out) = w.apply(&[]);
+        assert_eq!(code, 1, "run {run}: a failed write exits 1\n{out}");
+        assert_eq!(store().quarantine().unwrap()[&ann].failures, run);
+    }
+    assert_eq!(store().quarantine().unwrap()[&bob].failures, 1);
+    // bob's title is set by hand in Ironclad: the next run finds him as wanted, and his
+    // failures no longer count.
+    faults(false);
+    let bob_id = id(&w.user(&w.mail("bob")).unwrap());
+    let status = w.rt.block_on(async {
+        reqwest::Client::new()
+            .patch(format!("{}/scim/v2/Users/{bob_id}", w.sim.base_url))
+            .bearer_auth(TOKEN)
+            .json(&json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "title", "value": "Paralegal II"}]
+            }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "{status}");
+    // ann is skipped now, with the reason and her name; the exit code says someone is held.
+    w.clear_log();
+    let (code, plan) = w.plan();
+    assert_eq!(code, 2, "{plan:#}");
+    let l = line(&plan, &w.mail("ann"));
+    assert_eq!(l["reason"]["kind"], "quarantined", "{l:#}");
+    let why = l["reason"]["why"].as_str().unwrap();
+    assert!(why.starts_with("3 failed runs in a row; last: "), "{why}");
+    assert!(why.contains("400"), "{why}");
+    let (code, out) = w.apply(&[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("quarantined (3 failed runs in a row"), "{out}");
+    assert_eq!(w.writes(), vec![], "nothing sent for ann");
+    assert!(
+        !store().quarantine().unwrap().contains_key(&bob),
+        "bob found as wanted"
+    );
+    // Named on the command line, she is tried at once, and her record goes with the success.
+    let (code, out) = w.apply(&["--only", &w.mail("ann")]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(w.user(&w.mail("ann")).unwrap()["title"], "Senior Counsel");
+    assert!(store().quarantine().unwrap().is_empty());
+    w.assert_converged();
+}
+
+#[test]
 fn least_privilege_skips_creates_naming_the_scope_and_applies_updates_and_removals() {
     let lp = crate::support::sim::LEAST_PRIVILEGE.join(",");
     let w = World::new(
