@@ -432,7 +432,7 @@ async fn apply_saved(
             released += 1;
         }
     }
-    // The report shows what this apply did: the lines as applied (refused ones as no-ops) and
+    // The report shows what this apply did: the lines as applied (refused ones as `refused` skips) and
     // no note inviting to release holds that were just carried out.
     plan.summary = crate::reconcile::plan::summarize(&plan.users, &plan.groups);
     plan.notes
@@ -483,7 +483,8 @@ async fn apply_saved(
     Ok((plan, report))
 }
 
-/// Turns every line whose object changed since the plan into a no-op; returns what was refused.
+/// Turns every line whose object changed since the plan into a `refused` skip; returns what was
+/// refused.
 fn refuse_stale(
     plan: &mut Plan,
     users: &[IroncladUser],
@@ -530,8 +531,10 @@ fn refuse_stale(
         if let Some(why) = why {
             // A held removal is refused as the removal it is.
             let action = u.held_action.as_deref().unwrap_or(&u.action).name();
-            refused.push((u.user_name.clone(), action.to_string(), why));
-            u.action = UserAction::Noop;
+            refused.push((u.user_name.clone(), action.to_string(), why.clone()));
+            u.action = UserAction::Skip {
+                reason: crate::reconcile::SkipReason::Refused { why },
+            };
             u.held_action = None;
         } else if let (Some(id), Some(_)) = (&u.ironclad_id, &u.seen) {
             // A PUT starts from the user as just listed, not from the copy in the plan file

@@ -241,7 +241,7 @@ impl Engine {
         }
     }
 
-    /// Turns into no-ops the lines of a saved plan that the configuration and mapping as they
+    /// Turns into `refused` skips the lines of a saved plan that the configuration and mapping as they
     /// are now do not allow, and says why for each: a plan reviewed under other settings must
     /// not override a setting made since to protect someone or to stop an action. Refused:
     /// any write to a user now protected (by the plan's userName, the userName it would set, or
@@ -304,8 +304,10 @@ impl Engine {
                     _ => None,
                 });
             if let Some(why) = why {
-                refused.push((u.user_name.clone(), action.name().to_string(), why));
-                u.action = UserAction::Noop;
+                refused.push((u.user_name.clone(), action.name().to_string(), why.clone()));
+                u.action = UserAction::Skip {
+                    reason: super::SkipReason::Refused { why },
+                };
                 u.held_action = None;
             }
         }

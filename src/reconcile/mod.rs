@@ -267,6 +267,12 @@ pub enum SkipReason {
         /// The error.
         error: String,
     },
+    /// A line of a saved plan refused when it was applied: its object changed in Ironclad
+    /// since, or the configuration as it is now no longer allows it.
+    Refused {
+        /// Why.
+        why: String,
+    },
 }
 
 /// What happens to one person.
