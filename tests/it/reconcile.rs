@@ -280,6 +280,33 @@ impl World {
             .collect()
     }
 
+    /// Sends a SCIM request to the simulator as an administrator would; returns the status.
+    fn scim(&self, method: reqwest::Method, path: &str, body: Value) -> reqwest::StatusCode {
+        self.rt.block_on(async {
+            reqwest::Client::new()
+                .request(method, format!("{}/scim/v2{path}", self.sim.base_url))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    }
+
+    /// Sets the title of the Ironclad user `id` by hand (a PATCH), as an administrator would.
+    fn set_title_in_ironclad(&self, id: &str, title: &str) {
+        let status = self.scim(
+            reqwest::Method::PATCH,
+            &format!("/Users/{id}"),
+            json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "title", "value": title}]
+            }),
+        );
+        assert!(status.is_success(), "{status}");
+    }
+
     fn clear_log(&self) {
         self.rt.block_on(clear_requests(&self.sim.base_url));
     }
@@ -727,20 +754,7 @@ fn drift_made_in_ironclad_is_found_after_a_run_recorded_the_users_as_converged()
     drop(store);
     // An administrator edits ann in Ironclad; nothing changes in the directory.
     let ann = w.user(&w.mail("ann")).unwrap();
-    let status = w.rt.block_on(async {
-        reqwest::Client::new()
-            .patch(format!("{}/scim/v2/Users/{}", w.sim.base_url, id(&ann)))
-            .bearer_auth(TOKEN)
-            .json(&json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "title", "value": "Paralegal"}]
-            }))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert!(status.is_success(), "{status}");
+    w.set_title_in_ironclad(&id(&ann), "Paralegal");
     let (code, plan) = w.plan();
     assert_eq!(code, 2, "the drift is planned: {plan:#}");
     let line = line(&plan, &w.mail("ann"));
@@ -1278,21 +1292,16 @@ fn a_saved_plan_is_checked_against_the_configuration_as_it_is_when_applied() {
         ),
     )
     .unwrap();
-    let status = w.rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/scim/v2/Users", w.sim.base_url))
-            .bearer_auth(TOKEN)
-            .json(&json!({
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                "userName": new_mail,
-                "name": {"givenName": "Someone", "familyName": "Else"},
-                "emails": [{"value": new_mail, "primary": true}]
-            }))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let status = w.scim(
+        reqwest::Method::POST,
+        "/Users",
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": new_mail,
+            "name": {"givenName": "Someone", "familyName": "Else"},
+            "emails": [{"value": new_mail, "primary": true}]
+        }),
+    );
     assert!(status.is_success(), "{status}");
     w.clear_log();
     let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
@@ -1307,28 +1316,22 @@ fn a_saved_plan_is_checked_against_the_configuration_as_it_is_when_applied() {
     assert_eq!(w.writes(), vec![], "nothing written");
     assert_eq!(w.user(&w.mail("staff01")).unwrap()["id"], leaver["id"]);
 
-    // Protection lifted, but removal now deletes where the plan deactivated: refused too.
-    std::fs::write(
-        &mapping,
-        original.replace("action = \"deactivate\"", "action = \"delete\""),
-    )
-    .unwrap();
-    let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains(
-            "the removal setting changed since the plan was made (plan: deactivate, now: delete)"
-        ),
-        "{out}"
-    );
-    // Removals turned off.
-    std::fs::write(
-        &mapping,
-        original.replace("action = \"deactivate\"", "action = \"keep\""),
-    )
-    .unwrap();
-    let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
-    assert_eq!(code, 2, "{out}");
+    // Protection lifted, but the mapping's removal action changed: refused too.
+    let refused_with = |action: &str| -> String {
+        let changed = format!("action = \"{action}\"");
+        std::fs::write(
+            &mapping,
+            original.replace("action = \"deactivate\"", &changed),
+        )
+        .unwrap();
+        let (code, out) = w.apply(&["--plan", saved.to_str().unwrap()]);
+        assert_eq!(code, 2, "{out}");
+        out
+    };
+    let out = refused_with("delete");
+    let why = "the removal setting changed since the plan was made (plan: deactivate, now: delete)";
+    assert!(out.contains(why), "{out}");
+    let out = refused_with("keep");
     assert!(out.contains("removing users is turned off now"), "{out}");
     assert_eq!(w.writes(), vec![], "nothing written");
 
@@ -1423,21 +1426,7 @@ fn a_user_failing_runs_in_a_row_is_quarantined_with_the_reason_and_retried_on_re
     // bob's title is set by hand in Ironclad: the next run finds him as wanted, and his
     // failures no longer count.
     faults(false);
-    let bob_id = id(&w.user(&w.mail("bob")).unwrap());
-    let status = w.rt.block_on(async {
-        reqwest::Client::new()
-            .patch(format!("{}/scim/v2/Users/{bob_id}", w.sim.base_url))
-            .bearer_auth(TOKEN)
-            .json(&json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "title", "value": "Paralegal II"}]
-            }))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert!(status.is_success(), "{status}");
+    w.set_title_in_ironclad(&id(&w.user(&w.mail("bob")).unwrap()), "Paralegal II");
     // ann is skipped now, with the reason and her name; the exit code says someone is held.
     w.clear_log();
     let (code, plan) = w.plan();
