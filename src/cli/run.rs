@@ -458,6 +458,31 @@ async fn apply_saved(
     if let Some(n) = grace_note.filter(|_| waits_for_grace) {
         plan.notes.push(n.to_string());
     }
+    // Each refused line is in the audit too: what the reviewed plan had, and why it was not
+    // sent.
+    for u in &plan.users {
+        if let UserAction::Skip {
+            reason: crate::reconcile::SkipReason::Refused { action, why },
+        } = &u.action
+        {
+            audit
+                .record(
+                    "outcome",
+                    action,
+                    &u.user_name,
+                    u.source_id.as_deref(),
+                    u.ironclad_id.as_deref(),
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(format!("refused: {why}")),
+                    crate::store::AfterWrite::Nothing,
+                )
+                .await;
+        }
+    }
+    drop(audit);
     for (name, action, why) in refused {
         report.outcomes.push(apply::Outcome {
             name,
@@ -533,7 +558,10 @@ fn refuse_stale(
             let action = u.held_action.as_deref().unwrap_or(&u.action).name();
             refused.push((u.user_name.clone(), action.to_string(), why.clone()));
             u.action = UserAction::Skip {
-                reason: crate::reconcile::SkipReason::Refused { why },
+                reason: crate::reconcile::SkipReason::Refused {
+                    action: action.to_string(),
+                    why,
+                },
             };
             u.held_action = None;
         } else if let (Some(id), Some(_)) = (&u.ironclad_id, &u.seen) {

@@ -306,7 +306,10 @@ impl Engine {
             if let Some(why) = why {
                 refused.push((u.user_name.clone(), action.name().to_string(), why.clone()));
                 u.action = UserAction::Skip {
-                    reason: super::SkipReason::Refused { why },
+                    reason: super::SkipReason::Refused {
+                        action: action.name().to_string(),
+                        why,
+                    },
                 };
                 u.held_action = None;
             }

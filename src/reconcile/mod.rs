@@ -270,6 +270,8 @@ pub enum SkipReason {
     /// A line of a saved plan refused when it was applied: its object changed in Ironclad
     /// since, or the configuration as it is now no longer allows it.
     Refused {
+        /// The action the plan had for the line (`update`, `remove`, ...).
+        action: String,
         /// Why.
         why: String,
     },

@@ -107,7 +107,9 @@ pub fn skip_text(r: &SkipReason) -> String {
         }
         SkipReason::Disabled { policy } => format!("turned off by {policy}"),
         SkipReason::MappingError { error } => format!("mapping error: {error}"),
-        SkipReason::Refused { why } => format!("refused when the saved plan was applied: {why}"),
+        SkipReason::Refused { action, why } => {
+            format!("{action} refused when the saved plan was applied: {why}")
+        }
     }
 }
 

@@ -1315,6 +1315,23 @@ fn a_saved_plan_is_checked_against_the_configuration_as_it_is_when_applied() {
     );
     assert_eq!(w.writes(), vec![], "nothing written");
     assert_eq!(w.user(&w.mail("staff01")).unwrap()["id"], leaver["id"]);
+    // The audit log has each refusal, with the action the plan had.
+    let audit = audit_lines(&w.dir.path().join("ironbridge-audit.jsonl"));
+    let refusal = |name: &str| {
+        audit
+            .iter()
+            .rev()
+            .find(|l| l["user_name"] == name && l["phase"] == "outcome")
+            .cloned()
+            .unwrap_or_else(|| panic!("no outcome line for {name}: {audit:#?}"))
+    };
+    let r = refusal(&w.mail("staff01"));
+    assert_eq!(r["action"], "remove", "{r:#}");
+    assert!(
+        r["error"].as_str().unwrap().starts_with("refused: "),
+        "{r:#}"
+    );
+    assert_eq!(refusal(new_mail)["action"], "rename");
 
     // Protection lifted, but the mapping's removal action changed: refused too.
     let refused_with = |action: &str| -> String {
