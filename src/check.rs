@@ -74,27 +74,33 @@ pub fn scope_rows(policy: &Policy, eff: Effective, granted: &BTreeSet<String>) -
         (
             "update users (movers; deactivate-removal)",
             UPDATE_USERS,
+            // `delete_or_deactivate` needs one of the two: the one granted is used.
             policy.update_users
-                || matches!(
-                    removes,
-                    RemoveMode::Deactivate | RemoveMode::DeleteOrDeactivate
-                ),
+                || removes == RemoveMode::Deactivate
+                || (removes == RemoveMode::DeleteOrDeactivate && !g(DELETE_USERS)),
         ),
         (
             "delete users (leavers)",
             DELETE_USERS,
-            matches!(removes, RemoveMode::Delete | RemoveMode::DeleteOrDeactivate),
+            removes == RemoveMode::Delete
+                || (removes == RemoveMode::DeleteOrDeactivate && !g(UPDATE_USERS)),
         ),
         (
             "read groups (membership drift)",
             READ_GROUPS,
             eff.manage_groups,
         ),
-        ("create groups", CREATE_GROUPS, eff.manage_groups),
+        // Without the group write scopes, membership drift is reported and nothing written:
+        // a read-only setup that works as it is.
         (
-            "update group membership",
+            "create groups (without it: reported, not created)",
+            CREATE_GROUPS,
+            false,
+        ),
+        (
+            "update group membership (without it: drift reported, not written)",
             UPDATE_GROUPS,
-            eff.manage_groups,
+            false,
         ),
         (
             "delete groups (bridge-managed ones no longer selected; without it they are reported, not deleted)",
@@ -181,8 +187,8 @@ pub fn advice(policy: &Policy, removal_in_mapping: bool, missing: &[&str]) -> St
             scopes::DELETE_USERS => {
                 "policy.remove_users = \"deactivate\" (needs updateUsers) or \"keep\""
             }
-            scopes::READ_GROUPS | scopes::CREATE_GROUPS | scopes::UPDATE_GROUPS => {
-                "policy.manage_groups = false (membership drift is then only reported)"
+            scopes::READ_GROUPS => {
+                "policy.manage_groups = false (groups are then neither read nor written)"
             }
             _ => "",
         };
@@ -210,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn least_privilege_lacks_creates_and_group_writes() {
+    fn least_privilege_lacks_creates_and_group_writes_are_optional() {
         let policy = Policy {
             create_users: true,
             update_users: true,
@@ -221,15 +227,37 @@ mod tests {
             put_reread_after_secs: 60,
         };
         let rows = scope_rows(&policy, Effective::of_policy(&policy), &least_privilege());
-        assert_eq!(
-            missing(&rows),
-            vec![
-                scopes::CREATE_USERS,
-                scopes::CREATE_GROUPS,
-                scopes::UPDATE_GROUPS
-            ]
-        );
+        // Without the group write scopes, drift is reported: a read-only setup, not a failure.
+        assert_eq!(missing(&rows), vec![scopes::CREATE_USERS]);
         assert!(render_table(&rows).contains("YES (missing)"));
+    }
+
+    #[test]
+    fn delete_or_deactivate_needs_one_of_the_two_scopes() {
+        let policy = Policy {
+            create_users: false,
+            update_users: false,
+            remove_users: RemoveMode::DeleteOrDeactivate,
+            manage_groups: false,
+            write_method: crate::config::WriteMethod::Balanced,
+            full_compare: false,
+            put_reread_after_secs: 60,
+        };
+        let with = |s: &[&str]| -> Vec<&'static str> {
+            let granted: BTreeSet<String> = s.iter().map(|x| x.to_string()).collect();
+            missing(&scope_rows(
+                &policy,
+                Effective::of_policy(&policy),
+                &granted,
+            ))
+        };
+        let read = scopes::READ_USERS;
+        assert!(with(&[read, scopes::UPDATE_USERS]).is_empty());
+        assert!(with(&[read, scopes::DELETE_USERS]).is_empty());
+        assert_eq!(
+            with(&[read]),
+            vec![scopes::UPDATE_USERS, scopes::DELETE_USERS]
+        );
     }
 
     #[test]

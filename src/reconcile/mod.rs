@@ -466,20 +466,31 @@ impl Plan {
                 }
             })
     }
-    /// Whether something was held back or is in conflict: a removal held by a safety rule, a
-    /// quarantined user, a person the mapping could not evaluate, or a conflict. Each needs
-    /// someone to look (the exit code says so), where a run that only waits (grace) or skips
-    /// by rule (out of scope, protected) does not.
+    /// Whether something was held back or is in conflict: a removal (of a user or a group)
+    /// held by a safety rule, a quarantined user, a person the mapping could not evaluate, a
+    /// user write the token's scopes do not allow, or a conflict. Each needs someone to look
+    /// (the exit code says so), where a run that only waits (grace) or skips by rule (out of
+    /// scope, protected, turned off by policy) does not.
     pub fn has_held(&self) -> bool {
-        self.users.iter().any(|u| {
+        let users = self.users.iter().any(|u| {
             matches!(
                 u.action,
                 UserAction::Skip {
                     reason: SkipReason::Held { .. }
                         | SkipReason::Quarantined { .. }
                         | SkipReason::MappingError { .. }
+                        | SkipReason::MissingScope { .. }
                 } | UserAction::Conflict { .. }
             )
-        })
+        });
+        users
+            || self.groups.iter().any(|g| {
+                matches!(
+                    g.action,
+                    GroupAction::Skip {
+                        reason: SkipReason::Held { .. }
+                    } | GroupAction::Conflict { .. }
+                )
+            })
     }
 }

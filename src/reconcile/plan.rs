@@ -1299,9 +1299,10 @@ fn plan_groups(
         ))
     } else {
         (!input.group_errors.is_empty()).then(|| {
+            let n = input.group_errors.len();
             format!(
-                "{} selected groups could not be evaluated, so no group is deleted in this run; first: {}",
-                input.group_errors.len(),
+                "{n} selected {} could not be evaluated, so no group is deleted in this run; first: {}",
+                if n == 1 { "group" } else { "groups" },
                 input.group_errors[0]
             )
         })
@@ -1361,6 +1362,12 @@ pub fn summarize(users: &[UserPlan], groups: &[GroupPlan]) -> BTreeMap<String, u
         }
     }
     for g in groups {
+        if let GroupAction::Skip {
+            reason: SkipReason::Held { .. },
+        } = g.action
+        {
+            *summary.entry("held".to_string()).or_default() += 1;
+        }
         let key = match g.action {
             GroupAction::Create => "group_create",
             GroupAction::Rename { .. } => "group_rename",

@@ -50,15 +50,19 @@ fn check_with_least_privilege_names_missing_scopes_and_exits_1() {
     let out = ironbridge(&["check", "--config", cfg.to_str().unwrap()]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    for missing in [
-        "scim.users.createUsers",
-        "scim.groups.createGroups",
-        "scim.groups.updateGroups",
-    ] {
+    assert!(
+        t.lines()
+            .any(|l| l.contains("scim.users.createUsers") && l.contains("YES (missing)")),
+        "createUsers not flagged:\n{t}"
+    );
+    // Without the group write scopes the run reports membership drift and writes none of it:
+    // shown as not granted, but not a failure.
+    for optional in ["scim.groups.createGroups", "scim.groups.updateGroups"] {
         assert!(
-            t.lines()
-                .any(|l| l.contains(missing) && l.contains("YES (missing)")),
-            "{missing} not flagged:\n{t}"
+            t.lines().any(|l| l.contains(optional)
+                && l.contains("reported")
+                && !l.contains("YES (missing)")),
+            "{optional}:\n{t}"
         );
     }
     assert!(t.contains("read users: ok"), "{t}");
@@ -70,7 +74,7 @@ fn check_with_least_privilege_names_missing_scopes_and_exits_1() {
         dir.path(),
         &sim.base_url,
         "s3cret-value",
-        "[policy]\ncreate_users = false\nmanage_groups = false\n",
+        "[policy]\ncreate_users = false\n",
     );
     let out = ironbridge(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

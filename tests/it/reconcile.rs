@@ -1518,7 +1518,10 @@ fn least_privilege_skips_creates_naming_the_scope_and_applies_updates_and_remova
     }
     w.clear_log();
     let (code, out) = w.apply(&[]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        code, 2,
+        "a create the scopes do not allow is held back: exit 2\n{out}"
+    );
     let writes = w.writes();
     assert!(
         writes.iter().all(|r| r.method != "POST" && r.status != 403),
