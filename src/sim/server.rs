@@ -186,14 +186,20 @@ async fn track(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Respons
     }
 
     let resp = next.run(req).await;
+    // Logged as soon as the request is applied: a client that gives up while the answer is
+    // delayed (`latency_after_ms`) still finds its request in the log.
+    let drop_after = plan.drop == Some(DropWhen::After);
+    if drop_after {
+        record(0, Some("drop_after_apply"));
+    } else {
+        record(resp.status().as_u16(), None);
+    }
     if !plan.latency_after.is_zero() {
         tokio::time::sleep(plan.latency_after).await;
     }
-    if plan.drop == Some(DropWhen::After) {
-        record(0, Some("drop_after_apply"));
+    if drop_after {
         return drop_connection(kill).await;
     }
-    record(resp.status().as_u16(), None);
     resp
 }
 

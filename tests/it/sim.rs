@@ -1589,6 +1589,13 @@ async fn fault_latency_before_and_after() {
         r.body["totalResults"], 1,
         "the write committed before the delay"
     );
+    // The client gave up while the answer was delayed: the request is in the log all the same.
+    let log = sim_requests(b).await;
+    assert!(
+        log.iter()
+            .any(|q| q.method == "POST" && q.path == "/scim/v2/Users" && q.status == 201),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]
