@@ -269,9 +269,7 @@ impl RunLock {
                 _ => false,
             };
             if !dead {
-                return Err(anyhow::anyhow!(
-                    "{e}; another run is in progress, try again when it ends"
-                ));
+                return Err(anyhow::anyhow!("{e}; try again when it ends"));
             }
             store.try_lock(&holder, now, chrono::Duration::zero())?;
         }

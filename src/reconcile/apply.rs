@@ -479,8 +479,14 @@ impl Ctx<'_> {
             .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
     }
 
+    /// The error as the report and audit show it. With no answer at all (timeouts, a dropped
+    /// connection), the write may have been applied: it says so, and the next run's plan tells.
     fn err_text(e: &IroncladError) -> String {
-        e.to_string()
+        if e.outcome_unknown() {
+            format!("outcome unknown, it may have been applied (the next run will see): {e}")
+        } else {
+            e.to_string()
+        }
     }
 
     /// Sends an update or a removal. Only the answer's status and request id are kept (the

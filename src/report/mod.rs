@@ -456,7 +456,12 @@ fn summary_line(plan: &Plan) -> String {
 fn text(plan: &Plan, colour: bool) -> String {
     use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
     let mut out = String::new();
-    let _ = writeln!(out, "Plan made {}", plan.created_at.to_rfc3339());
+    let _ = writeln!(
+        out,
+        "Plan made {}",
+        plan.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
     let _ = writeln!(
         out,
         "Summary: {}",
