@@ -469,6 +469,9 @@ struct Ctx<'a> {
 struct Answered<'a> {
     status: u16,
     request_id: &'a str,
+    /// The answer was lost and the resource found by lookup instead (a create): no status is
+    /// claimed for it, and the audit says so.
+    recovered: bool,
 }
 
 impl Ctx<'_> {
@@ -575,8 +578,10 @@ impl Ctx<'_> {
                 u.source_id.as_deref(),
                 Some(id),
                 None,
-                None,
-                resp.map(|r| r.status),
+                resp.filter(|r| r.recovered).map(|_| {
+                    json!({"note": "the answer was lost; the user was found by lookup (userName and externalId)"})
+                }),
+                resp.filter(|r| !r.recovered).map(|r| r.status),
                 resp.map(|r| r.request_id.to_string()),
                 None,
                 link.map_or(AfterWrite::Nothing, AfterWrite::Linked),
@@ -640,6 +645,7 @@ impl Ctx<'_> {
                 let answered = Answered {
                     status: resp.status,
                     request_id: &resp.request_id,
+                    recovered: resp.recovered,
                 };
                 self.success(u, "create", id, &user_name, Some(answered))
                     .await
@@ -783,6 +789,7 @@ impl Ctx<'_> {
                 let answered = Answered {
                     status: resp.status,
                     request_id: &resp.request_id,
+                    recovered: false,
                 };
                 self.success(u, action, &id, &new_name, Some(answered))
                     .await

@@ -1470,6 +1470,47 @@ fn a_user_failing_runs_in_a_row_is_quarantined_with_the_reason_and_retried_on_re
 }
 
 #[test]
+fn a_create_whose_answer_is_lost_is_found_by_lookup_and_audited_as_such() {
+    let w = World::new("lostanswer", slapd::small(), &org(), &[], "");
+    w.apply_and_converge();
+    w.slapd.admin(
+        "ldapadd",
+        &person_ldif("lostanswer", &p("newbie", "Associate", Some("boss2")), 50),
+    );
+    set_scope(&w, "newbie", true);
+    w.rt.block_on(set_faults(
+        &w.sim.base_url,
+        json!({"drop_rate": 1.0, "drop_after_apply": true, "methods": ["POST"]}),
+    ));
+    let (code, out) = w.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    w.rt.block_on(set_faults(&w.sim.base_url, json!({})));
+    let found: Vec<Value> = w
+        .users()
+        .into_iter()
+        .filter(|u| u["userName"] == w.mail("newbie"))
+        .collect();
+    assert_eq!(found.len(), 1, "created once: {found:#?}");
+    let audit = audit_lines(&w.dir.path().join("ironbridge-audit.jsonl"));
+    let outcome = audit
+        .iter()
+        .find(|l| l["user_name"] == w.mail("newbie") && l["phase"] == "outcome")
+        .unwrap_or_else(|| panic!("{audit:#?}"));
+    assert!(
+        outcome["http_status"].is_null(),
+        "no status was answered: {outcome:#}"
+    );
+    assert!(
+        outcome["after"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("found by lookup"),
+        "{outcome:#}"
+    );
+    w.assert_converged();
+}
+
+#[test]
 fn least_privilege_skips_creates_naming_the_scope_and_applies_updates_and_removals() {
     let lp = crate::support::sim::LEAST_PRIVILEGE.join(",");
     let w = World::new(
