@@ -464,19 +464,7 @@ async fn apply_saved(
         } = &u.action
         {
             audit
-                .record(
-                    "outcome",
-                    action,
-                    &u.user_name,
-                    u.source_id.as_deref(),
-                    u.ironclad_id.as_deref(),
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some(format!("refused: {why}")),
-                    crate::store::AfterWrite::Nothing,
-                )
+                .unwritten(u, action, None, None, &format!("refused: {why}"))
                 .await;
         }
     }

@@ -152,6 +152,32 @@ impl Audit {
         })
     }
 
+    /// Audits the outcome of a user write that changed nothing (failed, with the HTTP status
+    /// if any, or refused), and why.
+    pub async fn unwritten(
+        &self,
+        u: &UserPlan,
+        action: &str,
+        status: Option<u16>,
+        request_id: Option<String>,
+        why: &str,
+    ) {
+        self.record(
+            "outcome",
+            action,
+            &u.user_name,
+            u.source_id.as_deref(),
+            u.ironclad_id.as_deref(),
+            None,
+            None,
+            status,
+            request_id,
+            Some(why.to_string()),
+            AfterWrite::Nothing,
+        )
+        .await;
+    }
+
     /// Records one line and, in the same store transaction, what the write changed in the
     /// store (`then`; [`AfterWrite::Nothing`] for an intent or a failure). Returns once both
     /// are committed. Errors are logged, never fatal: the store copy is the primary.
@@ -498,43 +524,17 @@ impl Ctx<'_> {
         self.client.http().send_raw(&req).await
     }
 
-    /// Audits the outcome of a write that changed nothing: failed (with the HTTP status, if
-    /// any) or refused, and why.
-    async fn record_unwritten(
-        &self,
-        u: &UserPlan,
-        action: &str,
-        status: Option<u16>,
-        request_id: Option<String>,
-        why: &str,
-    ) {
-        self.audit
-            .record(
-                "outcome",
-                action,
-                &u.user_name,
-                u.source_id.as_deref(),
-                u.ironclad_id.as_deref(),
-                None,
-                None,
-                status,
-                request_id,
-                Some(why.to_string()),
-                AfterWrite::Nothing,
-            )
-            .await;
-    }
-
     async fn fail(&self, u: &UserPlan, action: &str, e: &IroncladError) -> Outcome {
         let text = Self::err_text(e);
-        self.record_unwritten(
-            u,
-            action,
-            e.status(),
-            e.request_id().map(str::to_string),
-            &text,
-        )
-        .await;
+        self.audit
+            .unwritten(
+                u,
+                action,
+                e.status(),
+                e.request_id().map(str::to_string),
+                &text,
+            )
+            .await;
         if let Some(src) = &u.source_id {
             let after = self.opts.quarantine_after;
             let backoff = move |n: u32| {
@@ -730,7 +730,7 @@ impl Ctx<'_> {
     }
 
     async fn refuse(&self, u: &UserPlan, action: &str, why: String) -> Outcome {
-        self.record_unwritten(u, action, None, None, &why).await;
+        self.audit.unwritten(u, action, None, None, &why).await;
         Outcome {
             name: u.user_name.clone(),
             action: action.into(),
