@@ -390,7 +390,7 @@ async fn apply_saved(
         )
     });
     let grace_note = if engine.store.applies_since(plan.created_at)? == 0 {
-        engine.record_grace(&plan, chrono::Utc::now())?;
+        engine.record_run_counters(&plan, chrono::Utc::now())?;
         None
     } else {
         Some("grace periods were not advanced: an apply has run since this plan was made")
@@ -611,7 +611,7 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
             println!("   {why}");
             // Not in the source: a leaver, perhaps. What the plan does with an Ironclad user of
             // that userName, email or id is what a reviewer needs to see.
-            if why.starts_with("no source entry") {
+            if matches!(why, NotFound::Nobody { .. }) {
                 return preview_ironclad_only(&engine, desired, user, now).await;
             }
             return Ok(Exit::Error);
@@ -704,7 +704,7 @@ async fn preview_ironclad_only(
 fn find_person<'a>(
     users: &'a [crate::model::Entry],
     user: &str,
-) -> Result<&'a crate::model::Entry, String> {
+) -> Result<&'a crate::model::Entry, NotFound> {
     let needle = user.trim().to_lowercase();
     if let Some(e) = users
         .iter()
@@ -722,14 +722,14 @@ fn find_person<'a>(
         })
         .collect();
     match holders.as_slice() {
-        [] => Err(format!(
-            "no source entry has the id, DN or an attribute value {user:?}"
-        )),
+        [] => Err(NotFound::Nobody {
+            user: user.to_string(),
+        }),
         [one] => Ok(one),
         many => {
             let shown: Vec<&str> = many.iter().take(10).map(|e| &*e.locator).collect();
             let more = many.len().saturating_sub(shown.len());
-            Err(format!(
+            Err(NotFound::Several(format!(
                 "{} entries hold the value {user:?}; name one by its id or DN: {}{}",
                 many.len(),
                 shown.join("; "),
@@ -738,7 +738,31 @@ fn find_person<'a>(
                 } else {
                     String::new()
                 }
-            ))
+            )))
+        }
+    }
+}
+
+/// Why [`find_person`] names no entry.
+#[derive(Debug)]
+enum NotFound {
+    /// No entry has the id, DN or value.
+    Nobody {
+        /// The name given.
+        user: String,
+    },
+    /// Several entries hold the value (the text lists them).
+    Several(String),
+}
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotFound::Nobody { user } => write!(
+                f,
+                "no source entry has the id, DN or an attribute value {user:?}"
+            ),
+            NotFound::Several(text) => f.write_str(text),
         }
     }
 }
@@ -788,7 +812,7 @@ mod tests {
         assert_eq!(find_person(&users, " 2 ").unwrap().id, "2");
         assert_eq!(find_person(&users, "boss").unwrap().id, "3");
         // A value two entries hold names neither.
-        let err = find_person(&users, "legal").unwrap_err();
+        let err = find_person(&users, "legal").unwrap_err().to_string();
         assert!(err.contains("2 entries hold"), "{err}");
         assert!(err.contains("uid=ann") && err.contains("uid=bob"), "{err}");
         // Secret attributes are never matched.

@@ -509,7 +509,7 @@ impl Engine {
             // An operator naming someone on the command line asks for them to be tried now:
             // their quarantine does not hold them back in this run (its record stays until a
             // write succeeds).
-            let named: BTreeSet<&str> = read_users
+            let lifted: BTreeSet<&str> = read_users
                 .iter()
                 .filter(|d| {
                     only.contains(&d.source_id.to_lowercase())
@@ -519,9 +519,9 @@ impl Engine {
                 })
                 .map(|d| &*d.source_id)
                 .collect();
-            state
-                .quarantined
-                .retain(|id, _| !named.contains(id.as_str()) && !only.contains(&id.to_lowercase()));
+            state.quarantined.retain(|id, _| {
+                !lifted.contains(id.as_str()) && !only.contains(&id.to_lowercase())
+            });
         }
         let plan_start = std::time::Instant::now();
         let mut plan = self.plan_from(desired, names.as_ref(), &target, &state, opts, now)?;
@@ -563,8 +563,8 @@ impl Engine {
             )
             .await;
             tracing::debug!("applied");
-            self.record_grace(&plan, now)?;
-            tracing::debug!("grace counters recorded");
+            self.record_run_counters(&plan, now)?;
+            tracing::debug!("grace and failure counters recorded");
             Some(report)
         } else {
             None
@@ -658,7 +658,6 @@ impl Engine {
             policy: &policy,
             granted: &target.granted,
             quarantined: &state.quarantined,
-            quarantine_reasons: Some(&state.quarantine_reasons),
             grace: &state.grace,
             now,
             protected_fn: Some(&protected),
@@ -676,7 +675,7 @@ impl Engine {
     /// Records what a plan saw of the people in a grace period (one more missed run for each
     /// removal it holds for grace, the counter cleared for each person back in the source), and
     /// clears the failure count of each person it found as wanted.
-    pub fn record_grace(&self, plan: &Plan, now: DateTime<Utc>) -> Result<(), EngineError> {
+    pub fn record_run_counters(&self, plan: &Plan, now: DateTime<Utc>) -> Result<(), EngineError> {
         // A person whose earlier write failed but who is now found as wanted (fixed in
         // Ironclad, or by a later run) no longer counts towards quarantine: failures count
         // runs in a row. (A quarantined person is skipped, not found converged, so stays.)
@@ -715,14 +714,12 @@ impl Engine {
     }
 }
 
-/// How the removal setting is written in the configuration.
-fn remove_mode_name(m: crate::config::RemoveMode) -> &'static str {
-    match m {
-        crate::config::RemoveMode::Delete => "delete",
-        crate::config::RemoveMode::Deactivate => "deactivate",
-        crate::config::RemoveMode::DeleteOrDeactivate => "delete_or_deactivate",
-        crate::config::RemoveMode::Keep => "keep",
-    }
+/// How the removal setting is written in the configuration (its serde name).
+fn remove_mode_name(m: crate::config::RemoveMode) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Evaluates the mapping over a snapshot: one compact desired user per entry (evaluated one at
@@ -902,9 +899,8 @@ fn desired_from(
 pub struct StoreState {
     links: LinkMap,
     group_links: BTreeMap<String, String>,
-    quarantined: BTreeMap<String, DateTime<Utc>>,
-    /// Why each of `quarantined` is there: its failed runs and last error.
-    quarantine_reasons: BTreeMap<String, String>,
+    /// Source id -> until when it is skipped, and why (its failed runs and last error).
+    quarantined: BTreeMap<String, (DateTime<Utc>, String)>,
     grace: BTreeMap<String, (DateTime<Utc>, u32)>,
     /// `None` with `full_compare`: every linked user is compared and none is fingerprinted.
     converged: Option<foldhash::HashSet<Fingerprint>>,
@@ -915,26 +911,19 @@ fn load_state(
     quarantine_after: u32,
     full_compare: bool,
 ) -> Result<StoreState, EngineError> {
-    let quarantine: Vec<_> = store
-        .quarantine()?
-        .into_values()
-        .filter(|q| q.failures >= quarantine_after)
-        .collect();
     Ok(StoreState {
         links: store.link_ids("user")?,
         group_links: store.link_ids("group")?.into_iter().collect(),
-        quarantined: quarantine
-            .iter()
-            .map(|q| (q.source_id.clone(), q.retry_after))
-            .collect(),
-        quarantine_reasons: quarantine
-            .into_iter()
+        quarantined: store
+            .quarantine()?
+            .into_values()
+            .filter(|q| q.failures >= quarantine_after)
             .map(|q| {
                 let why = format!(
                     "{} failed runs in a row; last: {}",
                     q.failures, q.last_error
                 );
-                (q.source_id, why)
+                (q.source_id, (q.retry_after, why))
             })
             .collect(),
         grace: store

@@ -172,10 +172,9 @@ pub struct PlanInput<'a> {
     pub policy: &'a PlanPolicy,
     /// Granted scopes.
     pub granted: &'a BTreeSet<String>,
-    /// Quarantined source ids and until when they are skipped.
-    pub quarantined: &'a BTreeMap<String, DateTime<Utc>>,
-    /// Why each quarantined source id is there (its failures and last error), for the report.
-    pub quarantine_reasons: Option<&'a BTreeMap<String, String>>,
+    /// Quarantined source ids: until when they are skipped, and why (their failed runs and
+    /// last error, for the report).
+    pub quarantined: &'a BTreeMap<String, (DateTime<Utc>, String)>,
     /// Grace counters: source id -> (first missing, runs missing so far, this run excluded).
     pub grace: &'a BTreeMap<String, (DateTime<Utc>, u32)>,
     /// Now.

@@ -221,15 +221,6 @@ fn emails_of(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Why `source_id` is quarantined, as the state store recorded it (empty if unknown).
-fn quarantine_why(input: &PlanInput<'_>, source_id: &str) -> String {
-    input
-        .quarantine_reasons
-        .and_then(|r| r.get(source_id))
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Protected-account matcher: exact names (case-insensitive) and glob patterns.
 pub(crate) struct Protected<'a> {
     patterns: Vec<(String, Option<glob::Pattern>)>,
@@ -478,7 +469,7 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         let quarantined = input
             .quarantined
             .get(&*d.source_id)
-            .filter(|u| **u > input.now);
+            .filter(|(until, _)| *until > input.now);
         // The one tree of this user the planner holds; dropped at the end of the iteration.
         let current_tree = if known && quarantined.is_none() {
             None
@@ -499,11 +490,11 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
             seen: None,
             held_action: None,
         };
-        if let Some(until) = quarantined {
+        if let Some((until, why)) = quarantined {
             line.action = UserAction::Skip {
                 reason: SkipReason::Quarantined {
                     until: *until,
-                    why: quarantine_why(input, &d.source_id),
+                    why: why.clone(),
                 },
             };
             // Named as the mapping wants it when no Ironclad user is linked yet (a create
@@ -656,15 +647,12 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
         let quarantined = link_by_id
             .get(id)
             .and_then(|src| input.quarantined.get(*src))
-            .filter(|until| **until > input.now);
+            .filter(|(until, _)| *until > input.now);
         let action = match (&absent_held, quarantined) {
-            (_, Some(until)) => UserAction::Skip {
+            (_, Some((until, why))) => UserAction::Skip {
                 reason: SkipReason::Quarantined {
                     until: *until,
-                    why: link_by_id
-                        .get(&*u.id)
-                        .map(|src| quarantine_why(input, src))
-                        .unwrap_or_default(),
+                    why: why.clone(),
                 },
             },
             (Some(rule), None) => UserAction::Skip {
@@ -1518,7 +1506,7 @@ mod tests {
         group_errors: Vec<String>,
         incomplete: Option<String>,
         group_links: BTreeMap<String, String>,
-        quarantined: BTreeMap<String, DateTime<Utc>>,
+        quarantined: BTreeMap<String, (DateTime<Utc>, String)>,
         ic_users: Vec<Value>,
         ic_groups: Vec<Value>,
         links: crate::reconcile::LinkMap,
@@ -1564,7 +1552,6 @@ mod tests {
                 policy: &self.policy,
                 granted: &self.granted,
                 quarantined: &self.quarantined,
-                quarantine_reasons: None,
                 grace: &g,
                 now: now(),
                 protected_fn: None,
@@ -1807,16 +1794,20 @@ mod tests {
         c.links.insert("s1".into(), "i1".into());
         c.links.insert("s2".into(), "i2".into());
         c.policy.max_removal_percent = 100.0;
-        c.quarantined
-            .insert("s2".into(), now() + chrono::Duration::hours(1));
+        c.quarantined.insert(
+            "s2".into(),
+            (now() + chrono::Duration::hours(1), String::new()),
+        );
         assert!(matches!(
             action_of(&c.run(), "bob@example.com"),
             UserAction::Skip {
                 reason: SkipReason::Quarantined { .. }
             }
         ));
-        c.quarantined
-            .insert("s2".into(), now() - chrono::Duration::hours(1));
+        c.quarantined.insert(
+            "s2".into(),
+            (now() - chrono::Duration::hours(1), String::new()),
+        );
         assert!(matches!(
             action_of(&c.run(), "bob@example.com"),
             UserAction::Remove { .. }

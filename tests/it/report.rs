@@ -90,7 +90,6 @@ fn sample_plan() -> ironbridge::reconcile::Plan {
         policy: &policy,
         granted: &granted,
         quarantined: &BTreeMap::new(),
-        quarantine_reasons: None,
         grace: &BTreeMap::new(),
         now: Utc::now(),
         protected_fn: None,
