@@ -209,11 +209,12 @@ impl Engine {
     /// The planner's policy from configuration, mapping and options.
     pub fn plan_policy(&self, opts: &RunOptions) -> PlanPolicy {
         let c = &self.cfg;
-        let mut protected = Vec::new();
-        if let Some(ActingUser::Email(e)) = &c.ironclad.acting_user {
-            protected.push(e.clone());
-        }
+        let acting_user = match &c.ironclad.acting_user {
+            Some(ActingUser::Email(e)) => Some(e.clone()),
+            _ => None,
+        };
         PlanPolicy {
+            acting_user,
             create_users: c.policy.create_users,
             update_users: c.policy.update_users,
             remove: self
@@ -232,7 +233,7 @@ impl Engine {
                     crate::mapping::FallbackKey::Email => "email".to_string(),
                 })
                 .collect(),
-            protected,
+            protected: Vec::new(),
             max_removals: c.safety.max_removals,
             max_removal_percent: c.safety.max_removal_percent,
             allow_removals: opts.allow_removals,
@@ -257,7 +258,7 @@ impl Engine {
         let policy = self.plan_policy(&RunOptions::default());
         let mapping = &self.mapping;
         let extra = move |name: &str| mapping.removal().is_protected(name);
-        let protected = super::plan::Protected::new(&policy.protected, Some(&extra));
+        let protected = super::plan::Protected::new(&policy, Some(&extra));
         let mut refused = Vec::new();
         for u in &mut plan.users {
             let action = u.held_action.as_deref().unwrap_or(&u.action);

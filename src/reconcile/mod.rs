@@ -112,7 +112,9 @@ pub struct PlanPolicy {
     pub manage_groups: bool,
     /// Fallback keys used to find an unlinked account, in order: `userName`, `email`.
     pub fallback_keys: Vec<String>,
-    /// userNames never touched (exact, case-insensitive) or glob patterns (`*`, `?`).
+    /// The configuration's acting user (`x-as-user-email`): never touched.
+    pub acting_user: Option<String>,
+    /// Further userNames never touched (exact, case-insensitive) or glob patterns (`*`, `?`).
     pub protected: Vec<String>,
     /// Maximum removals per run as a count.
     pub max_removals: usize,
@@ -134,6 +136,7 @@ impl Default for PlanPolicy {
             remove: crate::config::RemoveMode::Delete,
             manage_groups: true,
             fallback_keys: vec!["userName".into(), "email".into()],
+            acting_user: None,
             protected: Vec::new(),
             max_removals: 50,
             max_removal_percent: 10.0,
@@ -225,7 +228,8 @@ pub enum SkipReason {
     },
     /// A protected account.
     Protected {
-        /// The protecting pattern.
+        /// What protects it, in words: the acting user, the mapping's protected list, or
+        /// `matches PATTERN`.
         pattern: String,
     },
     /// Failing repeatedly; retried later.

@@ -223,13 +223,16 @@ fn emails_of(v: &Value) -> Vec<String> {
 
 /// Protected-account matcher: exact names (case-insensitive) and glob patterns.
 pub(crate) struct Protected<'a> {
+    acting_user: Option<&'a str>,
     patterns: Vec<(String, Option<glob::Pattern>)>,
     extra: Option<super::ProtectedFn<'a>>,
 }
 
 impl<'a> Protected<'a> {
-    pub(crate) fn new(list: &[String], extra: Option<super::ProtectedFn<'a>>) -> Self {
+    pub(crate) fn new(policy: &'a super::PlanPolicy, extra: Option<super::ProtectedFn<'a>>) -> Self {
+        let list = &policy.protected;
         Protected {
+            acting_user: policy.acting_user.as_deref(),
             extra,
             patterns: list
                 .iter()
@@ -244,11 +247,20 @@ impl<'a> Protected<'a> {
                 .collect(),
         }
     }
-    /// The pattern (or list) protecting `user_name`, if any.
+    /// What protects `user_name`, in words, if anything: the acting user, the mapping's list,
+    /// or the matching pattern.
     pub(crate) fn matches(&self, user_name: &str) -> Option<String> {
+        if let Some(a) = self.acting_user {
+            if a.trim().eq_ignore_ascii_case(user_name.trim()) {
+                return Some(
+                    "the acting user ([ironclad] acting_user), whose account every request uses"
+                        .to_string(),
+                );
+            }
+        }
         if let Some(f) = self.extra {
             if f(user_name) {
-                return Some("the mapping's [removal] protected list".to_string());
+                return Some("in the mapping's [removal] protected list".to_string());
             }
         }
         let opts = glob::MatchOptions {
@@ -261,7 +273,7 @@ impl<'a> Protected<'a> {
                 Some(g) => g.matches_with(user_name.trim(), opts),
                 None => p.trim().eq_ignore_ascii_case(user_name.trim()),
             })
-            .map(|(p, _)| p.clone())
+            .map(|(p, _)| format!("matches {p}"))
     }
 }
 
@@ -412,7 +424,7 @@ impl DesiredNames {
 pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
     let policy = input.policy;
     let target = Target::new(input.ironclad_users, input.target_index);
-    let protected = Protected::new(&policy.protected, input.protected_fn);
+    let protected = Protected::new(policy, input.protected_fn);
     let mut users: Vec<UserPlan> = Vec::new();
     let mut notes = Vec::new();
     // Ironclad ids that a source entry accounts for (kept, updated, skipped, or removed).
@@ -1696,11 +1708,19 @@ mod tests {
             ic("i3", Some("s3"), "carl@example.com", "x"),
             ic("i4", None, "hand-made@example.com", "x"),
             ic("i5", Some("s5"), "breakglass@example.com", "x"),
+            ic("i6", Some("s6"), "API@example.com", "x"),
         ];
-        for (s, i) in [("s1", "i1"), ("s2", "i2"), ("s3", "i3"), ("s5", "i5")] {
+        for (s, i) in [
+            ("s1", "i1"),
+            ("s2", "i2"),
+            ("s3", "i3"),
+            ("s5", "i5"),
+            ("s6", "i6"),
+        ] {
             c.links.insert(s.into(), i.into());
         }
         c.policy.protected = vec!["breakglass@*".into()];
+        c.policy.acting_user = Some("api@example.com".into());
         c.policy.max_removal_percent = 100.0;
         let p = c.run();
         assert!(matches!(
@@ -1717,8 +1737,15 @@ mod tests {
         assert!(matches!(
             action_of(&p, "breakglass@example.com"),
             UserAction::Skip {
-                reason: SkipReason::Protected { .. }
-            }
+                reason: SkipReason::Protected { pattern }
+            } if pattern == "matches breakglass@*"
+        ));
+        // The acting user is named as such, not as a pattern.
+        assert!(matches!(
+            action_of(&p, "API@example.com"),
+            UserAction::Skip {
+                reason: SkipReason::Protected { pattern }
+            } if pattern.starts_with("the acting user")
         ));
     }
 

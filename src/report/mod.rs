@@ -75,7 +75,7 @@ pub fn skip_text(r: &SkipReason) -> String {
         SkipReason::OutOfScope { rule } => {
             format!("{rule}; no Ironclad user is linked to this person, nothing to remove")
         }
-        SkipReason::Protected { pattern } => format!("protected account (matches {pattern})"),
+        SkipReason::Protected { pattern } => format!("protected account: {pattern}"),
         SkipReason::Quarantined { until, why } if why.is_empty() => {
             format!("quarantined after repeated failures; retried after {until}")
         }
