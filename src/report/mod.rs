@@ -340,7 +340,10 @@ fn group_rows(g: &GroupPlan, names: &MemberNames<'_>, out: &mut Vec<Row>) {
         after,
         detail: detail.clone(),
     };
-    if g.add.is_empty() && g.remove.is_empty() {
+    if let GroupAction::Rename { from } = &g.action {
+        // The name change in the attribute columns too, as a user's rename shows it.
+        out.push(row("displayName", from.clone(), g.display_name.clone()));
+    } else if g.add.is_empty() && g.remove.is_empty() {
         out.push(row("", String::new(), String::new()));
     }
     for a in &g.add {
@@ -726,6 +729,33 @@ mod tests {
             );
             assert!(out.contains("- i-unknown"), "{f:?}:\n{out}");
         }
+    }
+
+    #[test]
+    fn a_group_rename_shows_the_names_in_the_attribute_columns() {
+        let mut p = plan();
+        p.groups.push(GroupPlan {
+            source_id: Some("g1".into()),
+            display_name: "Legal Team".into(),
+            ironclad_id: Some("G1".into()),
+            action: GroupAction::Rename {
+                from: "Legal".into(),
+            },
+            add: vec!["s2".into()],
+            remove: vec![],
+            seen_version: None,
+        });
+        let r: Vec<Row> = rows(&p, false)
+            .into_iter()
+            .filter(|r| r.kind == "group")
+            .collect();
+        assert_eq!(r.len(), 2, "the name change, then the member added");
+        assert_eq!(
+            (r[0].attribute.as_str(), r[0].before.as_str(), r[0].after.as_str()),
+            ("displayName", "Legal", "Legal Team")
+        );
+        assert_eq!(r[1].attribute, "members");
+        assert!(r.iter().all(|r| r.action == "group_rename"));
     }
 
     #[test]
