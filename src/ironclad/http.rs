@@ -405,6 +405,7 @@ impl ScimHttp {
                             if let Some(p) = &self.pacer {
                                 p.throttled(bucket, a.retry_after);
                             }
+                            schedule.throttled();
                             (err, a.retry_after, false)
                         }
                         s if s >= 500 && s != 501 && s != 505 => (err, a.retry_after, true),

@@ -62,7 +62,12 @@ pub struct Schedule {
     policy: RetryPolicy,
     started: Instant,
     attempts: u32,
+    throttled: u32,
 }
+
+/// The most 429 answers one request waits out before it gives up, whatever time is left:
+/// a server that keeps refusing with `Retry-After: 0` must not be called in a tight loop.
+pub const MAX_THROTTLED: u32 = 100;
 
 impl Schedule {
     /// Starts a schedule; call [`Schedule::attempt`] before each try.
@@ -71,6 +76,7 @@ impl Schedule {
             policy,
             started: Instant::now(),
             attempts: 0,
+            throttled: 0,
         }
     }
 
@@ -83,6 +89,14 @@ impl Schedule {
     /// the request itself).
     pub fn forget_attempt(&mut self) {
         self.attempts = self.attempts.saturating_sub(1);
+    }
+
+    /// Takes back the last attempt because it was answered 429: the server did not process
+    /// the request and said when to come back, so waiting it out is not a failure and does not
+    /// use up `max_attempts`. Such waits are bounded by `max_elapsed` and [`MAX_THROTTLED`].
+    pub fn throttled(&mut self) {
+        self.attempts = self.attempts.saturating_sub(1);
+        self.throttled += 1;
     }
 
     /// Attempts made so far.
@@ -99,12 +113,13 @@ impl Schedule {
     /// does not allow one. A server's `Retry-After` replaces the jittered delay: the server knows
     /// when its window reopens, and waiting less only earns another 429.
     pub fn next_delay(&self, retry_after: Option<Duration>) -> Option<Duration> {
-        if self.attempts >= self.policy.max_attempts {
+        if self.attempts >= self.policy.max_attempts || self.throttled > MAX_THROTTLED {
             return None;
         }
+        let tries = self.attempts + self.throttled;
         let delay = match retry_after {
             Some(d) => d,
-            None => full_jitter(&self.policy, self.attempts.saturating_sub(1)),
+            None => full_jitter(&self.policy, tries.saturating_sub(1)),
         };
         if self.elapsed() + delay > self.policy.max_elapsed {
             return None;
@@ -182,6 +197,34 @@ mod tests {
             s.next_delay(Some(Duration::from_secs(3))),
             Some(Duration::from_secs(3))
         );
+    }
+
+    #[test]
+    fn answers_429_do_not_use_up_attempts_but_are_bounded() {
+        let mut s = Schedule::new(policy());
+        // Twenty 429s with a Retry-After, more than max_attempts (5): each still gets its wait.
+        for _ in 0..20 {
+            s.attempt();
+            s.throttled();
+            assert_eq!(
+                s.next_delay(Some(Duration::from_secs(1))),
+                Some(Duration::from_secs(1))
+            );
+        }
+        // Failures still count: four more tries and the fifth attempt is the last.
+        for _ in 0..4 {
+            s.attempt();
+            assert!(s.next_delay(None).is_some());
+        }
+        s.attempt();
+        assert_eq!(s.next_delay(None), None);
+        // A server that never stops answering 429 is given up on after MAX_THROTTLED waits.
+        let mut s = Schedule::new(policy());
+        for _ in 0..=MAX_THROTTLED {
+            s.attempt();
+            s.throttled();
+        }
+        assert_eq!(s.next_delay(Some(Duration::ZERO)), None);
     }
 
     #[test]

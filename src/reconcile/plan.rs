@@ -229,7 +229,10 @@ pub(crate) struct Protected<'a> {
 }
 
 impl<'a> Protected<'a> {
-    pub(crate) fn new(policy: &'a super::PlanPolicy, extra: Option<super::ProtectedFn<'a>>) -> Self {
+    pub(crate) fn new(
+        policy: &'a super::PlanPolicy,
+        extra: Option<super::ProtectedFn<'a>>,
+    ) -> Self {
         let list = &policy.protected;
         Protected {
             acting_user: policy.acting_user.as_deref(),

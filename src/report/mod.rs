@@ -751,7 +751,11 @@ mod tests {
             .collect();
         assert_eq!(r.len(), 2, "the name change, then the member added");
         assert_eq!(
-            (r[0].attribute.as_str(), r[0].before.as_str(), r[0].after.as_str()),
+            (
+                r[0].attribute.as_str(),
+                r[0].before.as_str(),
+                r[0].after.as_str()
+            ),
             ("displayName", "Legal", "Legal Team")
         );
         assert_eq!(r[1].attribute, "members");

@@ -392,6 +392,30 @@ async fn retry_after_is_honoured_and_pauses_the_bucket() {
 }
 
 #[tokio::test]
+async fn answers_429_are_waited_out_beyond_max_attempts() {
+    let sim = sim();
+    let mut cfg = sim.config();
+    cfg.retry.max_attempts = 3;
+    let client = IroncladClient::new(&cfg).unwrap();
+    client.list_users(None).await.unwrap();
+    // Five refusals with "come back now": more than the three attempts, none of them a failure.
+    sim.faults(json!({"burst_429": 5, "retry_after": "0"}))
+        .await;
+    client.list_users(None).await.unwrap();
+    let log = sim.scim_requests().await;
+    assert_eq!(status_count(&log, 429), 5, "{log:?}");
+    assert_eq!(client.stats().throttled, 5);
+    // Errors still count against max_attempts.
+    sim.faults(json!({"error_rate": 1.0, "error_status": 503, "methods": ["GET"]}))
+        .await;
+    let e = client.get_user("nope").await.unwrap_err();
+    assert!(
+        matches!(e, IroncladError::Exhausted { attempts: 3, .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_until_success_and_bounded() {
     let sim = sim();
     let client = sim.client();
