@@ -428,6 +428,11 @@ pub struct GroupPlan {
     pub add: Vec<String>,
     /// Members to remove, as Ironclad user ids.
     pub remove: Vec<String>,
+    /// Members the source wants who are not in Ironclad and whom this run does not create
+    /// (their own line says why: a missing scope, creates turned off, quarantine, ...), as
+    /// source user ids. Shown, never applied: they are added once they exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
     /// `meta.lastModified` as read.
     pub seen_version: Option<String>,
 }

@@ -1144,6 +1144,8 @@ fn plan_groups(
         .collect();
     // Source user id -> (Ironclad id if known, whether they stay).
     let mut user_state: HashMap<&str, (Option<&str>, bool)> = HashMap::with_capacity(named.len());
+    // Source ids of people who stay but are neither in Ironclad nor created by this run.
+    let mut not_created: HashSet<&str> = HashSet::new();
     // Beyond the store's links: Ironclad users a source entry's line holds.
     let mut managed_user_ids: HashSet<&str> = HashSet::with_capacity(listed_members.len());
     for u in users {
@@ -1171,8 +1173,13 @@ fn plan_groups(
         // Someone not in Ironclad joins a group only when this run creates them: a create
         // skipped (missing scope, mapping error, ...) would leave an addition no apply can
         // make, and the plan would never converge.
-        let stays =
-            stays && (u.ironclad_id.is_some() || matches!(u.action, UserAction::Create { .. }));
+        let exists = u.ironclad_id.is_some() || matches!(u.action, UserAction::Create { .. });
+        if stays && !exists {
+            if let Some(src) = u.source_id.as_deref() {
+                not_created.insert(src);
+            }
+        }
+        let stays = stays && exists;
         if let Some(src) = u.source_id.as_deref() {
             user_state.insert(src, (u.ironclad_id.as_deref(), stays));
         }
@@ -1213,6 +1220,7 @@ fn plan_groups(
             action: GroupAction::Noop,
             add: Vec::new(),
             remove: Vec::new(),
+            pending: Vec::new(),
             seen_version: None,
         };
         let current = linked.and_then(|id| by_id.get(id).copied());
@@ -1228,6 +1236,9 @@ fn plan_groups(
             match user_state.get(m.as_str()) {
                 Some((Some(id), true)) if !current_members.contains(id) => line.add.push(m.clone()),
                 Some((None, true)) => line.add.push(m.clone()),
+                Some((None, false)) if not_created.contains(m.as_str()) => {
+                    line.pending.push(m.clone())
+                }
                 _ => {}
             }
         }
@@ -1340,6 +1351,7 @@ fn plan_groups(
                 },
                 add: Vec::new(),
                 remove: Vec::new(),
+                pending: Vec::new(),
                 seen_version: version(g),
             });
         }
@@ -2243,7 +2255,14 @@ mod tests {
         let legal = &p.groups[0];
         assert_eq!(legal.action, GroupAction::Noop);
         assert!(legal.add.is_empty() && legal.remove.is_empty(), "{legal:?}");
+        // Shown as a member waiting for their account, not silently dropped.
+        assert_eq!(legal.pending, vec!["s2".to_string()]);
         assert!(!p.has_writes(), "nothing can be written: {p:?}");
+        let text = crate::report::render(&p, crate::report::Format::Text, false).unwrap();
+        assert!(
+            text.contains("+ bob@example.com (uid=s2,ou=people,dc=example,dc=test) (pending, not in Ironclad: missing scope"),
+            "{text}"
+        );
     }
 
     #[test]

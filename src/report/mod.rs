@@ -265,7 +265,7 @@ impl<'a> MemberNames<'a> {
     fn new(plan: &'a Plan, groups: &[&'a GroupPlan]) -> Self {
         let mut by_source: foldhash::HashMap<&str, &UserPlan> = groups
             .iter()
-            .flat_map(|g| g.add.iter())
+            .flat_map(|g| g.add.iter().chain(&g.pending))
             .map(|a| (a.as_str(), &EMPTY_LINE))
             .collect();
         let mut by_ironclad: foldhash::HashMap<&str, &UserPlan> = groups
@@ -314,6 +314,20 @@ impl<'a> MemberNames<'a> {
     fn ironclad(&self, id: &str) -> String {
         self.name(self.by_ironclad.get(id), id)
     }
+
+    /// A pending member and why their account is not created in this run.
+    fn pending(&self, id: &str) -> String {
+        let line = self.by_source.get(id);
+        let why = match line.map(|u| &u.action) {
+            Some(UserAction::Skip { reason }) => skip_text(reason),
+            Some(UserAction::Conflict { reason }) => format!("conflict: {reason}"),
+            _ => "not created in this run".to_string(),
+        };
+        format!(
+            "+ {} (pending, not in Ironclad: {why})",
+            self.name(line, id)
+        )
+    }
 }
 
 fn group_rows(g: &GroupPlan, names: &MemberNames<'_>, out: &mut Vec<Row>) {
@@ -343,7 +357,7 @@ fn group_rows(g: &GroupPlan, names: &MemberNames<'_>, out: &mut Vec<Row>) {
     if let GroupAction::Rename { from } = &g.action {
         // The name change in the attribute columns too, as a user's rename shows it.
         out.push(row("displayName", from.clone(), g.display_name.clone()));
-    } else if g.add.is_empty() && g.remove.is_empty() {
+    } else if g.add.is_empty() && g.remove.is_empty() && g.pending.is_empty() {
         out.push(row("", String::new(), String::new()));
     }
     for a in &g.add {
@@ -360,6 +374,9 @@ fn group_rows(g: &GroupPlan, names: &MemberNames<'_>, out: &mut Vec<Row>) {
             String::new(),
         ));
     }
+    for p in &g.pending {
+        out.push(row("members", String::new(), names.pending(p)));
+    }
 }
 
 /// Every row of a plan, users then groups. `noop` rows are left out unless `include_noop`.
@@ -373,7 +390,7 @@ pub fn rows(plan: &Plan, include_noop: bool) -> Vec<Row> {
     let shown: Vec<&GroupPlan> = plan
         .groups
         .iter()
-        .filter(|g| include_noop || g.action != GroupAction::Noop)
+        .filter(|g| include_noop || g.action != GroupAction::Noop || !g.pending.is_empty())
         .collect();
     let names = MemberNames::new(plan, &shown);
     for g in shown {
@@ -715,6 +732,7 @@ mod tests {
             action: GroupAction::Members,
             add: vec!["s2".into()],
             remove: vec!["i1".into(), "i-unknown".into()],
+            pending: vec![],
             seen_version: None,
         });
         for f in [Format::Text, Format::Markdown, Format::Csv, Format::Html] {
@@ -743,6 +761,7 @@ mod tests {
             },
             add: vec!["s2".into()],
             remove: vec![],
+            pending: vec![],
             seen_version: None,
         });
         let r: Vec<Row> = rows(&p, false)

@@ -1531,10 +1531,11 @@ fn least_privilege_skips_creates_naming_the_scope_and_applies_updates_and_remova
     set_scope(&w, "newbie", true);
     w.modify(&format!(
         "dn: {}\nchangetype: modify\nreplace: title\ntitle: Senior Counsel\n\n\
-         dn: {}\nchangetype: modify\nadd: member\nmember: {}\n",
+         dn: {}\nchangetype: modify\nadd: member\nmember: {}\nmember: {}\n",
         w.dn("ann"),
         w.group_dn("ironclad-legal"),
-        w.dn("carl")
+        w.dn("carl"),
+        w.dn("newbie")
     ));
     lock(&w, "dana");
 
@@ -1548,6 +1549,14 @@ fn least_privilege_skips_creates_naming_the_scope_and_applies_updates_and_remova
     );
     assert_eq!(line(&plan, &w.mail("ann"))["action"], "update");
     assert_eq!(line(&plan, &w.mail("dana"))["action"], "remove");
+    // The joiner is shown as a member waiting for their account.
+    let pending: Vec<&Value> = plan["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["pending"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(pending, vec![&newbie["source_id"]], "{:#}", plan["groups"]);
     for g in plan["groups"].as_array().unwrap() {
         assert!(
             !matches!(
