@@ -463,9 +463,7 @@ async fn apply_saved(
             reason: crate::reconcile::SkipReason::Refused { action, why },
         } = &u.action
         {
-            audit
-                .unwritten(u, action, None, None, &format!("refused: {why}"))
-                .await;
+            audit.refused(u, action, why).await;
         }
     }
     drop(audit);

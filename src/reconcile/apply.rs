@@ -152,8 +152,28 @@ impl Audit {
         })
     }
 
-    /// Audits the outcome of a user write that changed nothing (failed, with the HTTP status
-    /// if any, or refused), and why.
+    /// Audits a user write that was never sent, and why (a saved plan's line the settings no
+    /// longer allow, a user changed since it was read, a run stopping): a `refused` line, with
+    /// no intent before it.
+    pub async fn refused(&self, u: &UserPlan, action: &str, why: &str) {
+        self.record(
+            "refused",
+            action,
+            &u.user_name,
+            u.source_id.as_deref(),
+            u.ironclad_id.as_deref(),
+            None,
+            None,
+            None,
+            None,
+            Some(why.to_string()),
+            AfterWrite::Nothing,
+        )
+        .await;
+    }
+
+    /// Audits the outcome of a user write that was sent and changed nothing (failed, with the
+    /// HTTP status if any, or answered in a way that stops it), and why.
     pub async fn unwritten(
         &self,
         u: &UserPlan,
@@ -658,14 +678,14 @@ impl Ctx<'_> {
                         let ours = u.source_id.as_deref().unwrap_or_default();
                         if !ext.is_empty() && ext != ours {
                             let err = format!("409: {user_name} exists with externalId {ext}, not ours; not adopted");
-                            return self.refuse(u, "create", err).await;
+                            return self.refuse_answered(u, "create", 409, err).await;
                         }
                         if ext.is_empty() && !self.opts.adopt_by_user_name {
                             let err = format!(
                                 "409: {user_name} exists without an externalId and the mapping's fallback keys \
                                  do not include userName; not adopted"
                             );
-                            return self.refuse(u, "create", err).await;
+                            return self.refuse_answered(u, "create", 409, err).await;
                         }
                         let id = found.id().unwrap_or_default().to_string();
                         let seen = found.into_value();
@@ -729,8 +749,28 @@ impl Ctx<'_> {
         }
     }
 
+    /// A write not sent: audited as `refused`.
     async fn refuse(&self, u: &UserPlan, action: &str, why: String) -> Outcome {
-        self.audit.unwritten(u, action, None, None, &why).await;
+        self.audit.refused(u, action, &why).await;
+        Self::refused(u, action, why)
+    }
+
+    /// A write whose request went out and was answered with `status`, then not pursued: its
+    /// intent's outcome.
+    async fn refuse_answered(
+        &self,
+        u: &UserPlan,
+        action: &str,
+        status: u16,
+        why: String,
+    ) -> Outcome {
+        self.audit
+            .unwritten(u, action, Some(status), None, &why)
+            .await;
+        Self::refused(u, action, why)
+    }
+
+    fn refused(u: &UserPlan, action: &str, why: String) -> Outcome {
         Outcome {
             name: u.user_name.clone(),
             action: action.into(),
@@ -748,6 +788,10 @@ impl Ctx<'_> {
         via: Via,
     ) -> Outcome {
         if self.stopping() {
+            if action == "create" {
+                // Reached after the POST was answered 409 and the user found: that intent's outcome.
+                return self.refuse_answered(u, action, 409, STOPPED.into()).await;
+            }
             return self.refuse(u, action, STOPPED.into()).await;
         }
         let Some(id) = u.ironclad_id.clone() else {

@@ -166,7 +166,8 @@ pub struct AuditEntry {
     pub run_id: String,
     /// When.
     pub time: DateTime<Utc>,
-    /// `intent` or `outcome`.
+    /// `intent` (before a request is sent), `outcome` (after its answer, or its failure), or
+    /// `refused` (a write decided not to be sent, with why; no intent before it).
     pub phase: String,
     /// `create`, `update`, `rename`, `remove`, `group_create`, ...
     pub action: String,

@@ -1321,15 +1321,22 @@ fn a_saved_plan_is_checked_against_the_configuration_as_it_is_when_applied() {
         audit
             .iter()
             .rev()
-            .find(|l| l["user_name"] == name && l["phase"] == "outcome")
+            .find(|l| l["user_name"] == name && l["phase"] == "refused")
             .cloned()
-            .unwrap_or_else(|| panic!("no outcome line for {name}: {audit:#?}"))
+            .unwrap_or_else(|| panic!("no refused line for {name}: {audit:#?}"))
     };
     let r = refusal(&w.mail("staff01"));
     assert_eq!(r["action"], "remove", "{r:#}");
     assert!(
-        r["error"].as_str().unwrap().starts_with("refused: "),
+        r["error"].as_str().unwrap().contains("is protected now"),
         "{r:#}"
+    );
+    assert!(
+        audit
+            .iter()
+            .filter(|l| l["run_id"] == r["run_id"] && l["user_name"] == w.mail("staff01"))
+            .all(|l| l["phase"] == "refused"),
+        "nothing was sent for a refused line: {audit:#?}"
     );
     assert_eq!(refusal(new_mail)["action"], "rename");
 
