@@ -156,20 +156,8 @@ impl Audit {
     /// longer allow, a user changed since it was read, a run stopping): a `refused` line, with
     /// no intent before it.
     pub async fn refused(&self, u: &UserPlan, action: &str, why: &str) {
-        self.record(
-            "refused",
-            action,
-            &u.user_name,
-            u.source_id.as_deref(),
-            u.ironclad_id.as_deref(),
-            None,
-            None,
-            None,
-            None,
-            Some(why.to_string()),
-            AfterWrite::Nothing,
-        )
-        .await;
+        self.nothing_written("refused", u, action, None, None, why)
+            .await;
     }
 
     /// Audits the outcome of a user write that was sent and changed nothing (failed, with the
@@ -182,8 +170,21 @@ impl Audit {
         request_id: Option<String>,
         why: &str,
     ) {
+        self.nothing_written("outcome", u, action, status, request_id, why)
+            .await;
+    }
+
+    async fn nothing_written(
+        &self,
+        phase: &str,
+        u: &UserPlan,
+        action: &str,
+        status: Option<u16>,
+        request_id: Option<String>,
+        why: &str,
+    ) {
         self.record(
-            "outcome",
+            phase,
             action,
             &u.user_name,
             u.source_id.as_deref(),
