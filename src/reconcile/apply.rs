@@ -1099,6 +1099,7 @@ pub async fn apply_until(
         progress.write_done(phase, report.outcomes.last().is_some_and(ok));
     };
 
+    settle_creates(plan, audit).await;
     heal_links(plan, store);
 
     // Phase 1: groups created (membership comes in phase 3).
@@ -1566,6 +1567,59 @@ pub async fn apply_until(
     report
 }
 
+/// Records the outcome of each create an earlier run sent without learning it (see
+/// [`super::SettledCreate`]), and the link of the ones that landed, so the audit shows every
+/// completed write and the person is managed from now on.
+async fn settle_creates(plan: &Plan, audit: &Audit) {
+    for c in &plan.settled_creates {
+        let user = UserPlan {
+            source_id: Some(c.source_id.as_str().into()),
+            locator: None,
+            user_name: c.user_name.clone(),
+            ironclad_id: c.ironclad_id.clone(),
+            action: UserAction::Noop,
+            seen_version: None,
+            seen: None,
+            held_action: None,
+        };
+        match &c.ironclad_id {
+            Some(id) => {
+                let note = format!(
+                    "the answer to run {}'s create was lost when its process stopped; this run found the user in Ironclad by externalId",
+                    c.run_id
+                );
+                audit
+                    .record(
+                        "outcome",
+                        "create",
+                        &c.user_name,
+                        Some(&c.source_id),
+                        Some(id),
+                        None,
+                        Some(json!({ "note": note })),
+                        None,
+                        None,
+                        None,
+                        AfterWrite::Linked(Link {
+                            source_id: c.source_id.clone(),
+                            ironclad_id: id.clone(),
+                            user_name: c.user_name.clone(),
+                            kind: "user".into(),
+                        }),
+                    )
+                    .await;
+            }
+            None => {
+                let why = format!(
+                    "not applied: run {} stopped before the answer, and no Ironclad user carries this externalId",
+                    c.run_id
+                );
+                audit.unwritten(&user, "create", None, None, &why).await;
+            }
+        }
+    }
+}
+
 /// Records the missing store link of every user the plan matched by the externalId the bridge
 /// sets (the source id) but the store does not know: a create whose answer was lost (the
 /// process died, the connection dropped) left the user in Ironclad unlinked. Without the link
@@ -1816,6 +1870,7 @@ mod tests {
             summary: BTreeMap::new(),
             notes: Vec::new(),
             converged: Vec::new(),
+            settled_creates: Vec::new(),
         };
         heal_links(&plan, &store);
         let links = store.links("user").unwrap();

@@ -633,6 +633,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Plan, EngineError> {
         let policy = self.plan_policy(opts);
+        let (links, settled) = settle_creates(state, &target.users);
         let (desired, groups, group_errors, incomplete, note) = match desired {
             Ok(DesiredSets {
                 users: mut d,
@@ -640,7 +641,7 @@ impl Engine {
                 group_errors: ge,
                 incomplete,
             }) => {
-                resolve_managers(&mut d, &target.users, &state.links);
+                resolve_managers(&mut d, &target.users, &links);
                 (Some(d), g, ge, incomplete, None)
             }
             Err(why) => (None, Vec::new(), Vec::new(), None, Some(why)),
@@ -654,7 +655,7 @@ impl Engine {
             source_incomplete: incomplete.as_deref(),
             ironclad_users: &target.users,
             ironclad_groups: &target.groups,
-            user_links: &state.links,
+            user_links: &links,
             group_links: &state.group_links,
             policy: &policy,
             granted: &target.granted,
@@ -669,6 +670,26 @@ impl Engine {
         if let Some(n) = note {
             plan.notes.insert(0, n);
         }
+        let landed: Vec<&str> = settled
+            .iter()
+            .filter(|c| c.ironclad_id.is_some() && !state.links.contains_key(&c.source_id))
+            .map(|c| c.user_name.as_str())
+            .collect();
+        if !landed.is_empty() {
+            plan.notes.push(format!(
+                "{} {} an earlier run sent without getting the answer (the process stopped) \
+                 {} in Ironclad and now linked: {}",
+                landed.len(),
+                if landed.len() == 1 {
+                    "create"
+                } else {
+                    "creates"
+                },
+                if landed.len() == 1 { "is" } else { "are" },
+                landed.join(", ")
+            ));
+        }
+        plan.settled_creates = settled;
         drop_aside(desired);
         Ok(plan)
     }
@@ -905,6 +926,8 @@ pub struct StoreState {
     grace: BTreeMap<String, (DateTime<Utc>, u32)>,
     /// `None` with `full_compare`: every linked user is compared and none is fingerprinted.
     converged: Option<foldhash::HashSet<Fingerprint>>,
+    /// Creates sent without their outcome known: source id -> (userName, run id).
+    pending_creates: BTreeMap<String, (String, String)>,
 }
 
 fn load_state(
@@ -936,7 +959,54 @@ fn load_state(
             true => None,
             false => Some(store.converged_fingerprints()?),
         },
+        pending_creates: store.pending_creates()?,
     })
+}
+
+/// Settles the creates an earlier run sent without learning their outcome: the Ironclad user
+/// carrying the person's source id as externalId (the bridge sets it) is theirs, so it is
+/// linked for this plan, as apply then records, and a leaver among them is removed like any
+/// other. Without this, a person whose create landed unanswered and who then left the source
+/// would stay in Ironclad, unlinked, for good. A create nobody carries never landed.
+fn settle_creates<'s>(
+    state: &'s StoreState,
+    users: &[IroncladUser],
+) -> (std::borrow::Cow<'s, LinkMap>, Vec<super::SettledCreate>) {
+    let pending = &state.pending_creates;
+    if pending.is_empty() {
+        return (std::borrow::Cow::Borrowed(&state.links), Vec::new());
+    }
+    let linked_ids: std::collections::HashSet<&str> =
+        state.links.values().map(String::as_str).collect();
+    let mut found: BTreeMap<&str, &str> = BTreeMap::new();
+    for u in users {
+        if let Some(x) = u.external_id.as_deref() {
+            if pending.contains_key(x) && !linked_ids.contains(&*u.id) {
+                found.insert(x, &u.id);
+            }
+        }
+    }
+    let mut links = state.links.clone();
+    let settled = pending
+        .iter()
+        .map(|(src, (user_name, run_id))| {
+            let id = match state.links.get(src) {
+                // Linked since (a later run found them as a joiner): it landed.
+                Some(id) => Some(id.clone()),
+                None => found.get(src.as_str()).map(|id| id.to_string()),
+            };
+            if let Some(id) = &id {
+                links.insert(src.clone(), id.clone());
+            }
+            super::SettledCreate {
+                source_id: src.clone(),
+                user_name: user_name.clone(),
+                run_id: run_id.clone(),
+                ironclad_id: id,
+            }
+        })
+        .collect();
+    (std::borrow::Cow::Owned(links), settled)
 }
 
 /// Finds [`MANAGER_HINT`] in a desired user's text.

@@ -460,6 +460,25 @@ pub struct Plan {
     /// state store (not part of a saved plan or report).
     #[serde(skip)]
     pub converged: Vec<(String, Fingerprint)>,
+    /// Creates an earlier run sent without learning their outcome (the process stopped before
+    /// the answer), as this plan found them in Ironclad: apply records each outcome (and the
+    /// link of the ones that landed) before anything else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settled_creates: Vec<SettledCreate>,
+}
+
+/// A create whose outcome an earlier run never learned, settled by what Ironclad holds now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettledCreate {
+    /// The person's source id (the externalId the create set).
+    pub source_id: String,
+    /// The userName the create sent.
+    pub user_name: String,
+    /// The run that sent it.
+    pub run_id: String,
+    /// The Ironclad user carrying the source id as externalId: the create landed. `None`:
+    /// no user carries it, so it never did.
+    pub ironclad_id: Option<String>,
 }
 
 impl Plan {

@@ -1441,6 +1441,7 @@ fn finish(
         summary,
         notes,
         converged,
+        settled_creates: Vec::new(),
     }
 }
 

@@ -697,6 +697,7 @@ mod tests {
             summary: [("update".to_string(), 1), ("create".to_string(), 1)].into(),
             notes: vec![],
             converged: Vec::new(),
+            settled_creates: Vec::new(),
         }
     }
 

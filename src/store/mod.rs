@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS converged (
     source_id    TEXT PRIMARY KEY,
     fingerprint  BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_creates (
+    source_id    TEXT PRIMARY KEY,
+    user_name    TEXT NOT NULL,
+    run_id       TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS run_lock (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     holder       TEXT NOT NULL,
@@ -736,6 +741,20 @@ impl Store {
                     e.error
                 ])?;
                 seqs.push(tx.last_insert_rowid());
+                // A user create's intent stays pending until a line settles it, so a create
+                // whose process died before its answer is found by the next run.
+                if let ("create", Some(src)) = (e.action.as_str(), e.source_id.as_deref()) {
+                    if e.phase == "intent" {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO pending_creates (source_id, user_name, run_id)
+                             VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![src, e.user_name, e.run_id])?;
+                    } else {
+                        tx.prepare_cached("DELETE FROM pending_creates WHERE source_id = ?1")?
+                            .execute(params![src])?;
+                    }
+                }
                 match then {
                     AfterWrite::Nothing => {}
                     AfterWrite::Linked(link) => {
@@ -752,6 +771,16 @@ impl Store {
             }
             tx.commit()?;
             Ok(seqs)
+        })
+    }
+
+    /// User creates whose intent was recorded but no outcome: the process stopped before
+    /// the answer (kill -9, power loss). Source id -> (userName, run id).
+    pub fn pending_creates(&self) -> Result<BTreeMap<String, (String, String)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT source_id, user_name, run_id FROM pending_creates")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+            rows.collect()
         })
     }
 
@@ -1186,6 +1215,41 @@ mod tests {
         };
         assert_eq!(updated("s3"), ts(t0));
         assert_ne!(updated("s1"), ts(t0));
+    }
+
+    #[test]
+    fn a_create_intent_stays_pending_until_a_line_settles_it() {
+        let (_d, s) = store();
+        let line = |phase: &str, action: &str, src: &str| AuditEntry {
+            seq: 0,
+            run_id: "r1".into(),
+            time: Utc::now(),
+            phase: phase.into(),
+            action: action.into(),
+            user_name: format!("{src}@x"),
+            source_id: Some(src.into()),
+            ironclad_id: None,
+            before: None,
+            after: None,
+            http_status: None,
+            request_id: None,
+            error: None,
+        };
+        for l in [
+            line("intent", "create", "s1"),
+            line("intent", "create", "s2"),
+            line("intent", "create", "s3"),
+            line("intent", "update", "s4"),
+            line("outcome", "create", "s2"),
+            line("refused", "create", "s3"),
+        ] {
+            s.audit(&l).unwrap();
+        }
+        let pending = s.pending_creates().unwrap();
+        assert_eq!(pending.keys().collect::<Vec<_>>(), vec!["s1"]);
+        assert_eq!(pending["s1"], ("s1@x".to_string(), "r1".to_string()));
+        s.audit(&line("outcome", "create", "s1")).unwrap();
+        assert!(s.pending_creates().unwrap().is_empty());
     }
 
     #[test]

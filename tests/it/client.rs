@@ -1125,6 +1125,7 @@ fn users_plan(users: Vec<ironbridge::reconcile::UserPlan>) -> ironbridge::reconc
         summary: Default::default(),
         notes: Vec::new(),
         converged: Vec::new(),
+        settled_creates: Vec::new(),
     }
 }
 

@@ -1518,6 +1518,88 @@ fn a_create_whose_answer_is_lost_is_found_by_lookup_and_audited_as_such() {
 }
 
 #[test]
+fn a_create_left_unanswered_by_a_killed_run_is_settled_and_its_leaver_removed() {
+    let w = World::new(
+        "orphan",
+        slapd::small(),
+        &org(),
+        &[],
+        "[policy]\nmax_removal_percent = 50\n",
+    );
+    w.apply_and_converge();
+    w.slapd.admin(
+        "ldapadd",
+        &person_ldif("orphan", &p("orphan1", "Associate", Some("boss2")), 50),
+    );
+    set_scope(&w, "orphan1", true);
+    // The simulator applies the POST at once and answers 5 s later; the run is killed between.
+    w.rt.block_on(set_faults(
+        &w.sim.base_url,
+        json!({"latency_after_ms": 5000, "methods": ["POST"]}),
+    ));
+    let mut child = Command::new(bin("ironbridge"))
+        .args(["--log", "warn", "apply", "--yes", "--config"])
+        .arg(&w.cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.user(&w.mail("orphan1")).is_none() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(Instant::now() < deadline, "the create never landed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL: the create's answer is never read
+    child.wait().unwrap();
+    w.rt.block_on(set_faults(&w.sim.base_url, json!({})));
+    let orphan_id = id(&w.user(&w.mail("orphan1")).unwrap());
+
+    // The person leaves before any other run.
+    w.slapd.admin_delete(&[&w.dn("orphan1")]);
+    let (code, plan) = w.plan();
+    assert_eq!(code, 2, "{plan:#}");
+    let line = line(&plan, &w.mail("orphan1"));
+    assert_eq!(line["action"], "remove", "{line:#}");
+    assert_eq!(line["ironclad_id"], orphan_id.as_str());
+    assert!(
+        plan["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains(&w.mail("orphan1"))),
+        "{:#}",
+        plan["notes"]
+    );
+    let (code, out) = w.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        w.user(&w.mail("orphan1")).is_none(),
+        "the leaver is removed"
+    );
+    // The audit has the create's outcome, from the run that settled it.
+    let audit = audit_lines(&w.dir.path().join("ironbridge-audit.jsonl"));
+    let creates: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["user_name"] == w.mail("orphan1") && l["action"] == "create")
+        .collect();
+    assert_eq!(
+        creates
+            .iter()
+            .map(|l| l["phase"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["intent", "outcome"],
+        "{creates:#?}"
+    );
+    assert_eq!(creates[1]["ironclad_id"], orphan_id.as_str());
+    assert!(creates[1]["after"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("found the user in Ironclad"));
+    w.assert_converged();
+}
+
+#[test]
 fn least_privilege_skips_creates_naming_the_scope_and_applies_updates_and_removals() {
     let lp = crate::support::sim::LEAST_PRIVILEGE.join(",");
     let w = World::new(
