@@ -690,6 +690,11 @@ impl Engine {
             ));
         }
         plan.settled_creates = settled;
+        if state.links.is_empty() && desired.is_some() {
+            if let Some(n) = unowned_note(&plan, &target.users) {
+                plan.notes.push(n);
+            }
+        }
         drop_aside(desired);
         Ok(plan)
     }
@@ -961,6 +966,50 @@ fn load_state(
         },
         pending_creates: store.pending_creates()?,
     })
+}
+
+/// With a state store that links nobody yet (a first run, or a store lost or pointed at the
+/// wrong file): the Ironclad users that carry an externalId no source entry matches. ironbridge
+/// never removes a user it has no link for, so if these were created by ironbridge with a store
+/// since lost, they stay until someone removes them; the note says so once there are any.
+fn unowned_note(plan: &Plan, users: &[IroncladUser]) -> Option<String> {
+    let planned: std::collections::HashSet<&str> = plan
+        .users
+        .iter()
+        .filter_map(|u| u.ironclad_id.as_deref())
+        .collect();
+    let unowned: Vec<&str> = users
+        .iter()
+        .filter(|u| {
+            u.external_id
+                .as_deref()
+                .is_some_and(|x| !x.trim().is_empty())
+        })
+        .filter(|u| !planned.contains(&*u.id))
+        .map(|u| &*u.user_name)
+        .collect();
+    if unowned.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = unowned.iter().take(5).copied().collect();
+    Some(format!(
+        "this state store links nobody yet, and {} Ironclad {} an externalId that no source entry \
+         has ({}{}): ironbridge never updates or removes users it has no link for. If ironbridge \
+         created them with a state store that was since lost, [state] path points at the wrong \
+         file; otherwise they belong to another provisioning tool",
+        unowned.len(),
+        if unowned.len() == 1 {
+            "user carries"
+        } else {
+            "users carry"
+        },
+        shown.join(", "),
+        if unowned.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    ))
 }
 
 /// Settles the creates an earlier run sent without learning their outcome: the Ironclad user

@@ -1597,6 +1597,31 @@ fn a_create_left_unanswered_by_a_killed_run_is_settled_and_its_leaver_removed() 
         .unwrap()
         .contains("found the user in Ironclad"));
     w.assert_converged();
+
+    // The state store is lost, and a person leaves: nothing links them any more, so they are
+    // not removed, and the plan says why instead of reporting nothing.
+    for f in [
+        "ironbridge-state.db",
+        "ironbridge-state.db-wal",
+        "ironbridge-state.db-shm",
+    ] {
+        let _ = std::fs::remove_file(w.dir.path().join(f));
+    }
+    w.slapd.admin_delete(&[&w.dn("dana")]);
+    let (_, plan) = w.plan();
+    assert!(
+        plan["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["action"] != "remove"),
+        "{plan:#}"
+    );
+    let notes = plan["notes"].to_string();
+    assert!(
+        notes.contains("links nobody yet") && notes.contains(&w.mail("dana")),
+        "{notes}"
+    );
 }
 
 #[test]
