@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The saved-plan schema identifier.
 pub const SAVED_PLAN_SCHEMA: &str = "ironbridge.saved-plan/v1";
@@ -193,21 +194,38 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Pending);
         }
     }
+    // SIGINT or SIGTERM (Ctrl-C, a deleted pod, a job deadline) stops the run the way `serve`
+    // stops: the writes in flight finish and are audited, the rest are refused and left to the
+    // next run. A second signal quits at once.
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    tokio::spawn(async move {
+        crate::serve::signals().await;
+        stop.store(true, Ordering::SeqCst);
+        eprintln!(
+            "stopping: the writes in flight finish, the rest are left to the next run \
+             (a second signal quits at once)"
+        );
+        crate::serve::signals().await;
+        eprintln!("quitting at once; the next run settles the writes in flight");
+        std::process::exit(Exit::Error as i32);
+    });
     let (plan, report) = match &args.plan {
         None => {
-            let r = with_progress(engine.run(&RunOptions {
+            let run_id = uuid::Uuid::new_v4().to_string();
+            let opts = RunOptions {
                 apply: true,
                 allow_removals: args.allow_removals,
                 only,
                 trigger: "cli".into(),
                 only_must_match: true,
-            }))
-            .await?;
+            };
+            let r = with_progress(engine.run_with(&run_id, &opts, Some(stop))).await?;
             let report = r.applied.unwrap_or_default();
             (r.plan, report)
         }
-        Some(path) => with_progress(apply_saved(&engine, path, only.as_ref())).await?,
+        Some(path) => with_progress(apply_saved(&engine, path, only.as_ref(), stop)).await?,
     };
+    let stopped = stop.load(Ordering::SeqCst);
     // The run lock is released and the store closed (which checkpoints its log into the
     // database file) while the report is rendered.
     let closing = std::thread::Builder::new()
@@ -231,7 +249,13 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
     } else if !plan.source_complete {
         eprintln!("the source could not be read: nothing was removed (see the notes above)");
     }
-    let exit = if report.failed() > 0 || !plan.source_complete {
+    if stopped {
+        eprintln!(
+            "interrupted: {} writes were not sent; the next run applies them",
+            report.refused()
+        );
+    }
+    let exit = if stopped || report.failed() > 0 || !plan.source_complete {
         Exit::Error
     } else if report.refused() > 0 || plan.has_held() {
         Exit::Pending
@@ -354,6 +378,7 @@ async fn apply_saved(
     engine: &Engine,
     path: &Path,
     only: Option<&BTreeSet<String>>,
+    stop: &AtomicBool,
 ) -> anyhow::Result<(Plan, ApplyReport)> {
     let saved = load_saved(path)?;
     let here = engine.cfg.ironclad.scim_url.to_string();
@@ -413,12 +438,13 @@ async fn apply_saved(
         .start_run(&run_id, "cli:saved-plan", "apply", now)?;
     let audit = Audit::open(engine.store.clone(), &engine.cfg.audit_log, &run_id)
         .map_err(|e| anyhow::anyhow!(e))?;
-    let mut report = apply::apply(
+    let mut report = apply::apply_until(
         &plan,
         &engine.client,
         &engine.store,
         &audit,
         &engine.apply_options(&run_id, true, seen_at),
+        Some(stop),
     )
     .await;
     // The held removals of a reviewed plan were carried out: report them as the removals
@@ -476,7 +502,9 @@ async fn apply_saved(
         });
         *report.counts.entry("refused".into()).or_default() += 1;
     }
-    let outcome = if plan.source_incomplete.is_some() {
+    let outcome = if stop.load(Ordering::SeqCst) && report.refused() > 0 {
+        "interrupted"
+    } else if plan.source_incomplete.is_some() {
         "source_incomplete"
     } else if report.failed() > 0 {
         "partial"

@@ -397,7 +397,10 @@ impl Engine {
             .await;
         match &result {
             Ok(r) => {
+                let stopped = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
                 let outcome = match &r.applied {
+                    // Writes left unsent by a stop: the run did not finish its work.
+                    Some(a) if stopped && a.refused() > 0 => "interrupted",
                     // Said first: the summary's counts show any failed writes beside it.
                     _ if r.plan.source_incomplete.is_some() => "source_incomplete",
                     Some(a) if a.failed() > 0 => "partial",

@@ -1625,6 +1625,76 @@ fn a_create_left_unanswered_by_a_killed_run_is_settled_and_its_leaver_removed() 
 }
 
 #[test]
+fn sigterm_stops_an_apply_after_the_writes_in_flight_and_the_rest_wait_for_the_next_run() {
+    let w = World::new("sigterm", slapd::small(), &org_with_staff(20), &[], "");
+    w.apply_and_converge();
+    let mut ldif = String::new();
+    for i in 1..=20 {
+        ldif.push_str(&format!(
+            "dn: {}\nchangetype: modify\nreplace: title\ntitle: Partner\n\n",
+            w.dn(&format!("staff{i:02}"))
+        ));
+    }
+    w.modify(&ldif);
+    // One write at a time, each answered after 300 ms: the run is still writing when stopped.
+    let cfg = std::fs::read_to_string(&w.cfg).unwrap();
+    std::fs::write(
+        &w.cfg,
+        cfg.replacen("[ironclad]\n", "[ironclad]\nmax_concurrency = 1\n", 1),
+    )
+    .unwrap();
+    w.rt.block_on(set_faults(
+        &w.sim.base_url,
+        json!({"latency_after_ms": 300, "methods": ["PUT", "PATCH"]}),
+    ));
+    w.clear_log();
+    let child = Command::new(bin("ironbridge"))
+        .args(["--log", "warn", "apply", "--yes", "--config"])
+        .arg(&w.cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.writes().is_empty() {
+        assert!(Instant::now() < deadline, "no write began");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    w.rt.block_on(set_faults(&w.sim.base_url, json!({})));
+    let sent = w.writes().len();
+    assert!(sent < 20, "the stop held back some writes: {sent} sent");
+    // Every write sent has its outcome; the others are refused, none left dangling.
+    let audit = audit_lines(&w.dir.path().join("ironbridge-audit.jsonl"));
+    let run = audit.last().unwrap()["run_id"].clone();
+    let this: Vec<&Value> = audit.iter().filter(|l| l["run_id"] == run).collect();
+    let count = |phase: &str| this.iter().filter(|l| l["phase"] == phase).count();
+    assert_eq!(count("intent"), sent, "{this:#?}");
+    assert_eq!(count("outcome"), sent, "{this:#?}");
+    assert_eq!(count("refused"), 20 - sent, "{this:#?}");
+    {
+        let store =
+            ironbridge::store::Store::open(&w.dir.path().join("ironbridge-state.db")).unwrap();
+        let last = store.runs(1).unwrap().pop().unwrap();
+        assert_eq!(last.outcome, "interrupted", "{last:?}");
+    }
+    // The next run sends the rest.
+    w.apply_and_converge();
+    assert_eq!(
+        w.users().iter().filter(|u| u["title"] == "Partner").count(),
+        20
+    );
+}
+
+#[test]
 fn least_privilege_skips_creates_naming_the_scope_and_applies_updates_and_removals() {
     let lp = crate::support::sim::LEAST_PRIVILEGE.join(",");
     let w = World::new(
