@@ -351,8 +351,8 @@ fn print_outcomes(report: &ApplyReport) {
             "  {} {} {}: {}",
             o.result,
             o.action,
-            o.name,
-            o.detail.as_deref().unwrap_or("")
+            report::visible(&o.name),
+            report::visible(o.detail.as_deref().unwrap_or(""))
         );
     }
 }
@@ -643,7 +643,11 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
             return Ok(Exit::Error);
         }
     };
-    println!("   found {} (id {})", entry.locator, entry.id);
+    println!(
+        "   found {} (id {})",
+        report::visible(&entry.locator),
+        report::visible(&entry.id)
+    );
     println!("\n2. Entry attributes:");
     for (name, values) in entry.attrs.iter() {
         if crate::model::is_secret_attribute(name) {
@@ -651,7 +655,7 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
             continue;
         }
         let vals: Vec<String> = values.iter().map(|v| v.as_text().into_owned()).collect();
-        println!("   {name}: {}", vals.join(" | "));
+        println!("   {name}: {}", report::visible(&vals.join(" | ")));
     }
     println!("\n3. Scope and mapping:");
     let prepared = engine.mapping.prepare_shared(snap.clone(), now)?;
@@ -695,7 +699,7 @@ pub async fn preview(config: &Path, user: &str) -> anyhow::Result<Exit> {
         }
         None => println!("   nothing planned for this person"),
     }
-    Ok(Exit::Ok)
+    Ok(plan_exit(&plan))
 }
 
 /// `preview` of someone the source does not have: the plan's line for the Ironclad user named
@@ -716,12 +720,12 @@ async fn preview_ironclad_only(
     };
     println!(
         "\n2. In Ironclad: {} (id {}), not in the source",
-        line.user_name,
+        report::visible(&line.user_name),
         line.ironclad_id.as_deref().unwrap_or("?")
     );
     println!("\n3. Action:");
     print!("{}", indent(&report::render(&plan, Format::Text, false)?));
-    Ok(Exit::Ok)
+    Ok(plan_exit(&plan))
 }
 
 /// The one source entry `user` names: its id or DN first (any case); otherwise the one entry
@@ -793,8 +797,11 @@ impl std::fmt::Display for NotFound {
     }
 }
 
+/// `s` indented, each line [`report::visible`] (directory values can hold anything).
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("   {l}\n")).collect()
+    s.lines()
+        .map(|l| format!("   {}\n", report::visible(l)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -56,6 +56,37 @@ pub struct Row {
     pub detail: String,
 }
 
+/// `s` with every character that a terminal or viewer would act on or hide written as a
+/// visible escape: control characters (`\n`, `\r`, `\t`, `\u{1b}`, DEL, C1), bidirectional
+/// overrides and isolates, zero-width and line-separator characters. Directory values are
+/// written by the people they describe: a title holding an escape sequence must not move the
+/// cursor over the lines above the confirmation prompt, nor reorder what a reviewer reads.
+/// Backslashes are left as they are. Borrowed when nothing needs escaping.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c,
+                '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    }
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn show(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
@@ -379,8 +410,30 @@ fn group_rows(g: &GroupPlan, names: &MemberNames<'_>, out: &mut Vec<Row>) {
     }
 }
 
-/// Every row of a plan, users then groups. `noop` rows are left out unless `include_noop`.
+/// Every row of a plan, users then groups, each cell [`visible`]. `noop` rows are left out
+/// unless `include_noop`.
 pub fn rows(plan: &Plan, include_noop: bool) -> Vec<Row> {
+    let mut out = raw_rows(plan, include_noop);
+    for r in &mut out {
+        for cell in [
+            &mut r.action,
+            &mut r.name,
+            &mut r.source,
+            &mut r.ironclad_id,
+            &mut r.attribute,
+            &mut r.before,
+            &mut r.after,
+            &mut r.detail,
+        ] {
+            if let std::borrow::Cow::Owned(v) = visible(cell) {
+                *cell = v;
+            }
+        }
+    }
+    out
+}
+
+fn raw_rows(plan: &Plan, include_noop: bool) -> Vec<Row> {
     let mut out = Vec::new();
     for u in &plan.users {
         if include_noop || !matches!(u.action, UserAction::Noop) {
@@ -492,7 +545,7 @@ fn text(plan: &Plan, colour: bool) -> String {
         }
     );
     for n in &plan.notes {
-        let _ = writeln!(out, "Note: {n}");
+        let _ = writeln!(out, "Note: {}", visible(n));
     }
     let rows = rows(plan, false);
     if rows.is_empty() {
@@ -540,8 +593,14 @@ fn text(plan: &Plan, colour: bool) -> String {
     out
 }
 
+/// A Markdown table cell: visible (see [`visible`]), with the characters Markdown viewers act
+/// on as entities or escapes, so raw HTML in a directory value shows as the text it is.
 fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    visible(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('|', "\\|")
 }
 
 fn markdown(plan: &Plan) -> String {
@@ -643,7 +702,9 @@ fn html(plan: &Plan) -> Result<String, ReportError> {
     tmpl.render(minijinja::context! {
         created_at => plan.created_at.to_rfc3339(),
         summary => minijinja::Value::from(minijinja::value::Serde(&plan.summary)),
-        notes => minijinja::Value::from(minijinja::value::Serde(&plan.notes)),
+        notes => minijinja::Value::from(minijinja::value::Serde(
+            plan.notes.iter().map(|n| visible(n)).collect::<Vec<_>>()
+        )),
         rows => minijinja::Value::from(minijinja::value::Serde(&rows)),
         source_complete => plan.source_complete,
         source_incomplete => plan.source_incomplete.is_some(),
@@ -801,6 +862,35 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("src=\"http") && !out.contains("href=\"http"));
+    }
+
+    #[test]
+    fn values_that_would_act_on_a_terminal_or_viewer_are_shown_escaped() {
+        assert!(matches!(
+            visible("Ann O'Brien \\ Ünal"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            visible("SDR\u{1b}[6A\u{1b}[J\r\n\t\u{7f}\u{9b}\u{202e}x\u{2066}\u{200b}\u{feff}"),
+            "SDR\\u{1b}[6A\\u{1b}[J\\r\\n\\t\\u{7f}\\u{9b}\\u{202e}x\\u{2066}\\u{200b}\\u{feff}"
+        );
+        let mut p = plan();
+        if let UserAction::Update { changes } = &mut p.users[0].action {
+            changes[0].after = json!("<script>x</script>|\u{1b}[2J\rnext");
+        }
+        p.notes.push("note \u{1b}[1A".into());
+        for f in [Format::Text, Format::Markdown, Format::Csv, Format::Html] {
+            let out = render(&p, f, false).unwrap();
+            assert!(
+                !out.contains('\u{1b}') && !out.contains('\r'),
+                "{f:?}:\n{out}"
+            );
+        }
+        let md = render(&p, Format::Markdown, false).unwrap();
+        assert!(
+            md.contains("&lt;script&gt;x&lt;/script&gt;\\|\\u{1b}[2J\\rnext"),
+            "{md}"
+        );
     }
 
     #[test]

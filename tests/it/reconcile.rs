@@ -600,13 +600,19 @@ fn joiners_are_created_by_a_dry_run_reviewed_apply_and_a_second_run_writes_nothi
 #[test]
 fn preview_shows_every_step_for_one_person_and_never_a_password() {
     let w = World::new("preview", slapd::small(), &org(), &[], "");
+    // A title whose escape sequence would move a terminal's cursor up and erase the lines
+    // above (base64 in LDIF: it holds control characters).
+    let hostile = "Counsel\u{1b}[6A\u{1b}[J\u{202e}";
     w.modify(&format!(
-        "dn: {}\nchangetype: modify\nreplace: userPassword\nuserPassword: {{SSHA}}preview-secret-hash\n",
-        w.dn("ann")
+        "dn: {}\nchangetype: modify\nreplace: userPassword\nuserPassword: {{SSHA}}preview-secret-hash\n-\nreplace: title\ntitle:: {}\n",
+        w.dn("ann"),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, hostile)
     ));
     let out = w.ironbridge(&["preview", "--user", &w.dn("ann")]);
     let t = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert_eq!(out.status.code(), Some(2), "a create is pending: {t}");
+    assert!(!t.contains('\u{1b}') && !t.contains('\u{202e}'), "{t}");
+    assert!(t.contains("Counsel\\u{1b}[6A"), "shown, escaped: {t}");
     for step in [
         "1. Source",
         "2. Entry attributes",
@@ -881,7 +887,7 @@ fn leavers_by_disable_deletion_and_leaving_the_scope_group_are_removed() {
     // A leaver deleted from the directory can still be previewed: by their Ironclad userName.
     let out = w.ironbridge(&["preview", "--user", &w.mail("dana")]);
     let shown = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert_eq!(out.status.code(), Some(2), "a removal is pending: {shown}");
     assert!(shown.contains("not in the source"), "{shown}");
     assert!(
         shown.contains("remove") && shown.contains("no longer in the source"),
