@@ -213,7 +213,19 @@ pub enum MappingCommand {
 
 /// Entry point of the `ironbridge` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 like every other error: 2 means "changes pending" here, and a
+    // script must not read a mistyped flag as a plan with changes.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Error.into()
+            } else {
+                Exit::Ok.into()
+            };
+        }
+    };
     init_tracing(cli.log.as_deref(), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
