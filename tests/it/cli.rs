@@ -96,6 +96,21 @@ fn check_with_every_scope_passes() {
 }
 
 #[test]
+fn usage_errors_exit_1_not_the_changes_pending_code() {
+    for args in [
+        &["plan", "--bogus"][..],
+        &["apply", "--yes"][..],
+        &["plan", "--config", "x.toml", "--only"][..],
+        &["frobnicate"][..],
+    ] {
+        let out = ironbridge(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+    }
+    assert_eq!(ironbridge(&["--version"]).status.code(), Some(0));
+    assert_eq!(ironbridge(&["plan", "--help"]).status.code(), Some(0));
+}
+
+#[test]
 fn bad_configuration_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &str, &str); 4] = [
