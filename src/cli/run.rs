@@ -39,12 +39,32 @@ pub async fn plan(
     report_file: Option<&Path>,
     format: Format,
 ) -> anyhow::Result<Exit> {
-    let engine = Engine::open(Config::load(config)?)?;
-    let r = with_progress(engine.run(&RunOptions {
-        trigger: "cli".into(),
-        ..Default::default()
-    }))
-    .await?;
+    let planned = async {
+        let engine = Engine::open(Config::load(config)?)?;
+        let r = with_progress(engine.run(&RunOptions {
+            trigger: "cli".into(),
+            ..Default::default()
+        }))
+        .await?;
+        anyhow::Ok((engine, r))
+    }
+    .await;
+    let (engine, r) = match planned {
+        Ok(x) => x,
+        Err(e) => {
+            // A report or saved plan left from an earlier run must not pass for this one's (a
+            // job publishing the report would show the last good plan as current).
+            for path in [report_file, out].into_iter().flatten() {
+                if std::fs::remove_file(path).is_ok() {
+                    eprintln!(
+                        "removed {}: it was an earlier plan's, and this one failed",
+                        path.display()
+                    );
+                }
+            }
+            return Err(e);
+        }
+    };
     emit_report(&r.plan, report_file, format)?;
     if let Some(path) = out {
         let saved = SavedPlan {

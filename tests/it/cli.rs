@@ -354,6 +354,32 @@ fn sample_setup(dir: &Path, base: &str) -> std::path::PathBuf {
 }
 
 #[test]
+fn a_failed_plan_leaves_no_earlier_report_or_saved_plan_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: reading Ironclad fails.
+    let cfg = sample_setup(dir.path(), "http://127.0.0.1:9");
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg.push_str("[ironclad.retry]\nmax_attempts = 1\n");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let (report, saved) = (dir.path().join("plan.html"), dir.path().join("plan.json"));
+    std::fs::write(&report, "an earlier plan").unwrap();
+    std::fs::write(&saved, "an earlier plan").unwrap();
+    let out = ironbridge(&[
+        "plan",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--format",
+        "html",
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!report.exists() && !saved.exists(), "{}", text(&out));
+}
+
+#[test]
 fn dry_run_writes_nothing_and_a_stale_saved_plan_is_refused_by_name() {
     let all = ALL_SCOPES.join(",");
     let sim = start_sim_process(&[
