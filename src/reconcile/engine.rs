@@ -140,6 +140,7 @@ impl Engine {
         let source = source::open(sc, &base).map_err(|e| EngineError::Config(e.to_string()))?;
         let client = Arc::new(IroncladClient::new(&cfg.ironclad).map_err(EngineError::Ironclad)?);
         let store = Arc::new(Store::open(&cfg.state_path)?);
+        store.bind_tenant(cfg.ironclad.scim_url.as_str())?;
         Ok(Engine {
             cfg,
             mapping,

@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS converged (
     source_id    TEXT PRIMARY KEY,
     fingerprint  BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key          TEXT PRIMARY KEY,
+    value        TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pending_creates (
     source_id    TEXT PRIMARY KEY,
     user_name    TEXT NOT NULL,
@@ -116,6 +120,22 @@ pub enum StoreError {
         path: String,
         /// What failed.
         message: String,
+    },
+    /// The store's links are another tenant's Ironclad ids.
+    #[error(
+        "state store {path} belongs to the Ironclad tenant at {bound}, and this configuration \
+         points at {wanted}. A state store links source entries to one tenant's Ironclad ids: \
+         give this tenant a state store of its own ([state] path), for example after trying \
+         ironbridge against ironclad-sim, or move this file away if the tenant's address changed \
+         (the next run then links everyone again by externalId)"
+    )]
+    OtherTenant {
+        /// The database file.
+        path: String,
+        /// The tenant it belongs to.
+        bound: String,
+        /// The tenant the configuration names.
+        wanted: String,
     },
     /// Another ironbridge holds the run lock.
     #[error("state store {path}: another ironbridge instance ({holder}) is running a reconciliation since {since}")]
@@ -774,6 +794,36 @@ impl Store {
         })
     }
 
+    /// Ties the store to the Ironclad tenant at `scim_url` on first use, and refuses another:
+    /// its links, fingerprints and pending creates are that tenant's Ironclad ids.
+    pub fn bind_tenant(&self, scim_url: &str) -> Result<(), StoreError> {
+        let wanted = scim_url.trim_end_matches('/').to_string();
+        let bound: Option<String> = self.with(|c| {
+            let tx = c.transaction()?;
+            let bound: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'tenant'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if bound.is_none() {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('tenant', ?1)",
+                    params![wanted],
+                )?;
+            }
+            tx.commit()?;
+            Ok(bound)
+        })?;
+        match bound {
+            Some(b) if !b.eq_ignore_ascii_case(&wanted) => Err(StoreError::OtherTenant {
+                path: self.path.display().to_string(),
+                bound: b,
+                wanted,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// User creates whose intent was recorded but no outcome: the process stopped before
     /// the answer (kill -9, power loss). Source id -> (userName, run id).
     pub fn pending_creates(&self) -> Result<BTreeMap<String, (String, String)>, StoreError> {
@@ -1215,6 +1265,24 @@ mod tests {
         };
         assert_eq!(updated("s3"), ts(t0));
         assert_ne!(updated("s1"), ts(t0));
+    }
+
+    #[test]
+    fn a_store_belongs_to_the_first_tenant_it_is_used_with() {
+        let (_d, s) = store();
+        s.bind_tenant("https://na1.ironcladapp.com/scim/v2")
+            .unwrap();
+        s.bind_tenant("https://NA1.ironcladapp.com/scim/v2/")
+            .unwrap();
+        let e = s
+            .bind_tenant("http://127.0.0.1:8080/scim/v2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("belongs to the Ironclad tenant at https://na1.ironcladapp.com/scim/v2")
+                && e.contains("points at http://127.0.0.1:8080/scim/v2"),
+            "{e}"
+        );
     }
 
     #[test]

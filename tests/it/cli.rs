@@ -516,20 +516,31 @@ fn dry_run_writes_nothing_and_a_stale_saved_plan_is_refused_by_name() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let other = dir.path().join("other.toml");
     let cfg_text = std::fs::read_to_string(&cfg).unwrap();
+    let other_text = cfg_text.replace(&sim.base_url, "http://127.0.0.1:9/other-tenant");
+    std::fs::write(&other, &other_text).unwrap();
+    rt.block_on(crate::support::sim::clear_requests(&sim.base_url));
+    let apply_other = || {
+        ironbridge(&[
+            "apply",
+            "--config",
+            other.to_str().unwrap(),
+            "--plan",
+            saved.to_str().unwrap(),
+            "--yes",
+        ])
+    };
+    // The state store belongs to the first tenant: refused before anything is read.
+    let out = apply_other();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("belongs to the Ironclad tenant at"), "{t}");
+    // With a store of its own, the saved plan itself is refused for the other tenant.
     std::fs::write(
         &other,
-        cfg_text.replace(&sim.base_url, "http://127.0.0.1:9/other-tenant"),
+        format!("{other_text}[state]\npath = \"other-state.db\"\n"),
     )
     .unwrap();
-    rt.block_on(crate::support::sim::clear_requests(&sim.base_url));
-    let out = ironbridge(&[
-        "apply",
-        "--config",
-        other.to_str().unwrap(),
-        "--plan",
-        saved.to_str().unwrap(),
-        "--yes",
-    ]);
+    let out = apply_other();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("the plan was made against"), "{t}");

@@ -1968,7 +1968,14 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
         .collect();
     let i2 = run2.iter().filter(|l| l["phase"] == "intent").count();
     let o2 = run2.iter().filter(|l| l["phase"] == "outcome").count();
-    assert_eq!(i2, o2, "{run2:#?}");
+    // Plus the outcome of the first run's unanswered create, settled by this run.
+    assert_eq!(i2 + 1, o2, "{run2:#?}");
+    let settled = run2
+        .iter()
+        .find(|l| l["phase"] == "outcome" && l["user_name"] == in_flight["userName"])
+        .unwrap_or_else(|| panic!("{run2:#?}"));
+    assert_eq!(settled["action"], "create");
+    assert_eq!(settled["ironclad_id"], in_flight["id"]);
     let store = ironbridge::store::Store::open(&w.dir.path().join("ironbridge-state.db")).unwrap();
     // The unanswered create is owned: linked in the store like everyone else, so a later
     // leaver or membership change reaches it.
