@@ -267,7 +267,9 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
             "the source's users listing was incomplete: the people read were created and updated, nobody was removed (see the notes above)"
         );
     } else if !plan.source_complete {
-        eprintln!("the source could not be read: nothing was removed (see the notes above)");
+        eprintln!(
+            "the source could not be read or mapped: nothing was removed (see the notes above)"
+        );
     }
     if stopped {
         eprintln!(

@@ -435,7 +435,9 @@ pub fn plan<'a>(input: &PlanInput<'a>) -> Plan {
 
     let Some(desired) = input.desired else {
         notes.push(
-            "the source read failed: nothing is planned for users (zero removals)".to_string(),
+            "nothing is planned for users (zero removals): the source could not be read, or its \
+             mapping could not be applied (see the note above)"
+                .to_string(),
         );
         return finish(input, users, Vec::new(), notes, Vec::new());
     };

@@ -680,7 +680,7 @@ fn defuse_formula(cell: &mut String) {
 /// What a report says when it has no line to show.
 fn no_changes(plan: &Plan) -> &'static str {
     if !plan.source_complete {
-        "No changes planned: the source could not be read (see the notes above)."
+        "No changes planned: the source could not be read or mapped (see the notes above)."
     } else {
         "No changes."
     }
@@ -983,7 +983,10 @@ mod tests {
         p.source_complete = false;
         for f in [Format::Text, Format::Markdown] {
             let out = render(&p, f, false).unwrap();
-            assert!(out.contains("the source could not be read"), "{out}");
+            assert!(
+                out.contains("the source could not be read or mapped"),
+                "{out}"
+            );
             assert!(!out.contains("No changes."), "{out}");
         }
     }
