@@ -737,8 +737,30 @@ async fn preview_ironclad_only(
     let only: BTreeSet<String> = [user.to_string()].into();
     crate::reconcile::engine::restrict(&mut plan, &only);
     let Some(line) = plan.users.first() else {
-        println!("   nor does Ironclad have a user with this userName, email or id");
-        return Ok(Exit::Error);
+        let needle = user.trim().to_lowercase();
+        let held = target.users.iter().find(|u| {
+            u.id.to_lowercase() == needle
+                || u.user_name.trim().to_lowercase() == needle
+                || u.emails.iter().any(|e| e.trim().to_lowercase() == needle)
+        });
+        return match held {
+            Some(u) => {
+                println!(
+                    "\n2. In Ironclad: {} (id {}), not in the source",
+                    report::visible(&u.user_name),
+                    u.id
+                );
+                println!(
+                    "\n3. Action: none. ironbridge does not manage this user (no link in the state \
+                     store, and no externalId of a source entry), so it never updates or removes it"
+                );
+                Ok(Exit::Ok)
+            }
+            None => {
+                println!("   nor does Ironclad have a user with this userName, email or id");
+                Ok(Exit::Error)
+            }
+        };
     };
     println!(
         "\n2. In Ironclad: {} (id {}), not in the source",

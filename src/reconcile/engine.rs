@@ -533,8 +533,10 @@ impl Engine {
         let unmatched = naming_nobody(&plan, named);
         if !unmatched.is_empty() {
             return Err(EngineError::Config(format!(
-                "--only {}: no one in the source or in Ironclad has this id, DN, userName or \
-                 email; nothing was planned or applied",
+                "--only {}: no one in the plan has this id, DN, userName or email (people out of \
+                 scope or disabled are known by DN or source id only: the mapping gives them no \
+                 email; `ironbridge preview --user` shows why someone is out); nothing was \
+                 planned or applied",
                 unmatched.join(", ")
             )));
         }

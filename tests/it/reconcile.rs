@@ -721,7 +721,7 @@ fn a_targeted_apply_writes_only_for_the_people_named_and_refuses_a_name_matching
     let (code, out) = w.apply(&["--only", "nobody@nowhere.test", "--only", &w.dn("ann")]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("--only nobody@nowhere.test: no one in the source or in Ironclad"),
+        out.contains("--only nobody@nowhere.test: no one in the plan has this"),
         "{out}"
     );
     assert_eq!(w.writes(), vec![], "nothing written");
@@ -1059,6 +1059,14 @@ fn unmanaged_and_protected_users_are_never_touched() {
         "a write touched an unmanaged user: {writes:?}"
     );
     assert_eq!(writes.iter().filter(|r| r.method == "POST").count(), 8);
+    // An account made by hand is found by preview and said to be left alone.
+    let out = w.ironbridge(&["preview", "--user", "contractor@partner.test"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("u-contractor") && shown.contains("does not manage this user"),
+        "{shown}"
+    );
 
     // Everyone leaves the directory subtree's scope group: only managed users are removed.
     w.modify(&format!(
