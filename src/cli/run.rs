@@ -366,7 +366,10 @@ fn print_outcomes(report: &ApplyReport) {
         }
     );
     if !ops.is_empty() {
-        println!("User writes by method: {}", ops.join(", "));
+        println!(
+            "Method chosen per user write (refused ones included): {}",
+            ops.join(", ")
+        );
     }
     for o in report.outcomes.iter().filter(|o| o.result != "applied") {
         println!(
