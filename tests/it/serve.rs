@@ -404,6 +404,8 @@ async fn okta_event_becomes_a_targeted_run_visible_in_the_simulator() {
         "answered in {:?}",
         t.elapsed()
     );
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["people"], 1, "one user targeted: {answer}");
     // At-least-once delivery: the same event again is a duplicate.
     let r = http()
         .post(f.url("/webhooks/okta"))

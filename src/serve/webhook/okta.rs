@@ -72,8 +72,10 @@ pub fn relevant(event_type: &str) -> bool {
 /// What a batch asks for: the people, whether any event needs a full run, and counts.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Mapped {
-    /// People named.
+    /// People named: each target's id and login, as either may be what the source knows.
     pub people: BTreeSet<String>,
+    /// The users targeted (one per target, by its id or login): the count answered.
+    pub targets: BTreeSet<String>,
     /// Some event could not tell who.
     pub full: bool,
     /// Events dropped as duplicates.
@@ -111,14 +113,17 @@ pub fn map_events(body: &Value, first_time: impl Fn(&str) -> bool) -> Result<Map
             if t.get("type").and_then(Value::as_str) != Some("User") {
                 continue;
             }
+            let mut key = None;
             for k in ["alternateId", "id"] {
                 if let Some(v) = t.get(k).and_then(Value::as_str) {
                     if !v.trim().is_empty() {
                         m.people.insert(v.trim().to_string());
+                        key = Some(v.trim().to_string());
                         named = true;
                     }
                 }
             }
+            m.targets.extend(key);
         }
         if !named {
             m.full = true;
@@ -207,7 +212,7 @@ pub async fn deliver(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Body
     h.accepted(PROVIDER, if queued { "accepted" } else { "ignored" });
     tracing::info!(
         provider = PROVIDER,
-        people = mapped.people.len(),
+        people = mapped.targets.len(),
         full = mapped.full,
         duplicates = mapped.duplicates,
         ignored = mapped.ignored,
@@ -217,7 +222,7 @@ pub async fn deliver(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Body
         StatusCode::OK,
         axum::Json(serde_json::json!({
             "queued": queued,
-            "people": mapped.people.len(),
+            "people": mapped.targets.len(),
             "full_run": mapped.full,
             "duplicates": mapped.duplicates,
             "ignored": mapped.ignored,
