@@ -96,14 +96,14 @@ CREATE TABLE IF NOT EXISTS run_lock (
 /// A store problem, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite reported an error.
-    #[error("state store {path}: {source}")]
+    /// SQLite reported an error. (Not a `#[source]`: the message already says it, and a
+    /// chain printed whole would say it twice.)
+    #[error("state store {path}: {}{}", sqlite_text(error), sqlite_hint(error))]
     Sqlite {
         /// The database file.
         path: String,
         /// SQLite's error.
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// The file was written by a newer ironbridge.
     #[error("state store {path}: schema version {found} is newer than this build understands ({SCHEMA_VERSION})")]
@@ -147,6 +147,26 @@ pub enum StoreError {
         /// Since when.
         since: String,
     },
+}
+
+/// SQLite's message once: its own text when it has one, else the error code's.
+fn sqlite_text(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What to do about a damaged file.
+fn sqlite_hint(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            " (the file is damaged or not a state store: restore it from a backup, or move it \
+             away and the next run links everyone again by externalId; until then nothing is \
+             written)"
+        }
+        _ => "",
+    }
 }
 
 /// A link between a source entry and an Ironclad object.
@@ -329,9 +349,9 @@ impl Store {
     /// Opens (creating if needed) the store at `path`, in WAL mode, and migrates the schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let p = path.display().to_string();
-        let err = |source| StoreError::Sqlite {
+        let err = |error| StoreError::Sqlite {
             path: p.clone(),
-            source,
+            error,
         };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -378,9 +398,9 @@ impl Store {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        f(&mut guard).map_err(|source| StoreError::Sqlite {
+        f(&mut guard).map_err(|error| StoreError::Sqlite {
             path: self.path.display().to_string(),
-            source,
+            error,
         })
     }
 
