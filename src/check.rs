@@ -41,6 +41,9 @@ pub struct ScopeRow {
     pub granted: bool,
     /// Whether the configured policy needs it.
     pub needed: bool,
+    /// Not needed, but the configuration would use it: without it, what it would write is
+    /// reported instead (the group write scopes when the mapping pushes groups).
+    pub wanted: bool,
 }
 
 /// How the configuration and its mapping remove people and manage groups, as a run would.
@@ -109,12 +112,14 @@ pub fn scope_rows(policy: &Policy, eff: Effective, granted: &BTreeSet<String>) -
         ),
         ("read schemas (diagnostics)", READ_SCHEMAS, false),
     ];
+    let group_write = [CREATE_GROUPS, UPDATE_GROUPS, DELETE_GROUPS];
     rows.into_iter()
         .map(|(operation, scope, needed)| ScopeRow {
             operation,
             scope,
             granted: g(scope),
             needed,
+            wanted: eff.manage_groups && group_write.contains(&scope),
         })
         .collect()
 }
@@ -143,10 +148,12 @@ pub fn render_table(rows: &[ScopeRow]) -> String {
         "operation", "scope"
     );
     for r in rows {
-        let verdict = match (r.needed, r.granted) {
-            (true, true) => "yes",
-            (true, false) => "YES (missing)",
-            (false, _) => "no",
+        let verdict = match (r.needed, r.wanted, r.granted) {
+            (true, _, true) => "yes",
+            (true, _, false) => "YES (missing)",
+            (false, true, true) => "optional, used",
+            (false, true, false) => "optional: groups are reported, not written",
+            (false, false, _) => "no",
         };
         let _ = writeln!(
             out,
@@ -229,7 +236,17 @@ mod tests {
         let rows = scope_rows(&policy, Effective::of_policy(&policy), &least_privilege());
         // Without the group write scopes, drift is reported: a read-only setup, not a failure.
         assert_eq!(missing(&rows), vec![scopes::CREATE_USERS]);
-        assert!(render_table(&rows).contains("YES (missing)"));
+        let table = render_table(&rows);
+        assert!(table.contains("YES (missing)"));
+        // But the table says the mapping would use them, not that nothing needs them.
+        let line = table
+            .lines()
+            .find(|l| l.contains(scopes::UPDATE_GROUPS))
+            .unwrap();
+        assert!(
+            line.ends_with("optional: groups are reported, not written"),
+            "{table}"
+        );
     }
 
     #[test]
