@@ -85,7 +85,8 @@ pub enum Command {
         /// Save the plan (JSON) to apply later, exactly, with `apply --plan`.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Write the report to this file (the terminal still gets the table).
+        /// Write the report to this file (the terminal still gets the table); `-` writes it to
+        /// standard output instead of the table.
         #[arg(long)]
         report: Option<PathBuf>,
         /// Report format.

@@ -54,7 +54,11 @@ pub async fn plan(
         Err(e) => {
             // A report or saved plan left from an earlier run must not pass for this one's (a
             // job publishing the report would show the last good plan as current).
-            for path in [report_file, out].into_iter().flatten() {
+            for path in [report_file, out]
+                .into_iter()
+                .flatten()
+                .filter(|p| p.as_os_str() != "-")
+            {
                 if std::fs::remove_file(path).is_ok() {
                     eprintln!(
                         "removed {}: it was an earlier plan's, and this one failed",
@@ -123,6 +127,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn emit_report(plan: &Plan, file: Option<&Path>, format: Format) -> anyhow::Result<()> {
+    // `--report -`: the report on standard output, in place of the table.
+    let file = file.filter(|f| f.as_os_str() != "-");
     match file {
         Some(f) => {
             // Mode 0600, as the saved plan: a report names people and what changes for them.
