@@ -527,7 +527,7 @@ fn summary_line(plan: &Plan) -> String {
 }
 
 fn text(plan: &Plan, colour: bool) -> String {
-    use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+    use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement, Table};
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -554,7 +554,10 @@ fn text(plan: &Plan, colour: bool) -> String {
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    if !colour {
+    if colour {
+        // On a terminal, columns are wrapped to its width rather than every line overflowing.
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    } else {
         t.force_no_tty();
     }
     t.set_header(vec![
