@@ -596,8 +596,18 @@ impl Store {
     /// Marks every run still `running` as `interrupted` (at start-up, after a crash).
     pub fn mark_interrupted(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         self.with(|c| {
+            // The end is when the run last wrote to the audit (else when it was found dead),
+            // and the summary counts what the audit holds of it.
             c.execute(
-                "UPDATE runs SET outcome = 'interrupted', finished_at = ?1 WHERE outcome = 'running'",
+                "UPDATE runs SET outcome = 'interrupted',
+                    finished_at = COALESCE((SELECT max(time) FROM audit WHERE run_id = runs.id), ?1),
+                    summary = json_object(
+                        'note', 'the process stopped without finishing (killed, or the machine went down); the next run settled what it left',
+                        'audit', json_object(
+                            'intent', (SELECT count(*) FROM audit WHERE run_id = runs.id AND phase = 'intent'),
+                            'outcome', (SELECT count(*) FROM audit WHERE run_id = runs.id AND phase = 'outcome'),
+                            'refused', (SELECT count(*) FROM audit WHERE run_id = runs.id AND phase = 'refused')))
+                 WHERE outcome = 'running'",
                 params![ts(now)],
             )
         })
@@ -1398,8 +1408,17 @@ mod tests {
             .unwrap();
         }
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.mark_interrupted(now).unwrap(), 1);
-        assert_eq!(s.runs(10).unwrap()[0].outcome, "interrupted");
+        let later = now + chrono::Duration::minutes(5);
+        assert_eq!(s.mark_interrupted(later).unwrap(), 1);
+        let run = &s.runs(10).unwrap()[0];
+        assert_eq!(run.outcome, "interrupted");
+        // Ended at its last audit line, not when it was found dead; what it wrote is counted.
+        assert_eq!(
+            run.finished_at.map(|t| t.timestamp()),
+            Some(now.timestamp())
+        );
+        assert_eq!(run.summary["audit"]["intent"], 1, "{:?}", run.summary);
+        assert_eq!(run.summary["audit"]["outcome"], 0);
         let lines = s.audit_lines(Some("r1")).unwrap();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].after, Some(serde_json::json!({"title": "x"})));
