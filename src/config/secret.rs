@@ -118,6 +118,19 @@ impl SecretRef {
         }
     }
 
+    /// [`SecretRef::check_shape`], and for `{ env = ... }` that the variable is set: checked
+    /// when the configuration is loaded, so the error names the file and line (the value is
+    /// still read only when needed).
+    pub fn check_available(&self) -> Result<(), SecretError> {
+        self.check_shape()?;
+        match &self.env {
+            Some(var) if std::env::var(var).map_or(true, |v| v.trim().is_empty()) => {
+                Err(SecretError::MissingEnv(var.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Reads the secret now. `base` is the configuration file's directory.
     pub fn resolve(&self, base: &Path) -> Result<Secret, SecretError> {
         self.check_shape()?;

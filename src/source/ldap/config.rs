@@ -386,7 +386,7 @@ impl LdapSourceConfig {
                 if dn.trim().is_empty() {
                     return Err("bind_dn: is empty".into());
                 }
-                pw.check_shape()
+                pw.check_available()
                     .map_err(|e| format!("bind_password: {e}"))?;
             }
             (None, None, true) => {}
@@ -493,7 +493,7 @@ mod tests {
     const MIN: &str = r#"
 url = "ldap://127.0.0.1:389"
 bind_dn = "cn=r,dc=x"
-bind_password = { env = "PW" }
+bind_password = { file = "pw" }
 [users]
 base_dn = "ou=people,dc=x"
 "#;
