@@ -87,6 +87,22 @@ pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+impl Row {
+    /// Every text cell, for passes that rewrite them all.
+    fn cells_mut(&mut self) -> [&mut String; 8] {
+        [
+            &mut self.action,
+            &mut self.name,
+            &mut self.source,
+            &mut self.ironclad_id,
+            &mut self.attribute,
+            &mut self.before,
+            &mut self.after,
+            &mut self.detail,
+        ]
+    }
+}
+
 fn show(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
@@ -415,16 +431,7 @@ fn group_rows(g: &GroupPlan, names: &MemberNames<'_>, out: &mut Vec<Row>) {
 pub fn rows(plan: &Plan, include_noop: bool) -> Vec<Row> {
     let mut out = raw_rows(plan, include_noop);
     for r in &mut out {
-        for cell in [
-            &mut r.action,
-            &mut r.name,
-            &mut r.source,
-            &mut r.ironclad_id,
-            &mut r.attribute,
-            &mut r.before,
-            &mut r.after,
-            &mut r.detail,
-        ] {
+        for cell in r.cells_mut() {
             if let std::borrow::Cow::Owned(v) = visible(cell) {
                 *cell = v;
             }
@@ -653,15 +660,7 @@ fn csv_text(plan: &Plan) -> Result<String, ReportError> {
     };
     let mut w = csv::Writer::from_writer(Vec::new());
     for mut r in rows(plan, true) {
-        for cell in [
-            &mut r.name,
-            &mut r.source,
-            &mut r.ironclad_id,
-            &mut r.attribute,
-            &mut r.before,
-            &mut r.after,
-            &mut r.detail,
-        ] {
+        for cell in r.cells_mut() {
             defuse_formula(cell);
         }
         w.serialize(&r).map_err(|e| err(&e))?;

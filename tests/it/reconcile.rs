@@ -841,6 +841,15 @@ fn unlock(w: &World, uid: &str) {
     ));
 }
 
+/// A new person in the directory, in scope: an associate reporting to boss2.
+fn add_joiner(w: &World, uid: &'static str) {
+    w.slapd.admin(
+        "ldapadd",
+        &person_ldif(&w.name, &p(uid, "Associate", Some("boss2")), 50),
+    );
+    set_scope(w, uid, true);
+}
+
 fn set_scope(w: &World, uid: &str, member: bool) {
     w.modify(&format!(
         "dn: {}\nchangetype: modify\n{}: member\nmember: {}\n",
@@ -1494,11 +1503,7 @@ fn a_user_failing_runs_in_a_row_is_quarantined_with_the_reason_and_retried_on_re
 fn a_create_whose_answer_is_lost_is_found_by_lookup_and_audited_as_such() {
     let w = World::new("lostanswer", slapd::small(), &org(), &[], "");
     w.apply_and_converge();
-    w.slapd.admin(
-        "ldapadd",
-        &person_ldif("lostanswer", &p("newbie", "Associate", Some("boss2")), 50),
-    );
-    set_scope(&w, "newbie", true);
+    add_joiner(&w, "newbie");
     w.rt.block_on(set_faults(
         &w.sim.base_url,
         json!({"drop_rate": 1.0, "drop_after_apply": true, "methods": ["POST"]}),
@@ -1541,11 +1546,7 @@ fn a_create_left_unanswered_by_a_killed_run_is_settled_and_its_leaver_removed() 
         "[policy]\nmax_removal_percent = 50\n",
     );
     w.apply_and_converge();
-    w.slapd.admin(
-        "ldapadd",
-        &person_ldif("orphan", &p("orphan1", "Associate", Some("boss2")), 50),
-    );
-    set_scope(&w, "orphan1", true);
+    add_joiner(&w, "orphan1");
     // The simulator applies the POST at once and answers 5 s later; the run is killed between.
     w.rt.block_on(set_faults(
         &w.sim.base_url,
