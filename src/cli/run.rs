@@ -57,7 +57,7 @@ pub async fn plan(
             for path in [report_file, out]
                 .into_iter()
                 .flatten()
-                .filter(|p| p.as_os_str() != "-")
+                .filter(|p| is_earlier_plan(p))
             {
                 if std::fs::remove_file(path).is_ok() {
                     eprintln!(
@@ -89,6 +89,27 @@ pub async fn plan(
     drop(engine);
     crate::reconcile::drop_aside(r);
     Ok(exit)
+}
+
+/// Whether `path` is a regular file (not a link, device or directory) holding a report or
+/// saved plan ironbridge wrote: only such a file is removed when a plan fails.
+fn is_earlier_plan(path: &Path) -> bool {
+    use std::io::Read as _;
+    let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+    if !regular {
+        return false;
+    }
+    let mut head = [0u8; 1024];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = String::from_utf8_lossy(&head[..n]);
+    head.starts_with("Plan made ")
+        || head.starts_with("# ironbridge plan")
+        || head.starts_with("kind,action,name,source,")
+        || head.contains("<title>ironbridge plan")
+        || head.contains(&format!("\"{}\"", report::JSON_SCHEMA))
+        || head.contains(&format!("\"{SAVED_PLAN_SCHEMA}\""))
 }
 
 /// Runs `fut` with progress shown: bars on a terminal, structured log lines otherwise. Bars are

@@ -362,21 +362,41 @@ fn a_failed_plan_leaves_no_earlier_report_or_saved_plan_behind() {
     text_cfg.push_str("[ironclad.retry]\nmax_attempts = 1\n");
     std::fs::write(&cfg, text_cfg).unwrap();
     let (report, saved) = (dir.path().join("plan.html"), dir.path().join("plan.json"));
-    std::fs::write(&report, "an earlier plan").unwrap();
-    std::fs::write(&saved, "an earlier plan").unwrap();
-    let out = ironbridge(&[
-        "plan",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-        "--format",
-        "html",
-        "--out",
-        saved.to_str().unwrap(),
-    ]);
+    std::fs::write(
+        &report,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<title>ironbridge plan 2026-11-24</title>",
+    )
+    .unwrap();
+    std::fs::write(
+        &saved,
+        "{\n  \"schema\": \"ironbridge.saved-plan/v1\",\n  \"plan\": {}\n}",
+    )
+    .unwrap();
+    let plan = |report: &Path, saved: &Path| {
+        ironbridge(&[
+            "plan",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            "--format",
+            "html",
+            "--out",
+            saved.to_str().unwrap(),
+        ])
+    };
+    let out = plan(&report, &saved);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(!report.exists() && !saved.exists(), "{}", text(&out));
+    // A file that is not an earlier plan's (a mistyped path) is never removed, nor a link.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "my notes").unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&cfg, &link).unwrap();
+    let out = plan(&notes, &link);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes");
+    assert!(link.exists() && cfg.exists());
 }
 
 #[test]
