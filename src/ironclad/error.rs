@@ -146,6 +146,10 @@ pub enum IroncladError {
         /// What went wrong.
         message: String,
     },
+    /// A write not sent because the process is stopping (it was waiting for its bucket, a
+    /// connection slot or a retry when the stop came).
+    #[error("not sent: the process is stopping")]
+    Stopped,
     /// Retries were exhausted; `last` is the final failure.
     #[error("{last} (gave up after {attempts} attempts in {elapsed_secs:.1}s)")]
     Exhausted {
@@ -254,6 +258,7 @@ impl IroncladError {
             IroncladError::RefreshTokenFile { .. } => "refresh_token_file".to_string(),
             IroncladError::Setup(_) => "setup".to_string(),
             IroncladError::Paging { .. } => "paging".to_string(),
+            IroncladError::Stopped => "stopped".to_string(),
             IroncladError::Exhausted { .. } => "exhausted".to_string(),
         }
     }

@@ -268,6 +268,33 @@ pub struct ScimHttp {
     permits: Arc<Semaphore>,
     retry: RetryPolicy,
     stats: Arc<ClientStats>,
+    stop: Arc<StopWrites>,
+}
+
+/// Set once the process is stopping: writes not yet on the wire (waiting for their bucket, a
+/// connection slot or a retry) are given up with [`IroncladError::Stopped`] instead of sent.
+/// Reads go on, and a write whose earlier attempt may have been applied is still settled.
+#[derive(Debug, Default)]
+struct StopWrites {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl StopWrites {
+    fn is_set(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once the stop is set.
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl std::fmt::Debug for ScimHttp {
@@ -299,7 +326,16 @@ impl ScimHttp {
             permits: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
             retry: settings.retry,
             stats,
+            stop: Arc::new(StopWrites::default()),
         }
+    }
+
+    /// Gives up every write not yet sent, from now on (see [`IroncladError::Stopped`]).
+    pub fn stop_writes(&self) {
+        self.stop
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.notify.notify_waiters();
     }
 
     /// The counters this layer updates.
@@ -370,7 +406,7 @@ impl ScimHttp {
             );
             let started = Instant::now();
             let answer = self
-                .attempt(req, bucket, &request_id)
+                .attempt(req, bucket, &request_id, !maybe_applied_before)
                 .instrument(span.clone())
                 .await;
             let (err, retry_after, maybe_applied) = match answer {
@@ -471,7 +507,17 @@ impl ScimHttp {
                         delay_ms = delay.as_millis() as u64,
                         "retrying"
                     );
-                    tokio::time::sleep(delay).await;
+                    // A write waiting to be tried again is given up at a stop, unless an
+                    // earlier attempt may have been applied (the retry settles it).
+                    if req.method != Method::GET && !maybe_applied_before {
+                        tokio::select! {
+                            biased;
+                            _ = self.stop.wait() => return Err(IroncladError::Stopped),
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    } else {
+                        tokio::time::sleep(delay).await;
+                    }
                 }
                 None => {
                     tracing::warn!(parent: &span, error = %err, attempts = schedule.attempts(), "giving up");
@@ -520,19 +566,35 @@ impl ScimHttp {
         req: &ApiRequest,
         bucket: &'static str,
         request_id: &str,
+        stoppable: bool,
     ) -> Result<Answer, IroncladError> {
         // Pacing first (holding only the bucket's gate), then a permit, then release the gate:
         // see the module docs of `pacing` for why this order neither starves other buckets nor
         // bunches sends.
-        let paced = match &self.pacer {
-            Some(p) => Some(p.acquire(bucket).await),
-            None => None,
+        let queued = async {
+            let paced = match &self.pacer {
+                Some(p) => Some(p.acquire(bucket).await),
+                None => None,
+            };
+            let permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| IroncladError::Setup("request layer shut down".into()))?;
+            Ok::<_, IroncladError>((paced, permit))
         };
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| IroncladError::Setup("request layer shut down".into()))?;
+        // A write still waiting when the process stops is not sent (both waits are
+        // cancellation-safe: nothing is counted until they return).
+        // A repeat of a write that may already have been applied is still sent: it settles it.
+        let writes = stoppable && req.method != Method::GET;
+        if writes && self.stop.is_set() {
+            return Err(IroncladError::Stopped);
+        }
+        let (paced, _permit) = tokio::select! {
+            biased;
+            _ = self.stop.wait(), if writes => return Err(IroncladError::Stopped),
+            q = queued => q?,
+        };
         // The gate goes now; the slot itself is kept until the response has arrived (it is
         // dropped when this function returns), which is what the window budget counts.
         let mut paced = paced;

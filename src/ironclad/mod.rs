@@ -94,6 +94,12 @@ impl IroncladClient {
         &self.http
     }
 
+    /// The process is stopping: every write not yet sent is given up from now on (see
+    /// [`IroncladError::Stopped`]).
+    pub fn stop_writes(&self) {
+        self.http.stop_writes();
+    }
+
     /// The counters (requests by bucket and status, 429s, retries, pacing waits...).
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()

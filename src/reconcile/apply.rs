@@ -546,6 +546,12 @@ impl Ctx<'_> {
     }
 
     async fn fail(&self, u: &UserPlan, action: &str, e: &IroncladError) -> Outcome {
+        if matches!(e, IroncladError::Stopped) {
+            // Its intent is recorded; this is its outcome. Not a failure of the user.
+            return self
+                .refuse_answered(u, action, None, STOPPED.to_string())
+                .await;
+        }
         let text = Self::err_text(e);
         self.audit
             .unwritten(
@@ -679,14 +685,14 @@ impl Ctx<'_> {
                         let ours = u.source_id.as_deref().unwrap_or_default();
                         if !ext.is_empty() && ext != ours {
                             let err = format!("409: {user_name} exists with externalId {ext}, not ours; not adopted");
-                            return self.refuse_answered(u, "create", 409, err).await;
+                            return self.refuse_answered(u, "create", Some(409), err).await;
                         }
                         if ext.is_empty() && !self.opts.adopt_by_user_name {
                             let err = format!(
                                 "409: {user_name} exists without an externalId and the mapping's fallback keys \
                                  do not include userName; not adopted"
                             );
-                            return self.refuse_answered(u, "create", 409, err).await;
+                            return self.refuse_answered(u, "create", Some(409), err).await;
                         }
                         let id = found.id().unwrap_or_default().to_string();
                         let seen = found.into_value();
@@ -756,18 +762,16 @@ impl Ctx<'_> {
         Self::refused(u, action, why)
     }
 
-    /// A write whose request went out and was answered with `status`, then not pursued: its
-    /// intent's outcome.
+    /// A write whose intent was recorded, then not pursued (answered with `status`, or never
+    /// sent because the process is stopping): its intent's outcome.
     async fn refuse_answered(
         &self,
         u: &UserPlan,
         action: &str,
-        status: u16,
+        status: Option<u16>,
         why: String,
     ) -> Outcome {
-        self.audit
-            .unwritten(u, action, Some(status), None, &why)
-            .await;
+        self.audit.unwritten(u, action, status, None, &why).await;
         Self::refused(u, action, why)
     }
 
@@ -791,7 +795,9 @@ impl Ctx<'_> {
         if self.stopping() {
             if action == "create" {
                 // Reached after the POST was answered 409 and the user found: that intent's outcome.
-                return self.refuse_answered(u, action, 409, STOPPED.into()).await;
+                return self
+                    .refuse_answered(u, action, Some(409), STOPPED.into())
+                    .await;
             }
             return self.refuse(u, action, STOPPED.into()).await;
         }
@@ -1077,6 +1083,33 @@ const STOPPED: &str = "not sent: the process is stopping; the next run applies i
 /// [`apply`], stopping early when `stop` turns true: user writes not yet sent are refused
 /// (and recorded as such), the ones in flight finish, so a shutdown never cuts a write.
 pub async fn apply_until(
+    plan: &Plan,
+    client: &IroncladClient,
+    store: &Store,
+    audit: &Audit,
+    opts: &ApplyOptions,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> ApplyReport {
+    let work = apply_phases(plan, client, store, audit, opts, stop);
+    let Some(flag) = stop else {
+        return work.await;
+    };
+    // Once the stop is set, writes still waiting for their bucket or a connection slot are
+    // given up too, not only the ones not yet begun.
+    let watch = async {
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        client.stop_writes();
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        report = work => report,
+        () = watch => unreachable!("the watch never ends"),
+    }
+}
+
+async fn apply_phases(
     plan: &Plan,
     client: &IroncladClient,
     store: &Store,
