@@ -1904,6 +1904,7 @@ mod tests {
             notes: Vec::new(),
             converged: Vec::new(),
             settled_creates: Vec::new(),
+            unlinked_with_external_id: 0,
         };
         heal_links(&plan, &store);
         let links = store.links("user").unwrap();

@@ -697,8 +697,9 @@ impl Engine {
         }
         plan.settled_creates = settled;
         if state.links.is_empty() && desired.is_some() {
-            if let Some(n) = unowned_note(&plan, &target.users) {
-                plan.notes.push(n);
+            if let Some((n, note)) = unowned_note(&plan, &target.users) {
+                plan.notes.push(note);
+                plan.unlinked_with_external_id = n;
             }
         }
         drop_aside(desired);
@@ -978,7 +979,7 @@ fn load_state(
 /// wrong file): the Ironclad users that carry an externalId no source entry matches. ironbridge
 /// never removes a user it has no link for, so if these were created by ironbridge with a store
 /// since lost, they stay until someone removes them; the note says so once there are any.
-fn unowned_note(plan: &Plan, users: &[IroncladUser]) -> Option<String> {
+fn unowned_note(plan: &Plan, users: &[IroncladUser]) -> Option<(usize, String)> {
     let planned: std::collections::HashSet<&str> = plan
         .users
         .iter()
@@ -998,7 +999,7 @@ fn unowned_note(plan: &Plan, users: &[IroncladUser]) -> Option<String> {
         return None;
     }
     let shown: Vec<&str> = unowned.iter().take(5).copied().collect();
-    Some(format!(
+    let note = format!(
         "this state store links nobody yet, and {} Ironclad {} an externalId that no source entry \
          has ({}{}): ironbridge never updates or removes users it has no link for. If ironbridge \
          created them with a state store that was since lost, [state] path points at the wrong \
@@ -1015,7 +1016,8 @@ fn unowned_note(plan: &Plan, users: &[IroncladUser]) -> Option<String> {
         } else {
             ""
         }
-    ))
+    );
+    Some((unowned.len(), note))
 }
 
 /// Settles the creates an earlier run sent without learning their outcome: the Ironclad user

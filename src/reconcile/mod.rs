@@ -465,6 +465,15 @@ pub struct Plan {
     /// link of the ones that landed) before anything else.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settled_creates: Vec<SettledCreate>,
+    /// With a state store that links nobody yet: the Ironclad users carrying an externalId no
+    /// source entry has. If the store was lost, they are people ironbridge created who left
+    /// since, and nothing will remove them: someone must look (the exit code says so).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlinked_with_external_id: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A create whose outcome an earlier run never learned, settled by what Ironclad holds now.
@@ -495,7 +504,8 @@ impl Plan {
     }
     /// Whether something was held back or is in conflict: a removal (of a user or a group)
     /// held by a safety rule, a quarantined user, a person the mapping could not evaluate, a
-    /// user write the token's scopes do not allow, or a conflict. Each needs someone to look
+    /// user write the token's scopes do not allow, a conflict, or a new state store facing
+    /// Ironclad users with externalIds it cannot place. Each needs someone to look
     /// (the exit code says so), where a run that only waits (grace) or skips by rule (out of
     /// scope, protected, turned off by policy) does not.
     pub fn has_held(&self) -> bool {
@@ -511,6 +521,7 @@ impl Plan {
             )
         });
         users
+            || self.unlinked_with_external_id > 0
             || self.groups.iter().any(|g| {
                 matches!(
                     g.action,

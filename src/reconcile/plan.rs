@@ -1444,6 +1444,7 @@ fn finish(
         notes,
         converged,
         settled_creates: Vec::new(),
+        unlinked_with_external_id: 0,
     }
 }
 

@@ -478,6 +478,13 @@ pub struct JsonReport<'a> {
     pub users: Vec<UserPlan>,
     /// Groups.
     pub groups: &'a [GroupPlan],
+    /// See [`Plan::unlinked_with_external_id`]; left out when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlinked_with_external_id: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Renders a plan.
@@ -518,6 +525,7 @@ fn json(plan: &Plan) -> Result<String, ReportError> {
             })
             .collect(),
         groups: &plan.groups,
+        unlinked_with_external_id: plan.unlinked_with_external_id,
     };
     serde_json::to_string_pretty(&doc).map_err(|e| ReportError {
         format: "json",
@@ -761,6 +769,7 @@ mod tests {
             notes: vec![],
             converged: Vec::new(),
             settled_creates: Vec::new(),
+            unlinked_with_external_id: 0,
         }
     }
 

@@ -162,7 +162,8 @@ fn sqlite_hint(e: &rusqlite::Error) -> &'static str {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
             " (the file is damaged or not a state store: restore it from a backup, or move it \
-             away and the next run links everyone again by externalId; until then nothing is \
+             away and the next run links everyone again by externalId, but cannot remove people \
+             who left since the last good run: its plan lists them; until then nothing is \
              written)"
         }
         _ => "",

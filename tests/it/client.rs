@@ -1126,6 +1126,7 @@ fn users_plan(users: Vec<ironbridge::reconcile::UserPlan>) -> ironbridge::reconc
         notes: Vec::new(),
         converged: Vec::new(),
         settled_creates: Vec::new(),
+        unlinked_with_external_id: 0,
     }
 }
 

@@ -1623,7 +1623,9 @@ fn a_create_left_unanswered_by_a_killed_run_is_settled_and_its_leaver_removed() 
         let _ = std::fs::remove_file(w.dir.path().join(f));
     }
     w.slapd.admin_delete(&[&w.dn("dana")]);
-    let (_, plan) = w.plan();
+    let (code, plan) = w.plan();
+    assert_eq!(code, 2, "someone must look: {plan:#}");
+    assert_eq!(plan["unlinked_with_external_id"], 1);
     assert!(
         plan["users"]
             .as_array()
