@@ -684,7 +684,8 @@ impl Engine {
         if !landed.is_empty() {
             plan.notes.push(format!(
                 "{} {} an earlier run sent without getting the answer (the process stopped) \
-                 {} in Ironclad and now linked: {}",
+                 {} in Ironclad, found by externalId; this plan treats them as linked, and apply \
+                 records the link and the create's outcome: {}",
                 landed.len(),
                 if landed.len() == 1 {
                     "create"

@@ -612,13 +612,16 @@ fn text(plan: &Plan, colour: bool) -> String {
 }
 
 /// A Markdown table cell: visible (see [`visible`]), with the characters Markdown viewers act
-/// on as entities or escapes, so raw HTML in a directory value shows as the text it is.
+/// on as entities or escapes, so raw HTML, a link or an image in a directory value shows as
+/// the text it is.
 fn md_escape(s: &str) -> String {
     visible(s)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('|', "\\|")
+        .replace('[', "\\[")
+        .replace(']', "\\]")
 }
 
 fn markdown(plan: &Plan) -> String {
@@ -897,9 +900,16 @@ mod tests {
                 "{f:?}:\n{out}"
             );
         }
+        if let UserAction::Update { changes } = &mut p.users[0].action {
+            changes[0].before = json!("[Approve](https://x.test) ![t](https://x.test/t.png)");
+        }
         let md = render(&p, Format::Markdown, false).unwrap();
         assert!(
-            md.contains("&lt;script&gt;x&lt;/script&gt;\\|\\u{1b}[2J\\rnext"),
+            md.contains("\\[Approve\\](https://x.test) !\\[t\\](https://x.test/t.png)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("&lt;script&gt;x&lt;/script&gt;\\|\\u{1b}\\[2J\\rnext"),
             "{md}"
         );
     }
