@@ -39,6 +39,12 @@ pub async fn plan(
     report_file: Option<&Path>,
     format: Format,
 ) -> anyhow::Result<Exit> {
+    if out.is_some_and(|o| o.as_os_str() == "-") {
+        anyhow::bail!(
+            "--out needs a file: a saved plan is applied later with `apply --plan FILE` \
+             (`--report - --format json` prints the plan)"
+        );
+    }
     let planned = async {
         let engine = Engine::open(Config::load(config)?)?;
         let r = with_progress(engine.run(&RunOptions {
