@@ -255,8 +255,8 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<Exit> {
         crate::serve::signals().await;
         stop.store(true, Ordering::SeqCst);
         eprintln!(
-            "stopping: the writes in flight finish, the rest are left to the next run \
-             (a second signal quits at once)"
+            "stopping: nothing more is sent, the writes in flight finish, the rest are left \
+             to the next run (a second signal quits at once)"
         );
         crate::serve::signals().await;
         eprintln!("quitting at once; the next run settles the writes in flight");

@@ -392,10 +392,30 @@ impl Engine {
         let mode = if opts.apply { "apply" } else { "plan" };
         let span = tracing::info_span!("run", run_id = %run_id, mode, trigger = %opts.trigger);
         self.store.start_run(&run_id, &opts.trigger, mode, now)?;
-        let result = self
-            .run_inner(&run_id, opts, now, stop)
-            .instrument(span)
-            .await;
+        // A stop before the writes begin ends the run at once (reading and planning write
+        // nothing to Ironclad); once they have begun, it only holds back the writes not sent.
+        let writing = std::sync::atomic::AtomicBool::new(false);
+        let inner = self
+            .run_inner(&run_id, opts, now, stop, &writing)
+            .instrument(span);
+        let result = match stop {
+            None => inner.await,
+            Some(flag) => {
+                let before_writing = async {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    while !flag.load(SeqCst) || writing.load(SeqCst) {
+                        if writing.load(SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                };
+                tokio::select! {
+                    r = inner => r,
+                    () = before_writing => Err(EngineError::Interrupted),
+                }
+            }
+        };
         match &result {
             Ok(r) => {
                 let stopped = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
@@ -435,6 +455,7 @@ impl Engine {
         opts: &RunOptions,
         now: DateTime<Utc>,
         stop: Option<&std::sync::atomic::AtomicBool>,
+        writing: &std::sync::atomic::AtomicBool,
     ) -> Result<RunResult, EngineError> {
         let progress = super::progress::current();
         progress.reading("the source and Ironclad");
@@ -554,6 +575,8 @@ impl Engine {
         if let Some(only) = &only {
             restrict(&mut plan, only);
         }
+        // Said before the stop is looked at (see `run_with`).
+        writing.store(opts.apply, std::sync::atomic::Ordering::SeqCst);
         if opts.apply && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
             return Err(EngineError::Interrupted);
         }

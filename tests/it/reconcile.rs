@@ -1730,6 +1730,43 @@ fn sigterm_stops_an_apply_after_the_writes_in_flight_and_the_rest_wait_for_the_n
 }
 
 #[test]
+fn sigterm_while_reading_ends_the_apply_at_once_with_nothing_written() {
+    let w = World::new("sigread", slapd::small(), &org(), &[], "");
+    // Every read of Ironclad takes 5 s to be answered.
+    w.rt.block_on(set_faults(
+        &w.sim.base_url,
+        json!({"latency_ms": 5000, "methods": ["GET"]}),
+    ));
+    let child = Command::new(bin("ironbridge"))
+        .args(["--log", "warn", "apply", "--yes", "--config"])
+        .arg(&w.cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    w.rt.block_on(set_faults(&w.sim.base_url, json!({})));
+    assert_eq!(w.writes().len(), 0);
+    let store = ironbridge::store::Store::open(&w.dir.path().join("ironbridge-state.db")).unwrap();
+    assert_eq!(store.runs(1).unwrap()[0].outcome, "interrupted");
+}
+
+#[test]
 fn least_privilege_skips_creates_naming_the_scope_and_applies_updates_and_removals() {
     let lp = crate::support::sim::LEAST_PRIVILEGE.join(",");
     let w = World::new(
