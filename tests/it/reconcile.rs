@@ -841,6 +841,29 @@ fn unlock(w: &World, uid: &str) {
     ));
 }
 
+/// `apply --yes` started in the background, its output captured.
+fn spawn_apply(w: &World) -> std::process::Child {
+    Command::new(bin("ironbridge"))
+        .args(["--log", "warn", "apply", "--yes", "--config"])
+        .arg(&w.cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM and waits for the process: its output and how long it took to end.
+fn terminate(child: std::process::Child) -> (Output, Duration) {
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    (out, signalled.elapsed())
+}
+
 /// A new person in the directory, in scope: an associate reporting to boss2.
 fn add_joiner(w: &World, uid: &'static str) {
     w.slapd.admin(
@@ -1662,31 +1685,15 @@ fn sigterm_stops_an_apply_after_the_writes_in_flight_and_the_rest_wait_for_the_n
     );
     std::fs::write(&w.cfg, cfg).unwrap();
     w.clear_log();
-    let child = Command::new(bin("ironbridge"))
-        .args(["--log", "warn", "apply", "--yes", "--config"])
-        .arg(&w.cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_apply(&w);
     let deadline = Instant::now() + Duration::from_secs(30);
     while w.writes().is_empty() {
         assert!(Instant::now() < deadline, "no write began");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let signalled = Instant::now();
-    let out = child.wait_with_output().unwrap();
+    let (out, took) = terminate(child);
     // Not a minute waiting for the bucket to send what is left.
-    assert!(
-        signalled.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        signalled.elapsed()
-    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
@@ -1737,26 +1744,10 @@ fn sigterm_while_reading_ends_the_apply_at_once_with_nothing_written() {
         &w.sim.base_url,
         json!({"latency_ms": 5000, "methods": ["GET"]}),
     ));
-    let child = Command::new(bin("ironbridge"))
-        .args(["--log", "warn", "apply", "--yes", "--config"])
-        .arg(&w.cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_apply(&w);
     std::thread::sleep(Duration::from_millis(700));
-    let signalled = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        signalled.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        signalled.elapsed()
-    );
+    let (out, took) = terminate(child);
+    assert!(took < Duration::from_secs(3), "{took:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("nothing was written"), "{stderr}");
