@@ -16,6 +16,26 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     let cfg = Config::load(config)?;
     let mut ok = true;
     println!("Ironclad: {}", cfg.ironclad.scim_url);
+    // The state store, if there is one already: it must belong to this tenant (it is only
+    // read here; a run records the tenant on first use).
+    if cfg.state_path.is_file() {
+        let here = cfg.ironclad.scim_url.as_str().trim_end_matches('/');
+        match crate::store::Store::open(&cfg.state_path).and_then(|s| s.tenant()) {
+            Ok(Some(t)) if !t.eq_ignore_ascii_case(here) => {
+                ok = false;
+                println!(
+                    "state store: FAILED: {} belongs to the Ironclad tenant at {t}, not {here}: \
+                     give this tenant a state store of its own ([state] path)",
+                    cfg.state_path.display()
+                );
+            }
+            Ok(_) => println!("state store: ok ({})", cfg.state_path.display()),
+            Err(e) => {
+                ok = false;
+                println!("state store: FAILED: {e}");
+            }
+        }
+    }
     let client = IroncladClient::new(&cfg.ironclad)?;
     let granted = match client.granted_scopes().await {
         Ok(g) => {

@@ -825,6 +825,16 @@ impl Store {
         })
     }
 
+    /// The Ironclad tenant (SCIM URL) the store belongs to, once a run has used it.
+    pub fn tenant(&self) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = 'tenant'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
     /// Ties the store to the Ironclad tenant at `scim_url` on first use, and refuses another:
     /// its links, fingerprints and pending creates are that tenant's Ironclad ids.
     pub fn bind_tenant(&self, scim_url: &str) -> Result<(), StoreError> {

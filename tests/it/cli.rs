@@ -549,7 +549,11 @@ fn dry_run_writes_nothing_and_a_stale_saved_plan_is_refused_by_name() {
             "--yes",
         ])
     };
-    // The state store belongs to the first tenant: refused before anything is read.
+    // The state store belongs to the first tenant: `check` says so, and a run is refused
+    // before anything is read.
+    let out = ironbridge(&["check", "--config", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("state store: FAILED"), "{}", text(&out));
     let out = apply_other();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
