@@ -1097,9 +1097,7 @@ pub async fn apply_until(
     // Once the stop is set, writes still waiting for their bucket or a connection slot are
     // given up too, not only the ones not yet begun.
     let watch = async {
-        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        super::when_set(flag).await;
         client.stop_writes();
         std::future::pending::<()>().await;
     };

@@ -402,12 +402,9 @@ impl Engine {
             None => inner.await,
             Some(flag) => {
                 let before_writing = async {
-                    use std::sync::atomic::Ordering::SeqCst;
-                    while !flag.load(SeqCst) || writing.load(SeqCst) {
-                        if writing.load(SeqCst) {
-                            std::future::pending::<()>().await;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    super::when_set(flag).await;
+                    if writing.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
                     }
                 };
                 tokio::select! {

@@ -472,8 +472,15 @@ pub struct Plan {
     pub unlinked_with_external_id: usize,
 }
 
-fn is_zero(n: &usize) -> bool {
+pub(crate) fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+/// Resolves once `flag` is set (checked every 50 ms: stops are rare and need no wake-up).
+pub(crate) async fn when_set(flag: &std::sync::atomic::AtomicBool) {
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// A create whose outcome an earlier run never learned, settled by what Ironclad holds now.

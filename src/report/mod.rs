@@ -479,12 +479,8 @@ pub struct JsonReport<'a> {
     /// Groups.
     pub groups: &'a [GroupPlan],
     /// See [`Plan::unlinked_with_external_id`]; left out when 0.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::reconcile::is_zero")]
     pub unlinked_with_external_id: usize,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
 
 /// Renders a plan.

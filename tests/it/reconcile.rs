@@ -1575,13 +1575,7 @@ fn a_create_left_unanswered_by_a_killed_run_is_settled_and_its_leaver_removed() 
         &w.sim.base_url,
         json!({"latency_after_ms": 5000, "methods": ["POST"]}),
     ));
-    let mut child = Command::new(bin("ironbridge"))
-        .args(["--log", "warn", "apply", "--yes", "--config"])
-        .arg(&w.cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_apply(&w);
     let deadline = Instant::now() + Duration::from_secs(30);
     while w.user(&w.mail("orphan1")).is_none() {
         assert!(child.try_wait().unwrap().is_none(), "the run ended first");
@@ -1871,13 +1865,7 @@ fn a_run_killed_at_a_random_write_converges_without_duplicates_and_audits_each_w
     // Writes 2..=28 are user creates: kill while one of them is applied but unanswered.
     let kill_after = rand::rng().random_range(1..total - 2);
     eprintln!("killing ironbridge after {kill_after} of {total} writes");
-    let mut child = Command::new(bin("ironbridge"))
-        .args(["--log", "warn", "apply", "--yes", "--config"])
-        .arg(&w.cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_apply(&w);
     let completed = |w: &World| -> Vec<SimRequest> {
         w.writes()
             .into_iter()
@@ -2117,13 +2105,7 @@ fn a_run_killed_among_updates_membership_and_removals_converges() {
     let before = audit_lines(&audit_path).len();
     let kill_after = rand::rng().random_range(1..total);
     eprintln!("killing ironbridge after {kill_after} of {total} writes");
-    let mut child = Command::new(bin("ironbridge"))
-        .args(["--log", "warn", "apply", "--yes", "--config"])
-        .arg(&w.cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_apply(&w);
     let deadline = Instant::now() + Duration::from_secs(60);
     while w.writes().len() < kill_after {
         assert!(
